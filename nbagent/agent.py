@@ -1,0 +1,440 @@
+"""The agent loop: ask the model, run its code, show it what happened, until it answers.
+
+The loop knows executors, models, observers and the recorder only through their small
+interfaces; it never touches ZMQ or nbformat itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from jupyter_core.utils import run_sync
+from nbformat import NotebookNode
+
+from .bootstrap import decode_answer, setup_code
+from .exceptions import KernelError, ModelError, UsageError
+from .execution import Execution
+from .kernel import DEFAULT_KERNEL, Kernel
+from .memory import Memory, Step, Task, default_system_prompt
+from .models import Model, Usage, resolve_model
+from .observe import Observation, Observer
+from .parsing import parse_reply
+from .recorder import NotebookRecorder, file_digest
+
+RunStatus = Literal["answered", "max_steps", "error", "interrupted"]
+
+STOP_SEQUENCES = ("\nObservation:",)
+
+NO_CODE = (
+    "Your reply had no ```python code block, so nothing ran. Reply with a short thought and one "
+    "```python block. When you have the answer, call final_answer(value) in a code block."
+)
+
+
+def _final_nudge(max_steps: int) -> str:
+    return (
+        f"You have used all {max_steps} steps. Reply now with one ```python block that calls "
+        "final_answer(...) with your best answer from what you have found so far."
+    )
+
+
+class Executor(Protocol):
+    """Runs code somewhere (a kernel process, the user's own shell) and reports an Execution."""
+
+    cwd: Path
+
+    async def astart(self) -> None: ...
+    async def aexecute(self, code: str, timeout: float | None = None) -> Execution: ...
+    async def ashutdown(self) -> None: ...
+
+
+class RunListener:
+    """Receives a run's progress as it happens (live logs, progress bars, live cell output).
+
+    Subclass and override what you need; every method does nothing by default.
+    """
+
+    def task_started(self, task: Task, notebook_path: Path | None) -> None:
+        """A question was put to the agent."""
+
+    def reply_received(self, number: int, thought: str, code: str | None) -> None:
+        """The model replied; ``code`` is about to run (``None``: the reply had none)."""
+
+    def step_finished(self, step: Step) -> None:
+        """A step ran and its observation was made."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """The question was answered, or the run ended without an answer."""
+
+
+@dataclass
+class RunResult:
+    """The outcome of :meth:`Agent.run`.
+
+    ``status`` is ``"answered"``, ``"max_steps"`` (no answer within the step limit),
+    ``"error"`` (the model or kernel failed; see ``error``) or ``"interrupted"``.
+    ``answer`` is the value given to ``final_answer`` (JSON-able values as themselves, pandas
+    objects as pandas objects, figures as PIL images, anything else as text); ``answer_text`` is
+    its readable form.
+    """
+
+    question: str
+    status: RunStatus
+    answer: Any = None
+    answer_text: str | None = None
+    steps: list[Step] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    notebook_path: Path | None = None
+    notebook: NotebookNode | None = None
+    duration: float = 0.0
+    error: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """True when the model gave a final answer."""
+        return self.status == "answered"
+
+
+class Agent:
+    """A code-first agent whose actions are cells run in a real IPython kernel.
+
+    Args:
+        model: a :class:`~nbagent.models.Model` or a model string (litellm string,
+            ``hf:MODEL_ID`` or ``scripted:PATH``); default: the ``NBAGENT_MODEL`` variable.
+        max_steps: steps before the model is asked for a final answer.
+        timeout: seconds a step may run before it is interrupted.
+        kernel: kernel spec name (nbagent's own ``kernels/`` first, then Jupyter's).
+        observer: turns executions into observations (budget, formatting).
+        system_prompt: replaces the packaged prompt (``nbagent/prompts/system.md``).
+        instructions: extra text appended to the system prompt.
+        listeners: receive progress events (see :class:`RunListener`).
+        executor: run steps here instead of a new kernel (used by ``%%agent``).
+        model_kwargs: passed to the model's constructor when ``model`` is a string.
+    """
+
+    def __init__(
+        self,
+        model: str | Model | None = None,
+        *,
+        max_steps: int = 10,
+        timeout: float | None = 60.0,
+        kernel: str = DEFAULT_KERNEL,
+        observer: Observer | None = None,
+        system_prompt: str | None = None,
+        instructions: str = "",
+        listeners: Sequence[RunListener] = (),
+        executor: Executor | None = None,
+        **model_kwargs: Any,
+    ) -> None:
+        if max_steps < 1:
+            raise UsageError(f"max_steps must be at least 1, not {max_steps}")
+        if timeout is not None and timeout <= 0:
+            raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
+        self.model = resolve_model(model, **model_kwargs)
+        self.max_steps = max_steps
+        self.timeout = timeout
+        self.kernel_name = kernel
+        self.observer = observer or Observer()
+        prompt = system_prompt if system_prompt is not None else default_system_prompt()
+        self.system_prompt = prompt.replace("{extra_instructions}", instructions).rstrip() + "\n"
+        self.listeners = list(listeners)
+        self._given_executor = executor
+        self._executor: Executor | None = executor
+        self._memory: Memory | None = None
+        self._recorder: NotebookRecorder | None = None
+        self._workdir: Path | None = executor.cwd if executor is not None else None
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def executor(self) -> Executor | None:
+        """Where steps run (a :class:`~nbagent.Kernel` unless one was given)."""
+        return self._executor
+
+    @property
+    def memory(self) -> Memory | None:
+        """The memory of the current session."""
+        return self._memory
+
+    @property
+    def recorder(self) -> NotebookRecorder | None:
+        """The notebook of the current session."""
+        return self._recorder
+
+    async def arun(
+        self,
+        question: str,
+        files: Iterable[str | os.PathLike[str]] = (),
+        notebook: str | os.PathLike[str] | None = None,
+        *,
+        reset: bool = True,
+        overwrite: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> RunResult:
+        """Answer ``question``; see :meth:`run`."""
+        if not question or not question.strip():
+            raise UsageError("the question is empty: say what you want the agent to find out")
+        started = time.perf_counter()
+        sources = check_data_files(files)
+        follow_up = not reset and self._memory is not None
+        if follow_up:
+            if notebook is not None and self._recorder is not None and self._recorder.path is not None \
+                    and Path(notebook).resolve() != self._recorder.path.resolve():
+                raise UsageError("a follow-up (reset=False) continues the same notebook; do not pass another one")
+        else:
+            await self._new_session(notebook, overwrite, workdir)
+        assert self._memory is not None and self._recorder is not None and self._workdir is not None
+        digests = _bring_files(sources, self._workdir)
+        task = Task(question=question.strip(), files=list(digests))
+        self._memory.entries.append(task)
+        self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up)
+        if not follow_up:
+            await self._setup_kernel()
+        self._recorder.save()
+        for listener in self.listeners:
+            listener.task_started(task, self._recorder.path)
+
+        result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
+        first_number = len(self._memory.steps) + 1
+        try:
+            await self._loop(result, first_number)
+        except asyncio.CancelledError:
+            result.status, result.error = "interrupted", "interrupted by the user"
+            self._recorder.add_marker("the run was interrupted before it finished.")
+            raise
+        except (ModelError, KernelError) as exc:
+            result.status, result.error = "error", str(exc)
+            self._recorder.add_marker(f"the run stopped: {exc}")
+        finally:
+            result.steps = [s for s in self._memory.steps if s.number >= first_number]
+            for s in result.steps:
+                result.usage = result.usage + s.usage
+            result.duration = time.perf_counter() - started
+            result.notebook = self._recorder.nb
+            if result.status == "max_steps":
+                self._recorder.add_marker(f"no final answer within {self.max_steps} steps.")
+            self._recorder.finish_task(
+                status=result.status,
+                answer=result.answer_text,
+                steps=len(result.steps),
+                usage=result.usage.to_dict(),
+                duration=round(result.duration, 3),
+                error=result.error,
+            )
+            self._recorder.save()
+            for listener in self.listeners:
+                listener.run_finished(result)
+        return result
+
+    def run(
+        self,
+        question: str,
+        files: Iterable[str | os.PathLike[str]] = (),
+        notebook: str | os.PathLike[str] | None = None,
+        *,
+        reset: bool = True,
+        overwrite: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> RunResult:
+        """Answer ``question`` by running code in the kernel, step by step.
+
+        Args:
+            question: what to find out.
+            files: data files made available in the kernel's working directory (copied there
+                unless already in it), recorded with their SHA-256 in the notebook.
+            notebook: where to save the notebook (saved after every step); ``None``: in memory.
+            reset: ``False`` continues the previous run: same kernel, memory and notebook.
+            overwrite: allow replacing an existing notebook file.
+            workdir: the kernel's working directory; default: the notebook's folder, else the
+                current directory.
+        """
+        return run_sync(self.arun)(
+            question, files, notebook, reset=reset, overwrite=overwrite, workdir=workdir
+        )
+
+    async def aclose(self) -> None:
+        """Shut down the kernel this agent started."""
+        if self._executor is not None and self._executor is not self._given_executor:
+            await self._executor.ashutdown()
+        self._executor = None if self._given_executor is None else self._given_executor
+
+    def close(self) -> None:
+        """Shut down the kernel this agent started."""
+        run_sync(self.aclose)()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _loop(self, result: RunResult, first_number: int) -> None:
+        number = first_number
+        for i in range(self.max_steps + 1):
+            final = i == self.max_steps
+            step = await self._step(number, nudge=_final_nudge(self.max_steps) if final else None)
+            number += 1
+            if step.execution is not None:
+                payload = step.execution.answer_bundle()
+                if payload is not None:
+                    result.status = "answered"
+                    result.answer = decode_answer(payload)
+                    result.answer_text = str(payload.get("text", ""))
+                    assert self._recorder is not None
+                    self._recorder.add_answer(result.answer_text)
+                    self._recorder.save()
+                    return
+
+    async def _step(self, number: int, nudge: str | None) -> Step:
+        assert self._memory is not None and self._recorder is not None and self._executor is not None
+        messages = self._memory.to_messages(images=self.model.supports_images, nudge=nudge)
+        t0 = time.perf_counter()
+        reply = await self.model.acomplete(messages, stop=STOP_SEQUENCES)
+        model_duration = time.perf_counter() - t0
+        parsed = parse_reply(reply.text)
+        for listener in self.listeners:
+            listener.reply_received(number, parsed.thought, parsed.code)
+        execution: Execution | None = None
+        if parsed.code is None:
+            observation = Observation(text=NO_CODE)
+        else:
+            try:
+                execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
+            except asyncio.CancelledError:
+                await _interrupt(self._executor)
+                raise
+            observation = self.observer.observe(execution)
+            if execution.restarted:
+                await self._after_restart(observation)
+        step = Step(
+            number=number,
+            reply=reply.text,
+            thought=parsed.thought,
+            code=parsed.code,
+            execution=execution,
+            observation=observation,
+            usage=reply.usage,
+            model_duration=model_duration,
+            kind="final" if nudge else "action",
+        )
+        self._memory.entries.append(step)
+        self._recorder.add_step(step, self.model.name)
+        self._recorder.save()
+        for listener in self.listeners:
+            listener.step_finished(step)
+        return step
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def _new_session(
+        self,
+        notebook: str | os.PathLike[str] | None,
+        overwrite: bool,
+        workdir: str | os.PathLike[str] | None,
+    ) -> None:
+        path = check_notebook_path(notebook, overwrite)
+        if self._given_executor is not None:
+            new_workdir = self._given_executor.cwd
+        elif workdir is not None:
+            new_workdir = Path(workdir).resolve()
+        elif path is not None:
+            new_workdir = path.parent
+        else:
+            new_workdir = Path.cwd()
+        if not new_workdir.is_dir():
+            raise UsageError(f"working directory {str(new_workdir)!r} does not exist")
+        if self._given_executor is None:
+            if self._executor is not None:
+                await self._executor.ashutdown()
+            self._executor = Kernel(self.kernel_name, cwd=new_workdir)
+            await self._executor.astart()
+        self._workdir = new_workdir
+        self._memory = Memory(self.system_prompt)
+        self._recorder = NotebookRecorder(path)
+
+    async def _setup_kernel(self) -> None:
+        assert self._executor is not None and self._recorder is not None
+        execution = await self._executor.aexecute(setup_code(), timeout=60)
+        if not execution.ok:
+            raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
+        self._recorder.add_setup(execution)
+
+    async def _after_restart(self, observation: Observation) -> None:
+        # The kernel lost its state: bring back the definitions every step relies on.
+        assert self._executor is not None
+        await self._executor.aexecute(setup_code(), timeout=60)
+        observation.text += (
+            "\n[The kernel was restarted: variables and imports from earlier steps are gone; "
+            "re-create what you need.]"
+        )
+
+
+async def _interrupt(executor: Executor) -> None:
+    interrupt = getattr(executor, "ainterrupt", None)
+    if interrupt is not None:
+        try:
+            await interrupt()
+        except Exception:  # best effort while the run is being cancelled
+            pass
+
+
+def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool) -> Path | None:
+    """The output notebook as an absolute path; :class:`UsageError` if it cannot be written."""
+    if notebook is None:
+        return None
+    path = Path(notebook).expanduser().resolve()
+    if path.is_dir():
+        raise UsageError(f"output {str(notebook)!r} is a directory; give a notebook file name such as answer.ipynb")
+    if path.exists() and not overwrite:
+        raise UsageError(f"output {str(notebook)!r} already exists; choose another name or pass --overwrite (overwrite=True)")
+    if not path.parent.is_dir():
+        raise UsageError(f"the folder of output {str(notebook)!r} does not exist")
+    return path
+
+
+def check_data_files(files: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The data files as paths; :class:`UsageError` if one is missing, not a file, or a name repeats."""
+    sources = [Path(f).expanduser() for f in files]
+    seen: set[str] = set()
+    for src in sources:
+        if not src.exists():
+            raise UsageError(f"data file {str(src)!r} does not exist")
+        if not src.is_file():
+            raise UsageError(f"data file {str(src)!r} is not a regular file")
+        if src.name in seen:
+            raise UsageError(f"two data files are named {src.name!r}; rename one of them")
+        seen.add(src.name)
+    return sources
+
+
+def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:
+    """Copy data files into the working directory; returns name -> sha256."""
+    names: dict[str, str] = {}
+    for src in sources:
+        digest = file_digest(src)
+        target = workdir / src.name
+        if target.exists() and target.resolve() != src.resolve():
+            if file_digest(target) != digest:
+                raise UsageError(
+                    f"data file {str(src)!r} would replace a different {src.name!r} in {str(workdir)!r}; "
+                    "rename it or choose another output folder"
+                )
+        elif not target.exists():
+            shutil.copy2(src, target)
+        names[src.name] = digest
+    return names

@@ -1,0 +1,45 @@
+"""Exceptions raised by nbagent.
+
+Every exception nbagent raises on purpose derives from :class:`NbagentError`::
+
+    NbagentError
+    ├── UsageError            bad input from the user: a flag, a file, a model string
+    ├── ModelError            the model could not give a reply (after retries)
+    │   └── ScriptExhaustedError   a scripted model has no replies left
+    └── KernelError           the kernel could not be started or talked to
+        ├── NoSuchKernelError      the kernel name is not in kernels/ or Jupyter's kernel specs
+        └── KernelStartError       the kernel process did not come up
+
+What happens *inside* a step (an exception, a timeout, the kernel dying) is not raised: it is
+reported in the step's :class:`~nbagent.Execution` and shown to the model as an observation.
+"""
+
+from __future__ import annotations
+
+
+class NbagentError(Exception):
+    """Base class of every error nbagent raises on purpose."""
+
+
+class UsageError(NbagentError):
+    """Raised when an input given by the user is wrong; the message says which and what to do."""
+
+
+class ModelError(NbagentError):
+    """Raised when the model fails to reply, after retrying transient failures."""
+
+
+class ScriptExhaustedError(ModelError):
+    """Raised when a scripted model is asked for more replies than its script holds."""
+
+
+class KernelError(NbagentError):
+    """Raised when a kernel cannot be started, restarted or reached."""
+
+
+class NoSuchKernelError(KernelError, UsageError):
+    """Raised when a kernel name is neither in ``kernels/`` nor among Jupyter's kernel specs."""
+
+
+class KernelStartError(KernelError):
+    """Raised when the kernel process does not become ready in time."""

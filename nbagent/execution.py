@@ -1,0 +1,187 @@
+"""What one run of a cell produced, and how kernel messages become notebook outputs.
+
+:class:`Execution` is the record every executor returns. :class:`OutputCollector` turns the
+kernel's iopub messages into nbformat outputs with the semantics JupyterLab and nbclient use:
+consecutive stream messages of the same name are merged (with ``\\r`` and ``\\b`` applied),
+``clear_output(wait=True)`` clears just before the next output, and ``update_display_data``
+rewrites every earlier output that carries the same ``display_id`` -- including outputs of earlier
+cells, which is why one collector lives as long as the kernel session.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nbformat import NotebookNode
+from nbformat.v4 import output_from_msg
+
+Status = Literal["ok", "error", "timeout", "died"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_BACKSPACE = re.compile(r"[^\n]\x08")
+_CARRIAGE_RETURN = re.compile(r"^.*\r(?=[^\n])", re.MULTILINE)
+
+ANSWER_MIME = "application/vnd.nbagent.answer+json"
+"""Mime type under which the kernel's ``final_answer`` hands its value to the host."""
+
+
+def strip_ansi(text: str) -> str:
+    """Remove ANSI colour and cursor sequences."""
+    return _ANSI.sub("", text)
+
+
+def apply_terminal_controls(text: str) -> str:
+    """Apply ``\\b`` and ``\\r`` the way a terminal (and JupyterLab) would show the text."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = _BACKSPACE.sub("", text)
+    return _CARRIAGE_RETURN.sub("", text)
+
+
+@dataclass
+class ErrorInfo:
+    """An exception raised by a cell: its class name, message and plain-text traceback."""
+
+    name: str
+    value: str
+    traceback: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.value}"
+
+
+@dataclass
+class Execution:
+    """The result of running one piece of code in a kernel (or in the user's own shell).
+
+    ``outputs`` are nbformat output nodes exactly as a notebook stores them. ``status`` is
+    ``"ok"``, ``"error"`` (the code raised), ``"timeout"`` (interrupted after ``timeout`` seconds)
+    or ``"died"`` (the kernel process went away). ``restarted`` says the kernel was restarted
+    while handling a timeout or a death, so the state of earlier steps was lost unless restored.
+    """
+
+    code: str
+    outputs: list[NotebookNode] = field(default_factory=list)
+    status: Status = "ok"
+    execution_count: int | None = None
+    error: ErrorInfo | None = None
+    started: float = 0.0
+    duration: float = 0.0
+    restarted: bool = False
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the code ran to the end without raising."""
+        return self.status == "ok"
+
+    def answer_bundle(self) -> dict[str, Any] | None:
+        """The payload of the last ``final_answer(...)`` call in this execution, if any."""
+        found = None
+        for out in self.outputs:
+            if out.get("output_type") in ("display_data", "execute_result"):
+                payload = out.get("data", {}).get(ANSWER_MIME)
+                if payload is not None:
+                    found = payload
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (outputs excluded) for logs and metadata."""
+        return {
+            "status": self.status,
+            "execution_count": self.execution_count,
+            "error": None if self.error is None else {"name": self.error.name, "value": self.error.value},
+            "duration": round(self.duration, 6),
+            "restarted": self.restarted,
+        }
+
+
+class OutputCollector:
+    """Builds notebook outputs from kernel iopub messages.
+
+    One collector per kernel session: it remembers which outputs carry which ``display_id`` so a
+    later ``update_display_data`` can change them wherever they are.
+    """
+
+    def __init__(self) -> None:
+        self._displays: dict[str, list[NotebookNode]] = {}
+        self._outputs: list[NotebookNode] = []
+        self._clear_before_next = False
+
+    def begin(self) -> list[NotebookNode]:
+        """Start collecting for a new cell; returns the (live) list outputs are appended to."""
+        self._outputs = []
+        self._clear_before_next = False
+        return self._outputs
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        """Apply one iopub message of the running cell."""
+        msg_type = msg["header"]["msg_type"]
+        content = msg["content"]
+        transient = content.get("transient") or {}
+        display_id = transient.get("display_id")
+
+        if msg_type == "clear_output":
+            if content.get("wait"):
+                self._clear_before_next = True
+            else:
+                self._clear()
+            return
+        if msg_type == "update_display_data":
+            if display_id:
+                self._update_display(display_id, msg)
+            return
+        if msg_type not in ("stream", "display_data", "execute_result", "error"):
+            return
+
+        if self._clear_before_next:
+            self._clear()
+            self._clear_before_next = False
+
+        if msg_type == "stream":
+            self._append_stream(content["name"], content.get("text", ""))
+            return
+        out = output_from_msg(msg)
+        if msg_type == "error":
+            out["traceback"] = [strip_ansi(line) for line in out.get("traceback", [])]
+        if display_id:
+            # A new display with a known id also updates the earlier ones (JupyterLab behaviour).
+            self._update_display(display_id, msg)
+            self._displays.setdefault(display_id, []).append(out)
+        self._outputs.append(out)
+
+    def _append_stream(self, name: str, text: str) -> None:
+        last = self._outputs[-1] if self._outputs else None
+        if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
+            last["text"] = apply_terminal_controls(last["text"] + text)
+            return
+        self._outputs.append(
+            NotebookNode(output_type="stream", name=name, text=apply_terminal_controls(text))
+        )
+
+    def _update_display(self, display_id: str, msg: dict[str, Any]) -> None:
+        content = msg["content"]
+        for out in self._displays.get(display_id, []):
+            out["data"] = NotebookNode(content.get("data", {}))
+            out["metadata"] = NotebookNode(content.get("metadata", {}))
+
+    def _clear(self) -> None:
+        cleared = {id(o) for o in self._outputs}
+        for did, outs in list(self._displays.items()):
+            self._displays[did] = [o for o in outs if id(o) not in cleared]
+        self._outputs.clear()
+
+
+def error_from_outputs(outputs: list[NotebookNode]) -> ErrorInfo | None:
+    """The last error output of a cell as an :class:`ErrorInfo`, if there is one."""
+    for out in reversed(outputs):
+        if out.get("output_type") == "error":
+            return ErrorInfo(
+                name=out.get("ename", ""),
+                value=out.get("evalue", ""),
+                traceback=strip_ansi("\n".join(out.get("traceback", []))),
+            )
+    return None

@@ -1,0 +1,87 @@
+"""The model interface: messages in, a reply (text and token usage) out."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from jupyter_core.utils import run_sync
+
+Message = dict[str, Any]
+"""An OpenAI-style chat message: ``{"role": ..., "content": str | list of parts}``."""
+
+
+@dataclass
+class Usage:
+    """Tokens used by one or more model calls, and their cost in USD when known."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        cost = None if self.cost is None and other.cost is None else (self.cost or 0) + (other.cost or 0)
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            cost,
+            self.estimated or other.estimated,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as written into notebook metadata."""
+        return asdict(self)
+
+
+@dataclass
+class Reply:
+    """What a model answered: its text and what it cost."""
+
+    text: str
+    usage: Usage
+
+
+class Model(ABC):
+    """A chat model. Subclasses implement :meth:`acomplete`; :meth:`complete` blocks on it.
+
+    ``supports_images`` says whether observations may include images (figures) for this model.
+    """
+
+    name: str = "model"
+    supports_images: bool = False
+    supports_stop: bool = True
+
+    @abstractmethod
+    async def acomplete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
+        """Ask the model for the next reply to ``messages``."""
+
+    def complete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
+        """Blocking form of :meth:`acomplete`."""
+        return run_sync(self.acomplete)(messages, stop)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token) for models that report none."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def message_text(message: Message) -> str:
+    """The text parts of a message, joined."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""

@@ -1,0 +1,168 @@
+"""NotebookRecorder: writes a run into an nbformat notebook as it happens.
+
+Layout: a header markdown cell (question, model, date, data files), the setup code cell (the
+kernel-side definitions, so the notebook re-runs without nbagent), then per step a markdown cell
+with the thought and a code cell with the code, its outputs and ``execution_count``, and finally
+an answer cell. Per-cell facts live under ``metadata.nbagent``; cells that raised are tagged
+``raises-exception`` and cells that timed out or killed the kernel also ``skip-execution``, so
+``jupyter nbconvert --execute`` (nbclient) re-runs the notebook top to bottom.
+
+Every save writes a temporary file beside the target and renames it over the target, so the file
+on disk is always a complete, valid notebook, whatever happens to the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from ._version import __version__
+from .execution import Execution
+from .memory import Step, Task
+
+RAISES = "raises-exception"
+SKIP = "skip-execution"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by writing a temporary file beside it and renaming it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.nbagent-tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class NotebookRecorder:
+    """Builds the run's notebook and saves it atomically after every change.
+
+    Args:
+        path: where to save; ``None`` keeps the notebook in memory only.
+        validate: check the notebook against the nbformat schema before each save.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, validate: bool = True) -> None:
+        self.path = Path(path) if path is not None else None
+        self.validate = validate
+        self.nb: NotebookNode = new_notebook(
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                "language_info": {"name": "python", "version": platform.python_version()},
+                "nbagent": {"version": __version__, "runs": []},
+            }
+        )
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        """The ``metadata.nbagent.runs`` list: one entry per question asked."""
+        runs: list[dict[str, Any]] = self.nb.metadata["nbagent"]["runs"]
+        return runs
+
+    def start_task(self, task: Task, model: str, files: dict[str, str], follow_up: bool) -> None:
+        """Add the header cell of a question (``files``: name -> sha256)."""
+        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        title = "## Follow-up: " if follow_up else "# "
+        lines = [f"{title}{task.question}", "", f"*nbagent {__version__} · model `{model}` · {when.isoformat()}*"]
+        if files:
+            lines += ["", "Data files (in the notebook's folder):", ""]
+            lines += [f"- `{name}` (sha256 `{digest[:12]}…`)" for name, digest in files.items()]
+        self._add(new_markdown_cell("\n".join(lines)), role="task")
+        self.runs.append(
+            {
+                "question": task.question,
+                "model": model,
+                "started": when.isoformat(),
+                "files": [{"name": n, "sha256": d} for n, d in files.items()],
+                "status": "running",
+            }
+        )
+
+    def add_setup(self, execution: Execution) -> None:
+        """Add the setup cell (kernel-side definitions), collapsed in the notebook UIs."""
+        cell = self._code_cell(execution)
+        cell.metadata["jupyter"] = {"source_hidden": True}
+        cell.metadata["tags"] = ["nbagent-setup"]
+        self._add(cell, role="setup")
+
+    def add_step(self, step: Step, model: str) -> None:
+        """Add a step: its thought as markdown, then its code cell (if it had code)."""
+        meta = {
+            "step": step.number,
+            "kind": step.kind,
+            "model": model,
+            "reply": step.reply,
+            "observation": step.observation.text,
+            "observation_images": len(step.observation.images),
+            "usage": step.usage.to_dict(),
+            "model_duration": round(step.model_duration, 6),
+        }
+        label = "Final step" if step.kind == "final" else f"Step {step.number}"
+        thought = step.thought or "*(no thought given)*"
+        if step.execution is None:
+            meta["status"] = "no-code"
+            self._add(new_markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"), role="thought", **meta)
+            return
+        self._add(new_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
+        cell = self._code_cell(step.execution)
+        self._add(cell, role="step", **meta, **step.execution.to_dict())
+
+    def add_answer(self, text: str) -> None:
+        """Add the closing markdown cell that states the answer."""
+        body = f"**Answer:** {text}" if "\n" not in text.strip() else f"**Answer:**\n\n```\n{text.strip()}\n```"
+        self._add(new_markdown_cell(body), role="answer")
+
+    def add_marker(self, text: str) -> None:
+        """Add a markdown cell reporting how a run ended abnormally (papermill's error marker)."""
+        self._add(new_markdown_cell(f"<div class=\"alert alert-warning\">\n\n**nbagent:** {text}\n\n</div>"), role="marker")
+
+    def finish_task(self, **facts: Any) -> None:
+        """Record the outcome of the current question in the notebook metadata."""
+        if self.runs:
+            self.runs[-1].update(facts)
+
+    def save(self) -> None:
+        """Write the notebook atomically (no-op without a path)."""
+        if self.path is None:
+            return
+        if self.validate:
+            nbformat.validate(self.nb)
+        atomic_write_text(self.path, nbformat.v4.writes_json(self.nb) + "\n")
+
+    def _code_cell(self, execution: Execution) -> NotebookNode:
+        cell = new_code_cell(execution.code)
+        # The cell keeps the very same output objects, so a later update_display_data reaches it.
+        cell.outputs = execution.outputs
+        cell.execution_count = execution.execution_count
+        tags = []
+        if execution.status != "ok":
+            tags.append(RAISES)
+        if execution.status in ("timeout", "died"):
+            tags.append(SKIP)
+        if tags:
+            cell.metadata["tags"] = tags
+        return cell
+
+    def _add(self, cell: NotebookNode, role: str, **meta: Any) -> None:
+        cell.metadata["nbagent"] = {"role": role, **meta}
+        self.nb.cells.append(cell)
+
