@@ -1,7 +1,7 @@
 """nbagent: a code-first agent whose every step is a cell run in a real IPython kernel.
 
-    from nbagent import Agent
-    result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], notebook="run.ipynb")
+from nbagent import Agent
+result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], notebook="run.ipynb")
 """
 
 from ._version import __version__

@@ -185,9 +185,15 @@ class Agent:
         sources = check_data_files(files)
         follow_up = not reset and self._memory is not None
         if follow_up:
-            if notebook is not None and self._recorder is not None and self._recorder.path is not None \
-                    and Path(notebook).resolve() != self._recorder.path.resolve():
-                raise UsageError("a follow-up (reset=False) continues the same notebook; do not pass another one")
+            if (
+                notebook is not None
+                and self._recorder is not None
+                and self._recorder.path is not None
+                and Path(notebook).resolve() != self._recorder.path.resolve()
+            ):
+                raise UsageError(
+                    "a follow-up (reset=False) continues the same notebook; do not pass another one"
+                )
         else:
             await self._new_session(notebook, overwrite, workdir)
         assert self._memory is not None and self._recorder is not None and self._workdir is not None
@@ -399,9 +405,14 @@ def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool
         return None
     path = Path(notebook).expanduser().resolve()
     if path.is_dir():
-        raise UsageError(f"output {str(notebook)!r} is a directory; give a notebook file name such as answer.ipynb")
+        raise UsageError(
+            f"output {str(notebook)!r} is a directory; give a notebook file name such as answer.ipynb"
+        )
     if path.exists() and not overwrite:
-        raise UsageError(f"output {str(notebook)!r} already exists; choose another name or pass --overwrite (overwrite=True)")
+        raise UsageError(
+            f"output {str(notebook)!r} already exists; "
+            "choose another name or pass --overwrite (overwrite=True)"
+        )
     if not path.parent.is_dir():
         raise UsageError(f"the folder of output {str(notebook)!r} does not exist")
     return path

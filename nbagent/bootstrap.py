@@ -22,9 +22,7 @@ SETUP_PARTS = ("final_answer.py",)
 def setup_code() -> str:
     """The source of the notebook's setup cell."""
     base = resources.files("nbagent") / "kernel_code"
-    return "\n\n".join(
-        (base / part).read_text(encoding="utf-8").strip() for part in SETUP_PARTS
-    ) + "\n"
+    return "\n\n".join((base / part).read_text(encoding="utf-8").strip() for part in SETUP_PARTS) + "\n"
 
 
 def decode_answer(payload: dict[str, Any]) -> Any:
@@ -46,7 +44,7 @@ def decode_answer(payload: dict[str, Any]) -> Any:
     if kind == "image":
         from PIL import Image
 
-        return Image.open(io.BytesIO(base64.b64decode(value)))
+        return Image.open(io.BytesIO(base64.b64decode(str(value))))
     return payload.get("text", "")
 
 

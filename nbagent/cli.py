@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TextIO
 
 from ._version import __version__
+from .agent import RunListener, RunResult
 from .exceptions import NbagentError, UsageError
 from .memory import Step, Task
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class StepLog:
+class StepLog(RunListener):
     """A live, readable log of a run on a text stream (stderr by default)."""
 
     def __init__(self, stream: TextIO | None = None, max_lines: int = 12) -> None:
@@ -37,7 +38,10 @@ class StepLog:
     def _clip(self, text: str, prefix: str) -> str:
         lines = text.rstrip("\n").splitlines() or [""]
         if len(lines) > self.max_lines:
-            lines = [*lines[: self.max_lines - 1], f"… ({len(lines) - self.max_lines + 1} more lines)"]
+            lines = [
+                *lines[: self.max_lines - 1],
+                f"… ({len(lines) - self.max_lines + 1} more lines)",
+            ]
         return "\n".join(prefix + line for line in lines)
 
     def task_started(self, task: Task, notebook_path: Path | None) -> None:
@@ -59,17 +63,19 @@ class StepLog:
         status = "no code" if execution is None else execution.status
         took = "" if execution is None else f" in {execution.duration:.2f} s"
         self._print(self._clip(step.observation.text, "  ▸ "))
-        self._print(f"  [{status}{took}; model {step.model_duration:.2f} s, {step.usage.total_tokens} tokens]")
+        self._print(
+            f"  [{status}{took}; model {step.model_duration:.2f} s, {step.usage.total_tokens} tokens]"
+        )
 
-    def run_finished(self, result: object) -> None:
-        from .agent import RunResult
-
-        assert isinstance(result, RunResult)
+    def run_finished(self, result: RunResult) -> None:
         self._print("─" * self.width)
         tokens = result.usage.total_tokens
         cost = f", ${result.usage.cost:.4f}" if result.usage.cost else ""
         where = f"; notebook: {result.notebook_path}" if result.notebook_path else ""
-        self._print(f"{result.status} after {len(result.steps)} steps, {result.duration:.1f} s, {tokens} tokens{cost}{where}")
+        self._print(
+            f"{result.status} after {len(result.steps)} steps, {result.duration:.1f} s, "
+            f"{tokens} tokens{cost}{where}"
+        )
         if result.error:
             self._print(f"error: {result.error}")
 
@@ -94,16 +100,46 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Answer QUESTION by running code in a kernel; the whole run is saved as a notebook.",
     )
     run.add_argument("question", help="the question; '-' reads it from standard input")
-    run.add_argument("-d", "--data", action="append", default=[], metavar="FILE",
-                     help="a data file to work on (repeatable); copied into the notebook's folder")
-    run.add_argument("-o", "--output", metavar="NOTEBOOK",
-                     help="where to write the notebook (default: a name made from the question)")
-    run.add_argument("-m", "--model", help="litellm model string, 'hf:MODEL_ID' or 'scripted:FILE.json' "
-                     "(default: $NBAGENT_MODEL)")
+    run.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a data file to work on (repeatable); copied into the notebook's folder",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        metavar="NOTEBOOK",
+        help="where to write the notebook (default: a name made from the question)",
+    )
+    run.add_argument(
+        "-m",
+        "--model",
+        help="litellm model string, 'hf:MODEL_ID' or 'scripted:FILE.json' (default: $NBAGENT_MODEL)",
+    )
     run.add_argument("--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint")
-    run.add_argument("--max-steps", type=int, default=10, metavar="N", help="steps before a final answer is demanded (default 10)")
-    run.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="time limit of one step (default 60)")
-    run.add_argument("--kernel", default="nbagent", metavar="NAME", help="kernel spec to run the code in (default: nbagent)")
+    run.add_argument(
+        "--max-steps",
+        type=int,
+        default=10,
+        metavar="N",
+        help="steps before a final answer is demanded (default 10)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="time limit of one step (default 60)",
+    )
+    run.add_argument(
+        "--kernel",
+        default="nbagent",
+        metavar="NAME",
+        help="kernel spec to run the code in (default: nbagent)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
 
@@ -133,14 +169,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     check_notebook_path(output, args.overwrite)
     if args.kernel not in available_kernels():
-        raise UsageError(f"unknown kernel {args.kernel!r}; available kernels: {', '.join(available_kernels())}")
+        raise UsageError(
+            f"unknown kernel {args.kernel!r}; available kernels: {', '.join(available_kernels())}"
+        )
     model_kwargs = {"api_base": args.api_base} if args.api_base else {}
     model = resolve_model(args.model, **model_kwargs)
     if isinstance(model, LiteLLMModel):
         model.check()
 
     listeners = [] if args.quiet else [StepLog()]
-    agent = Agent(model, max_steps=args.max_steps, timeout=args.timeout, kernel=args.kernel, listeners=listeners)
+    agent = Agent(
+        model,
+        max_steps=args.max_steps,
+        timeout=args.timeout,
+        kernel=args.kernel,
+        listeners=listeners,
+    )
 
     async def go() -> int:
         try:
@@ -184,4 +228,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nbagent {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-

@@ -124,9 +124,7 @@ class Kernel:
             ksm.get_kernel_spec(self.name)
         except NoSuchKernel:
             known = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
-            raise NoSuchKernelError(
-                f"unknown kernel {self.name!r}; available kernels: {known}"
-            ) from None
+            raise NoSuchKernelError(f"unknown kernel {self.name!r}; available kernels: {known}") from None
         # ipc transport: no TCP ports, and it keeps working when the kernel has no network.
         self._runtime_dir = tempfile.mkdtemp(prefix="nbagent-kernel-")
         km = AsyncKernelManager(
@@ -316,4 +314,3 @@ class Kernel:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.ashutdown()
-

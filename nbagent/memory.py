@@ -119,9 +119,7 @@ class Memory:
             if i in keep_images:
                 parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
                 for png in entry.observation.images[-self.max_images :]:
-                    parts.append(
-                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}
-                    )
+                    parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}})
                 messages.append({"role": "user", "content": parts})
             else:
                 if entry.observation.images and images:

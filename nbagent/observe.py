@@ -48,7 +48,7 @@ def share_budget(pieces: list[str], budget: int, floor: int = 200) -> list[str]:
         fair = max(remaining // (len(order) - n), min(floor, len(pieces[i])))
         limits[i] = min(len(pieces[i]), fair)
         remaining = max(remaining - limits[i], 0)
-    return [truncate_middle(p, lim) for p, lim in zip(pieces, limits)]
+    return [truncate_middle(p, lim) for p, lim in zip(pieces, limits, strict=True)]
 
 
 class Observer:
@@ -105,7 +105,10 @@ class Observer:
         lines = strip_ansi("".join(out.get("traceback", []))).rstrip("\n").splitlines()
         if len(lines) > self.max_traceback_lines:
             dropped = len(lines) - self.max_traceback_lines
-            lines = [f"[{dropped} earlier traceback lines cut]", *lines[-self.max_traceback_lines :]]
+            lines = [
+                f"[{dropped} earlier traceback lines cut]",
+                *lines[-self.max_traceback_lines :],
+            ]
         head = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
         body = "\n".join(lines)
         return body if body.endswith(head) else f"{body}\n{head}"

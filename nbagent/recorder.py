@@ -82,7 +82,11 @@ class NotebookRecorder:
         """Add the header cell of a question (``files``: name -> sha256)."""
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         title = "## Follow-up: " if follow_up else "# "
-        lines = [f"{title}{task.question}", "", f"*nbagent {__version__} · model `{model}` · {when.isoformat()}*"]
+        lines = [
+            f"{title}{task.question}",
+            "",
+            f"*nbagent {__version__} · model `{model}` · {when.isoformat()}*",
+        ]
         if files:
             lines += ["", "Data files (in the notebook's folder):", ""]
             lines += [f"- `{name}` (sha256 `{digest[:12]}…`)" for name, digest in files.items()]
@@ -120,7 +124,11 @@ class NotebookRecorder:
         thought = step.thought or "*(no thought given)*"
         if step.execution is None:
             meta["status"] = "no-code"
-            self._add(new_markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"), role="thought", **meta)
+            self._add(
+                new_markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"),
+                role="thought",
+                **meta,
+            )
             return
         self._add(new_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
         cell = self._code_cell(step.execution)
@@ -128,12 +136,17 @@ class NotebookRecorder:
 
     def add_answer(self, text: str) -> None:
         """Add the closing markdown cell that states the answer."""
-        body = f"**Answer:** {text}" if "\n" not in text.strip() else f"**Answer:**\n\n```\n{text.strip()}\n```"
+        body = (
+            f"**Answer:** {text}" if "\n" not in text.strip() else f"**Answer:**\n\n```\n{text.strip()}\n```"
+        )
         self._add(new_markdown_cell(body), role="answer")
 
     def add_marker(self, text: str) -> None:
         """Add a markdown cell reporting how a run ended abnormally (papermill's error marker)."""
-        self._add(new_markdown_cell(f"<div class=\"alert alert-warning\">\n\n**nbagent:** {text}\n\n</div>"), role="marker")
+        self._add(
+            new_markdown_cell(f'<div class="alert alert-warning">\n\n**nbagent:** {text}\n\n</div>'),
+            role="marker",
+        )
 
     def finish_task(self, **facts: Any) -> None:
         """Record the outcome of the current question in the notebook metadata."""
@@ -165,4 +178,3 @@ class NotebookRecorder:
     def _add(self, cell: NotebookNode, role: str, **meta: Any) -> None:
         cell.metadata["nbagent"] = {"role": role, **meta}
         self.nb.cells.append(cell)
-

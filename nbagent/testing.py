@@ -42,7 +42,7 @@ class OpenAICompatibleServer:
     def url(self) -> str:
         """Base URL to give clients (``http://127.0.0.1:PORT/v1``)."""
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def start(self) -> OpenAICompatibleServer:
         """Serve in a background thread."""
@@ -78,7 +78,9 @@ class OpenAICompatibleServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            def _send_json(
+                self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -90,7 +92,9 @@ class OpenAICompatibleServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send_json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                    self._send_json(
+                        200, {"object": "list", "data": [{"id": server.model, "object": "model"}]}
+                    )
                 else:
                     self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -111,7 +115,11 @@ class OpenAICompatibleServer:
                     if "retry_after" in item:
                         headers["Retry-After"] = str(item["retry_after"])
                     message = item.get("error", f"scripted HTTP {status}")
-                    self._send_json(status, {"error": {"message": message, "type": "scripted", "code": status}}, headers)
+                    self._send_json(
+                        status,
+                        {"error": {"message": message, "type": "scripted", "code": status}},
+                        headers,
+                    )
                     return
                 text = item["reply"]
                 for s in body.get("stop") or []:
@@ -134,7 +142,11 @@ class OpenAICompatibleServer:
                         "created": created,
                         "model": model,
                         "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
                         ],
                         "usage": usage,
                     },

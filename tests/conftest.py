@@ -11,7 +11,7 @@ import pytest
 # litellm must never try to fetch its cost map from the internet during tests.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from nbagent import Kernel, ScriptedModel  # noqa: E402
+from nbagent import Kernel, ScriptedModel
 
 REPO = Path(__file__).resolve().parents[1]
 PENGUINS = REPO / "examples" / "data" / "penguins.csv"

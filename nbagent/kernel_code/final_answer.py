@@ -1,7 +1,11 @@
 # nbagent setup: defines final_answer(). Needs only IPython; nbagent itself is not required.
 def final_answer(answer):
     """Give `answer` as the result of the task: shown below, and handed back to the agent."""
-    import base64, io, json, math
+    import base64
+    import io
+    import json
+    import math
+
     from IPython import get_ipython
     from IPython.display import display
 
@@ -65,12 +69,16 @@ def final_answer(answer):
         bundle.setdefault("image/png", payload)
     bundle["text/plain"] = text
     bundle["application/vnd.nbagent.answer+json"] = {
-        "kind": kind, "type": kind_name, "value": payload, "text": text,
+        "kind": kind,
+        "type": kind_name,
+        "value": payload,
+        "text": text,
     }
     display(bundle, raw=True, metadata=metadata)
     if hasattr(answer, "savefig"):
         try:
             import matplotlib.pyplot as plt
+
             plt.close(answer)  # shown once, as the answer, not again by the inline backend
         except Exception:
             pass

@@ -5,7 +5,7 @@ Each item is either a string (the reply text) or an object ``{"reply": "..."}``,
 with ``"input_tokens"`` and ``"output_tokens"`` to report instead of estimates::
 
     [
-      "Thought: look at the data.\\n```python\\nimport pandas as pd\\ndf = pd.read_csv('penguins.csv')\\ndf.head()\\n```",
+      "Thought: look at the data.\\n```python\\ndf = pd.read_csv('penguins.csv')\\ndf.head()\\n```",
       "```python\\nfinal_answer(df.groupby('species').body_mass_g.mean().idxmax())\\n```"
     ]
 """
@@ -27,7 +27,13 @@ class ScriptedModel(Model):
     Token usage is estimated from the text (``Usage.estimated`` is true) unless a reply gives it.
     """
 
-    def __init__(self, replies: Sequence[str | dict[str, Any]], *, name: str = "scripted", vision: bool = False) -> None:
+    def __init__(
+        self,
+        replies: Sequence[str | dict[str, Any]],
+        *,
+        name: str = "scripted",
+        vision: bool = False,
+    ) -> None:
         self.name = name
         self.supports_images = vision
         self.replies = [_check_item(item, i) for i, item in enumerate(replies)]
