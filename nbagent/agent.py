@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -25,6 +25,7 @@ from .kernel import DEFAULT_KERNEL, Kernel
 from .memory import Memory, Step, Task, default_system_prompt
 from .models import Model, Usage, resolve_model
 from .observe import Observation, Observer
+from .parameters import check_parameters, parameters_code
 from .parsing import parse_reply
 from .recorder import NotebookRecorder, file_digest
 
@@ -177,12 +178,14 @@ class Agent:
         reset: bool = True,
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``question``; see :meth:`run`."""
         if not question or not question.strip():
             raise UsageError("the question is empty: say what you want the agent to find out")
         started = time.perf_counter()
         sources = check_data_files(files)
+        params = check_parameters(parameters or {})
         follow_up = not reset and self._memory is not None
         if follow_up:
             if (
@@ -198,11 +201,13 @@ class Agent:
             await self._new_session(notebook, overwrite, workdir)
         assert self._memory is not None and self._recorder is not None and self._workdir is not None
         digests = _bring_files(sources, self._workdir)
-        task = Task(question=question.strip(), files=list(digests))
+        task = Task(question=question.strip(), files=list(digests), parameters=params)
         self._memory.entries.append(task)
         self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up)
         if not follow_up:
             await self._setup_kernel()
+        if params:
+            await self._set_parameters(params)
         self._recorder.save()
         for listener in self.listeners:
             listener.task_started(task, self._recorder.path)
@@ -248,6 +253,7 @@ class Agent:
         reset: bool = True,
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``question`` by running code in the kernel, step by step.
 
@@ -260,9 +266,18 @@ class Agent:
             overwrite: allow replacing an existing notebook file.
             workdir: the kernel's working directory; default: the notebook's folder, else the
                 current directory.
+            parameters: variables set in the kernel before the first step (JSON-like values),
+                written as a cell tagged ``parameters`` (papermill's convention) and named in
+                the task given to the model.
         """
         return run_sync(self.arun)(
-            question, files, notebook, reset=reset, overwrite=overwrite, workdir=workdir
+            question,
+            files,
+            notebook,
+            reset=reset,
+            overwrite=overwrite,
+            workdir=workdir,
+            parameters=parameters,
         )
 
     async def aclose(self) -> None:
@@ -380,10 +395,20 @@ class Agent:
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         self._recorder.add_setup(execution)
 
+    async def _set_parameters(self, parameters: dict[str, Any]) -> None:
+        assert self._executor is not None and self._recorder is not None
+        execution = await self._executor.aexecute(parameters_code(parameters), timeout=60)
+        if not execution.ok:
+            raise KernelError(f"setting the parameters failed: {execution.error or execution.status}")
+        self._recorder.add_parameters(execution, parameters)
+
     async def _after_restart(self, observation: Observation) -> None:
         # The kernel lost its state: bring back the definitions every step relies on.
-        assert self._executor is not None
+        assert self._executor is not None and self._memory is not None
         await self._executor.aexecute(setup_code(), timeout=60)
+        tasks = [e for e in self._memory.entries if isinstance(e, Task)]
+        if tasks and tasks[-1].parameters:
+            await self._executor.aexecute(parameters_code(tasks[-1].parameters), timeout=60)
         observation.text += (
             "\n[The kernel was restarted: variables and imports from earlier steps are gone; "
             "re-create what you need.]"

@@ -163,7 +163,8 @@ class Kernel:
             return
         if self._kc is not None:
             self._kc.stop_channels()
-        await self._km.restart_kernel(now=True)
+        # cwd is passed again because a pool may have moved the kernel's folder since it started.
+        await self._km.restart_kernel(now=True, cwd=str(self.cwd))
         self.restarts += 1
         await self._connect()
 
@@ -203,19 +204,23 @@ class Kernel:
 
     # -- running code ----------------------------------------------------------------------
 
-    async def aexecute(self, code: str, timeout: float | None = None) -> Execution:
+    async def aexecute(
+        self, code: str, timeout: float | None = None, *, store_history: bool = True
+    ) -> Execution:
         """Run ``code`` and return what it did.
 
         ``timeout`` (seconds) bounds the run: when it passes the kernel is interrupted; if it
         has not stopped ``interrupt_grace`` seconds later, it is restarted. A kernel that dies
         is restarted too, so the next call works; ``Execution.restarted`` tells the caller.
+        ``store_history=False`` leaves the execution count alone (for warm-up code that is not
+        part of the notebook).
         """
         await self.astart()
         kc = self._kc
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         t0 = time.perf_counter()
-        msg_id = kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        msg_id = kc.execute(code, store_history=store_history, allow_stdin=False, stop_on_error=False)
 
         deadline = None if timeout is None else t0 + timeout
         interrupted_at: float | None = None

@@ -108,6 +108,14 @@ class NotebookRecorder:
         cell.metadata["tags"] = ["nbagent-setup"]
         self._add(cell, role="setup")
 
+    def add_parameters(self, execution: Execution, parameters: dict[str, Any]) -> None:
+        """Add the cell that sets the task's parameters, tagged ``parameters`` (papermill's tag)."""
+        cell = self._code_cell(execution)
+        cell.metadata["tags"] = ["parameters", *cell.metadata.get("tags", [])]
+        self._add(cell, role="parameters")
+        if self.runs:
+            self.runs[-1]["parameters"] = dict(parameters)
+
     def add_step(self, step: Step, model: str) -> None:
         """Add a step: its thought as markdown, then its code cell (if it had code)."""
         meta = {
