@@ -1,0 +1,63 @@
+"""The warm kernel pool: kernels ready ahead of need, one task each, moved into the task's folder."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from batch_helpers import processes_in
+
+from nbagent.exceptions import KernelError, UsageError
+from nbagent.pool import KernelPool
+
+
+def test_pool_hands_out_warm_kernels_once_each_in_the_task_folder(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with KernelPool(2, tmp_path / ".pool") as pool:
+            # Wait for the pool to warm up, then check a task's wait is short.
+            for _ in range(400):
+                if pool.warm == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert pool.warm == 2
+            a = await pool.acquire(tmp_path / "a")
+            b = await pool.acquire(tmp_path / "b")
+            assert a is not b and a.pid != b.pid
+            assert a.cwd == (tmp_path / "a").resolve() and (tmp_path / "a").is_dir()
+            run = await a.aexecute(
+                "import os, sys\nprint(os.getcwd())\nprint('pandas' in sys.modules, 'pd' in dir())"
+            )
+            assert run.outputs[0]["text"] == f"{(tmp_path / 'a').resolve()}\nTrue False\n"
+            assert run.execution_count == 1  # the warm-up left the count alone
+
+            # A restart (here: after the kernel dies) starts the new process in the moved folder.
+            died = await a.aexecute("import os; os._exit(3)")
+            assert died.status == "died" and died.restarted
+            again = await a.aexecute("import os; print(os.getcwd())")
+            assert again.outputs[0]["text"].strip() == str((tmp_path / "a").resolve())
+
+            old_pid = a.pid
+            await pool.release(a)
+            c = await pool.acquire(tmp_path / "c")
+            assert c.pid not in (old_pid, b.pid)
+            assert pool.in_use == 2
+        assert processes_in(tmp_path) == []
+        assert not (tmp_path / ".pool").exists()
+
+    asyncio.run(go())
+
+
+def test_pool_refuses_an_existing_folder_and_reports_a_kernel_that_cannot_start(tmp_path: Path) -> None:
+    async def go() -> None:
+        (tmp_path / "taken").mkdir()
+        async with KernelPool(1, tmp_path / ".pool", limit=1) as pool:
+            with pytest.raises(UsageError, match="already exists"):
+                await pool.acquire(tmp_path / "taken")
+        async with KernelPool(1, tmp_path / ".pool", kernel="no-such-kernel") as pool:
+            with pytest.raises(KernelError, match="unknown kernel 'no-such-kernel'"):
+                await pool.acquire(tmp_path / "x")
+        assert not (tmp_path / "x").exists()
+        assert processes_in(tmp_path) == []
+
+    asyncio.run(go())
