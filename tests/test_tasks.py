@@ -49,8 +49,6 @@ def test_jsonl_and_yaml_give_the_same_tasks(tmp_path: Path) -> None:
     )
     a, b = load_tasks(jsonl), load_tasks(yaml)
     assert [replace(t, line=0) for t in a] == [replace(t, line=0) for t in b]
-        t.__dict__ | {"line": 0} for t in b
-    ]
     task = a[0]
     assert task.id == "7" and task.question == "Mean mass?"
     assert task.files == ((tmp_path / "penguins.csv").resolve(),)
