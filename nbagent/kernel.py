@@ -75,6 +75,8 @@ class Kernel:
         interrupt_grace: seconds a timed-out step gets to stop after SIGINT before the kernel is
             restarted.
         poll_interval: how often (seconds) a silent kernel is checked for being alive.
+        provisioner: a jupyter_client ``kernel_provisioner`` stanza used instead of the spec's
+            (a warm pool passes :class:`nbagent.forking.ForkServer`'s to fork kernels).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Kernel:
         startup_timeout: float = 60.0,
         interrupt_grace: float = 5.0,
         poll_interval: float = 0.25,
+        provisioner: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.cwd = Path(cwd or os.getcwd()).resolve()
@@ -95,6 +98,7 @@ class Kernel:
         self.startup_timeout = startup_timeout
         self.interrupt_grace = interrupt_grace
         self.poll_interval = poll_interval
+        self.provisioner = dict(provisioner) if provisioner is not None else None
         self.restarts = 0
         self._km: AsyncKernelManager | None = None
         self._kc: Any = None
@@ -134,6 +138,8 @@ class Kernel:
             ip=os.path.join(self._runtime_dir, "k"),
             connection_file=os.path.join(self._runtime_dir, "connection.json"),
         )
+        if self.provisioner is not None and km.kernel_spec is not None:
+            km.kernel_spec.metadata["kernel_provisioner"] = self.provisioner
         env = {**os.environ, **self.env}
         try:
             await km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=self.extra_arguments)

@@ -12,9 +12,10 @@ from nbagent.exceptions import KernelError, UsageError
 from nbagent.pool import KernelPool
 
 
-def test_pool_hands_out_warm_kernels_once_each_in_the_task_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])
+def test_pool_hands_out_warm_kernels_once_each_in_the_task_folder(tmp_path: Path, fork: bool) -> None:
     async def go() -> None:
-        async with KernelPool(2, tmp_path / ".pool") as pool:
+        async with KernelPool(2, tmp_path / ".pool", fork=fork) as pool:
             # Wait for the pool to warm up, then check a task's wait is short.
             for _ in range(400):
                 if pool.warm == 2:
@@ -30,6 +31,16 @@ def test_pool_hands_out_warm_kernels_once_each_in_the_task_folder(tmp_path: Path
             )
             assert run.outputs[0]["text"] == f"{(tmp_path / 'a').resolve()}\nTrue False\n"
             assert run.execution_count == 1  # the warm-up left the count alone
+            assert pool.forking is fork
+
+            # Each kernel has its own random state, and figures come back as inline PNGs.
+            draws = [
+                (await k.aexecute("import numpy as np; print(np.random.rand())")).outputs[0]["text"]
+                for k in (a, b)
+            ]
+            assert draws[0] != draws[1]
+            plot = await b.aexecute("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);")
+            assert any("image/png" in out.get("data", {}) for out in plot.outputs), plot.outputs
 
             # A restart (here: after the kernel dies) starts the new process in the moved folder.
             died = await a.aexecute("import os; os._exit(3)")
