@@ -58,6 +58,8 @@ class BatchSettings:
         task_timeout: time limit of a whole task, in seconds (``None``: none).
         kernel: kernel spec the pool starts.
         jobs: tasks run at once (and kernels kept warm) on this machine.
+        fork: let the pool fork kernels from a pre-imported process where it can
+            (:mod:`nbagent.forking`); ``False``: start every kernel as a fresh process.
     """
 
     out: Path
@@ -68,6 +70,7 @@ class BatchSettings:
     task_timeout: float | None = None
     kernel: str = DEFAULT_KERNEL
     jobs: int = 1
+    fork: bool = True
 
 
 @dataclass
@@ -316,7 +319,13 @@ async def run_local(
     on_record: Callable[[TaskRecord], None],
 ) -> None:
     """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool."""
-    pool = KernelPool(settings.jobs, settings.out / POOL_FOLDER, kernel=settings.kernel, limit=len(tasks))
+    pool = KernelPool(
+        settings.jobs,
+        settings.out / POOL_FOLDER,
+        kernel=settings.kernel,
+        limit=len(tasks),
+        fork=None if settings.fork else False,
+    )
     queue: asyncio.Queue[BatchTask] = asyncio.Queue()
     for task in tasks:
         queue.put_nowait(task)

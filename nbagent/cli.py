@@ -219,6 +219,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         task_timeout=args.task_timeout,
         kernel=args.kernel,
         jobs=args.jobs if args.jobs is not None else 1,
+        fork=not args.no_fork,
     )
     outcome = asyncio.run(
         run_batch(

@@ -71,7 +71,12 @@ async def _worker_pool(settings: BatchSettings, batch_id: str) -> KernelPool:
     key = (batch_id, str(worker.address))
     pool = _POOLS.get(key)
     if pool is None:
-        pool = KernelPool(max(1, worker.state.nthreads), settings.out / POOL_FOLDER, kernel=settings.kernel)
+        pool = KernelPool(
+            max(1, worker.state.nthreads),
+            settings.out / POOL_FOLDER,
+            kernel=settings.kernel,
+            fork=None if settings.fork else False,
+        )
         _POOLS[key] = pool
         await pool.astart()
     return pool

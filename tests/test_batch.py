@@ -141,7 +141,7 @@ def test_parameters_cell_is_tagged_and_its_variables_exist_for_the_model(tmp_pat
     )
     task_file = write_batch(tmp_path, [task])
     out = tmp_path / "runs"
-    assert main(["batch", str(task_file), "--out", str(out), "-q"]) == 0
+    assert main(["batch", str(task_file), "--out", str(out), "-q", "--no-fork"]) == 0
     nb = read_notebook(out / "p1" / "p1.ipynb")
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     setup, params = code_cells[0], code_cells[1]
