@@ -180,6 +180,11 @@ def _add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     batch.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="NAME", help="kernel spec to run code in")
     batch.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="start every kernel as a fresh process instead of forking it from a pre-imported one",
+    )
+    batch.add_argument(
         "--resume",
         action="store_true",
         help="finish an earlier batch in OUT: run only tasks without a status",
