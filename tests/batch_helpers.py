@@ -31,7 +31,8 @@ def write_batch(folder: Path, tasks: Sequence[dict[str, Any]], name: str = "task
 
 
 def answering_task(task_id: str, answer_code: str, **fields: Any) -> dict[str, Any]:
-    """A task that reads penguins.csv, prints its kernel's pid and folder, then answers."""
+    """A task that reads penguins.csv, prints its kernel's pids (own, parent, grandparent) and
+    folder, then answers."""
     return {
         "id": task_id,
         "question": f"Question {task_id} about the penguins",
@@ -39,7 +40,9 @@ def answering_task(task_id: str, answer_code: str, **fields: Any) -> dict[str, A
         "replies": [
             code(
                 "import os\nimport pandas as pd\ndf = pd.read_csv('penguins.csv')\n"
-                "print('pid', os.getpid())\nprint('ppid', os.getppid())\nprint('cwd', os.getcwd())"
+                "print('pid', os.getpid())\nprint('ppid', os.getppid())\nprint('cwd', os.getcwd())\n"
+                "with open(f'/proc/{os.getppid()}/stat') as f:\n"
+                "    print('gppid', f.read().rsplit(')', 1)[1].split()[1])"
             ),
             code(f"final_answer({answer_code})", "Done."),
         ],

@@ -42,6 +42,12 @@ def test_pool_hands_out_warm_kernels_once_each_in_the_task_folder(tmp_path: Path
             plot = await b.aexecute("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);")
             assert any("image/png" in out.get("data", {}) for out in plot.outputs), plot.outputs
 
+            # A step past its time limit is interrupted and the kernel keeps its state.
+            await a.aexecute("kept = 42")
+            slow = await a.aexecute("import time\ntime.sleep(30)", timeout=1)
+            assert slow.status == "timeout" and not slow.restarted
+            assert (await a.aexecute("print(kept)")).outputs[0]["text"] == "42\n"
+
             # A restart (here: after the kernel dies) starts the new process in the moved folder.
             died = await a.aexecute("import os; os._exit(3)")
             assert died.status == "died" and died.restarted
