@@ -40,7 +40,7 @@ from traitlets import Unicode
 
 from .exceptions import KernelStartError
 from .kernel import kernel_spec_manager
-from .zygote import PRELOAD_ENV
+from .zygote import CONFIG_KEY
 
 PROVISIONER_NAME = "nbagent-fork"
 """Entry-point name of :class:`ForkProvisioner` (group ``jupyter_client.kernel_provisioners``)."""
@@ -55,8 +55,11 @@ def fork_supported() -> bool:
     return PROVISIONER_NAME in KernelProvisionerFactory.instance().provisioners
 
 
-def zygote_command(spec: KernelSpec, socket_path: str) -> list[str] | None:
-    """The spec's command line turned into the zygote's, or ``None`` if it cannot be."""
+def zygote_command(spec: KernelSpec, config_path: str) -> list[str] | None:
+    """The spec's command line turned into the zygote's, or ``None`` if it cannot be.
+
+    ``config_path`` takes the place of the connection file (see :mod:`nbagent.zygote`).
+    """
     argv = list(spec.argv)
     try:
         at = next(i for i in range(len(argv) - 1) if argv[i] == "-m" and argv[i + 1] == "ipykernel_launcher")
@@ -69,7 +72,7 @@ def zygote_command(spec: KernelSpec, socket_path: str) -> list[str] | None:
         "python{}.{}".format(*sys.version_info),
     ):
         argv[0] = sys.executable  # as jupyter_client does for the kernel itself
-    subst = {"connection_file": socket_path, "resource_dir": spec.resource_dir, "prefix": sys.prefix}
+    subst = {"connection_file": config_path, "resource_dir": spec.resource_dir, "prefix": sys.prefix}
     return [_substitute(a, subst) for a in argv]
 
 
@@ -102,6 +105,7 @@ class ForkServer:
         self.startup_timeout = startup_timeout
         self._dir = tempfile.mkdtemp(prefix="nbagent-zygote-")
         self.socket_path = os.path.join(self._dir, "zygote.sock")
+        self.config_path = os.path.join(self._dir, "zygote.json")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,7 +116,7 @@ class ForkServer:
     async def astart(self) -> None:
         """Start the zygote and wait until it answers; :class:`KernelStartError` if it cannot."""
         spec = kernel_spec_manager().get_kernel_spec(self.kernel_name)
-        cmd = zygote_command(spec, self.socket_path)
+        cmd = zygote_command(spec, self.config_path)
         if cmd is None:
             raise KernelStartError(
                 f"kernel {self.kernel_name!r} does not run ipykernel_launcher; cannot fork it"
@@ -121,7 +125,18 @@ class ForkServer:
             **os.environ,
             **{k: _substitute(v, {"resource_dir": spec.resource_dir}) for k, v in spec.env.items()},
         }
-        env[PRELOAD_ENV] = ",".join(self.preload)
+        # Shaped like an ipc connection file, for launchers that read the file given with -f.
+        config = {
+            "transport": "ipc",
+            "ip": os.path.join(self._dir, "unused"),
+            **{f"{c}_port": 0 for c in ("shell", "iopub", "stdin", "control", "hb")},
+            "key": "",
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": self.kernel_name,
+            CONFIG_KEY: {"socket": self.socket_path, "preload": self.preload},
+        }
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            json.dump(config, f)
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, cwd=str(self.cwd), env=env, start_new_session=True
         )

@@ -1,10 +1,11 @@
 """The kernel fork server ("zygote"): a process that has done the imports once and forks kernels.
 
 Started by :class:`nbagent.forking.ForkServer` through the kernel spec's own command line, with
-``-m ipykernel_launcher`` replaced by ``-m nbagent.zygote`` and ``-f`` naming the control socket,
-so whatever the spec's launcher applies (limits, environment, namespaces) applies to it and to
-every kernel it forks. It imports ipykernel and the modules named in ``NBAGENT_ZYGOTE_PRELOAD``,
-then serves requests on a Unix socket, one JSON line each:
+``-m ipykernel_launcher`` replaced by ``-m nbagent.zygote``, so whatever the spec's launcher
+applies (limits, environment, namespaces) applies to it and to every kernel it forks. ``-f``
+names a file shaped like a kernel connection file (so a launcher that reads it is not confused)
+whose ``nbagent_zygote`` entry gives the control socket and the modules to preload. It imports
+ipykernel and those modules, then serves requests on the Unix socket, one JSON line each:
 
 - ``{"argv": [...kernel command...], "cwd": "..."}`` → ``{"pid": N}``: fork a kernel that runs
   ``ipykernel_launcher`` with the arguments that follow it in ``argv``, in its own session and
@@ -26,7 +27,8 @@ import socket
 import sys
 from typing import Any
 
-PRELOAD_ENV = "NBAGENT_ZYGOTE_PRELOAD"
+CONFIG_KEY = "nbagent_zygote"
+"""Key of the zygote's settings (``socket``, ``preload``) in the file given with ``-f``."""
 
 
 def _reap(signum: int, frame: Any) -> None:
@@ -93,14 +95,16 @@ def _handle(conn: socket.socket, server: socket.socket, lifeline: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``python -m nbagent.zygote -f SOCKET [kernel options...]``."""
+    """Entry point: ``python -m nbagent.zygote -f CONFIG.json [kernel options...]``."""
     if "-f" not in argv or argv.index("-f") + 1 >= len(argv):
-        print("nbagent.zygote: usage: python -m nbagent.zygote -f SOCKET", file=sys.stderr)
+        print("nbagent.zygote: usage: python -m nbagent.zygote -f CONFIG.json", file=sys.stderr)
         return 2
-    path = argv[argv.index("-f") + 1]
+    with open(argv[argv.index("-f") + 1], encoding="utf-8") as f:
+        config = json.load(f)[CONFIG_KEY]
+    path = str(config["socket"])
     import ipykernel.kernelapp  # noqa: F401  (the import every kernel would repeat)
 
-    for name in filter(None, os.environ.pop(PRELOAD_ENV, "").split(",")):
+    for name in config.get("preload", []):
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing optional module only costs the kernels time

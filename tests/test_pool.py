@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from pathlib import Path
 
 import pytest
 from batch_helpers import processes_in
 
 from nbagent.exceptions import KernelError, UsageError
+from nbagent.forking import zygote_command
+from nbagent.kernel import kernel_spec_manager
 from nbagent.pool import KernelPool
 
 
@@ -75,6 +79,32 @@ def test_pool_refuses_an_existing_folder_and_reports_a_kernel_that_cannot_start(
             with pytest.raises(KernelError, match="unknown kernel 'no-such-kernel'"):
                 await pool.acquire(tmp_path / "x")
         assert not (tmp_path / "x").exists()
+        assert processes_in(tmp_path) == []
+
+    asyncio.run(go())
+
+
+def test_a_spec_that_cannot_be_forked_gets_ordinary_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kernel spec that does not run "-m ipykernel_launcher": the pool cannot fork it.
+    spec_dir = tmp_path / "jupyter" / "kernels" / "plain-launch"
+    spec_dir.mkdir(parents=True)
+    argv = [sys.executable, "-c", "from ipykernel import kernelapp; kernelapp.launch_new_instance()"]
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {"argv": [*argv, "-f", "{connection_file}"], "display_name": "plain", "language": "python"}
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    assert zygote_command(kernel_spec_manager().get_kernel_spec("plain-launch"), "x.json") is None
+
+    async def go() -> None:
+        async with KernelPool(1, tmp_path / ".pool", kernel="plain-launch", limit=1) as pool:
+            kernel = await pool.acquire(tmp_path / "t")
+            run = await kernel.aexecute("import sys; print('pandas' in sys.modules)")
+            assert run.outputs[0]["text"] == "True\n"  # warmed by running the imports instead
+            assert not pool.forking
         assert processes_in(tmp_path) == []
 
     asyncio.run(go())
