@@ -138,6 +138,7 @@ class Agent:
         if timeout is not None and timeout <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
         self.model = resolve_model(model, **model_kwargs)
+        self._owns_model = not isinstance(model, Model)
         self.max_steps = max_steps
         self.timeout = timeout
         self.kernel_name = kernel
@@ -266,10 +267,12 @@ class Agent:
         )
 
     async def aclose(self) -> None:
-        """Shut down the kernel this agent started."""
+        """Shut down the kernel this agent started (and the model, if it made it from a string)."""
         if self._executor is not None and self._executor is not self._given_executor:
             await self._executor.ashutdown()
-        self._executor = None if self._given_executor is None else self._given_executor
+        self._executor = self._given_executor
+        if self._owns_model:
+            await self.model.aclose()
 
     def close(self) -> None:
         """Shut down the kernel this agent started."""

@@ -38,9 +38,13 @@ def decode_answer(payload: dict[str, Any]) -> Any:
     if kind in ("dataframe", "series", "dataframe-split", "series-split"):
         import pandas as pd
 
-        orient = "split" if kind.endswith("-split") else "table"
-        typ = "frame" if kind.startswith("dataframe") else "series"
-        return pd.read_json(io.StringIO(json.dumps(value)), orient=orient, typ=typ)
+        text = io.StringIO(json.dumps(value))
+        if kind.endswith("-split"):
+            typ = "frame" if kind.startswith("dataframe") else "series"
+            return pd.read_json(text, orient="split", typ=typ)
+        frame = pd.read_json(text, orient="table")
+        # pandas reads orient="table" only as a frame: a Series comes back as its one column.
+        return frame if kind == "dataframe" else frame.iloc[:, 0]
     if kind == "image":
         from PIL import Image
 
