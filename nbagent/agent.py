@@ -20,10 +20,10 @@ from nbformat import NotebookNode
 
 from .bootstrap import decode_answer, setup_code
 from .exceptions import KernelError, ModelError, UsageError
-from .execution import Execution
+from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
 from .memory import Memory, Step, Task, default_system_prompt
-from .models import Model, Usage, resolve_model
+from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
 from .parsing import parse_reply
 from .recorder import NotebookRecorder, file_digest
@@ -326,15 +326,44 @@ class Agent:
                 execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
             except asyncio.CancelledError:
                 await _interrupt(self._executor)
+                # Record what was running when the user stopped the run, then stop.
+                stopped = Execution(
+                    code=parsed.code,
+                    status="interrupted",
+                    error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
+                    note="interrupted by the user",
+                )
+                self._record(
+                    number,
+                    reply,
+                    parsed.thought,
+                    stopped,
+                    Observation("[Interrupted.]"),
+                    model_duration,
+                    nudge,
+                )
                 raise
             observation = self.observer.observe(execution)
             if execution.restarted:
                 await self._after_restart(observation)
+        return self._record(number, reply, parsed.thought, execution, observation, model_duration, nudge)
+
+    def _record(
+        self,
+        number: int,
+        reply: Reply,
+        thought: str,
+        execution: Execution | None,
+        observation: Observation,
+        model_duration: float,
+        nudge: str | None,
+    ) -> Step:
+        assert self._memory is not None and self._recorder is not None
         step = Step(
             number=number,
             reply=reply.text,
-            thought=parsed.thought,
-            code=parsed.code,
+            thought=thought,
+            code=None if execution is None else execution.code,
             execution=execution,
             observation=observation,
             usage=reply.usage,

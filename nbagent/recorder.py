@@ -217,7 +217,7 @@ class NotebookRecorder:
         tags = []
         if execution.status != "ok":
             tags.append(RAISES)
-        if execution.status in ("timeout", "died"):
+        if execution.status in ("timeout", "died", "interrupted"):
             tags.append(SKIP)
         if tags:
             cell.metadata["tags"] = tags

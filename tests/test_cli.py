@@ -7,8 +7,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -163,3 +165,35 @@ def test_a_data_file_copied_beside_the_notebook_never_replaces_a_different_one(t
     assert "would replace a different 'penguins.csv'" in proc.stderr
     assert (tmp_path / "out" / "penguins.csv").read_text() == "different content\n"
     assert not (tmp_path / "out" / "run.ipynb").exists()
+
+
+def test_ctrl_c_stops_the_run_keeps_a_valid_notebook_and_exits_130(tmp_path: Path) -> None:
+    model = write_script(
+        tmp_path / "s.json",
+        [
+            code("import time\nprint('started', flush=True)\ntime.sleep(60)"),
+            code("final_answer(1)"),
+        ],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbagent", "run", "sleepy", "--model", model, "-o", "s.ipynb"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the step log shows the code just before it runs
+        if "time.sleep(60)" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    nb = nbformat.read(tmp_path / "s.ipynb", as_version=4)
+    nbformat.validate(nb)
+    run = nb.metadata.nbagent.runs[0]
+    assert run["status"] == "interrupted"
+    stopped = [c for c in nb.cells if c.cell_type == "code" and "time.sleep(60)" in c.source]
+    assert stopped and stopped[0].metadata.tags == ["raises-exception", "skip-execution"]
+    assert "interrupted" in nb.cells[-1].source
