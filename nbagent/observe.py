@@ -129,7 +129,7 @@ class Observer:
         *,
         max_tokens: int | None = None,
         count_tokens: Callable[[str], int] = rough_token_count,
-        library_frames: int = 3,
+        library_frames: int = 2,
         max_image_side: int | None = 1568,
     ) -> None:
         if max_chars < 200:
@@ -272,16 +272,12 @@ class Observer:
                 lines = [f"[{dropped} earlier traceback lines cut]", *lines[-self.max_traceback_lines :]]
             body = "\n".join(lines)
             return body if name in body else f"{body}\n{head}".lstrip("\n")
-        parts = [head]
-        where = _offending_line(parsed.frames, execution)
-        if where:
-            parts.append(where)
-        parts.append("Traceback (most recent call last; shortened):")
-        parts += self._shorten_frames(parsed.frames)
+        parts = [head, "Traceback (most recent call last, shortened):"]
+        parts += self._shorten_frames(parsed.frames, execution)
         parts += [f"(raised while handling {cause})" for cause in parsed.causes[-2:]]
         return "\n".join(parts)
 
-    def _shorten_frames(self, frames: list[Frame]) -> list[str]:
+    def _shorten_frames(self, frames: list[Frame], execution: Execution | None) -> list[str]:
         # Keep the notebook's own frames (capped for deep recursion) and the innermost library
         # frames; library frames between two notebook frames are counted, not shown.
         last_own = max((i for i, f in enumerate(frames) if f.own_code), default=-1)
@@ -298,9 +294,22 @@ class Observer:
                 hidden += 1
         if hidden:
             keep.append(f"  … {hidden} library frame{'s' if hidden > 1 else ''} not shown …")
-        if len(keep) > 12:  # deep recursion: the first and last frames tell the story
-            keep = [*keep[:5], f"  … {len(keep) - 10} more frames not shown …", *keep[-5:]]
-        return [item if isinstance(item, str) else item.render() for item in keep]
+        lines: list[str] = []
+        repeats = 0
+        for item in keep:  # recursion: one frame over and over
+            line = item if isinstance(item, str) else item.render(execution)
+            if lines and line == lines[-1]:
+                repeats += 1
+                continue
+            if repeats:
+                lines.append(f"  … the frame above repeats {repeats:,} more times …")
+                repeats = 0
+            lines.append(line)
+        if repeats:
+            lines.append(f"  … the frame above repeats {repeats:,} more times …")
+        if len(lines) > 12:  # deep, varied recursion: the first and last frames tell the story
+            lines = [*lines[:5], f"  … {len(lines) - 10} more frames not shown …", *lines[-5:]]
+        return lines
 
 
 # -- tracebacks --------------------------------------------------------------------------------
@@ -313,7 +322,7 @@ _CHAIN = re.compile(
     r"|During handling of the above exception, another exception occurred:)$",
     re.MULTILINE,
 )
-_SITE = re.compile(r"^File (?:.*/(?:site-packages|dist-packages)/|/\S*/lib/python3\.\d+/)")
+_SITE = re.compile(r"^(?:.*/(?:site-packages|dist-packages)/|/\S*/lib/python3\.\d+/)")
 
 
 @dataclass
@@ -335,7 +344,7 @@ class Frame:
         if self.in_cell:
             return True
         path = self.where[5:].split(":", 1)[0] if self.where.startswith("File ") else ""
-        return path.startswith("/") and not _SITE.match(self.where)
+        return path.startswith("/") and not _SITE.match(path)
 
     @property
     def cell_line(self) -> tuple[int, int] | None:
@@ -343,9 +352,17 @@ class Frame:
         m = _CELL.match(self.where)
         return (int(m.group(1)), int(m.group(2))) if m else None
 
-    def render(self) -> str:
-        where = _SITE.sub("File ", self.where)
-        return f"  {where}" + (f"\n    {self.code}" if self.code else "")
+    def render(self, execution: Execution | None = None) -> str:
+        """One line: where, then the code; frames of ``execution``'s own code say "this step"
+        and show its exact line."""
+        where, code = _SITE.sub("", self.where.removeprefix("File ")), self.code
+        located = self.cell_line
+        if execution is not None and located and located[0] == execution.execution_count:
+            where = _CELL.sub(f"this step, line {located[1]}", where)
+            lines = execution.code.splitlines()
+            if 0 < located[1] <= len(lines):
+                code = lines[located[1] - 1].strip()
+        return f"  {where}: {code}" if code else f"  {where}"
 
 
 @dataclass
@@ -376,19 +393,6 @@ def parse_traceback(text: str) -> ParsedTraceback | None:
     if not frames and "Traceback" in text:
         return None
     return ParsedTraceback(frames, causes)
-
-
-def _offending_line(frames: list[Frame], execution: Execution | None) -> str:
-    if execution is None:
-        return ""
-    for frame in reversed(frames):
-        located = frame.cell_line
-        if located and located[0] == execution.execution_count:
-            number = located[1]
-            code_lines = execution.code.splitlines()
-            line = code_lines[number - 1].strip() if 0 < number <= len(code_lines) else frame.code
-            return f"At line {number} of this step's code: {line}"
-    return ""
 
 
 # -- other output types ----------------------------------------------------------------------

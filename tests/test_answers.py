@@ -9,14 +9,13 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import code, scripted
 from nbclient import NotebookClient
 from PIL import Image
 
 from nbagent import Agent, Kernel, RunResult
 from nbagent.execution import ANSWER_MIME
 from nbagent.observe import SUMMARY_MIME
-
-from conftest import code, scripted
 
 
 def answer(kernel: Kernel, tmp_path: Path, *steps: str) -> RunResult:
@@ -149,10 +148,14 @@ def test_notebook_with_tables_figures_errors_and_answer_reruns_without_nbagent(
     nb = nbformat.read(result.notebook_path, as_version=4)
     setup = next(c for c in nb.cells if "nbagent-setup" in c.metadata.get("tags", []))
     assert "import nbagent" not in setup.source and "from nbagent" not in setup.source
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}).execute()
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("Figure 640x480 px" in str(o.get("data", {}).get(SUMMARY_MIME, "")) for o in outputs)
-    assert any("DataFrame: 100 rows x 1 columns" in str(o.get("data", {}).get(SUMMARY_MIME, "")) for o in outputs)
+    assert any(
+        "DataFrame: 100 rows x 1 columns" in str(o.get("data", {}).get(SUMMARY_MIME, "")) for o in outputs
+    )
     rerun_answer = next(o for o in outputs if ANSWER_MIME in o.get("data", {}))
     assert rerun_answer["data"][ANSWER_MIME]["kind"] == "dataframe"
     nbformat.validate(nb)

@@ -1,7 +1,7 @@
 # nbagent setup: compact text summaries of DataFrames, Series and figures, for the agent.
 # Every displayed DataFrame, Series or figure also carries a "text/x-nbagent-summary" version
 # (shape, columns, first and last rows; plot kind, title, axes, legend). Notebook viewers ignore it.
-def _nbagent_install_summaries(head_rows=5, tail_rows=5, table_columns=12, listed_columns=60):
+def _nbagent_install_summaries(head_rows=2, tail_rows=2, all_rows=20, table_columns=12, listed_columns=60):
     from IPython import get_ipython
     from IPython.core.formatters import BaseFormatter
     from traitlets import ObjectName, Unicode
@@ -48,61 +48,82 @@ def _nbagent_install_summaries(head_rows=5, tail_rows=5, table_columns=12, liste
         shown = items[: limit - tail]
         return ", ".join([*shown, f"… {len(items) - limit} more …", *items[-tail:]])
 
-    def rows_table(obj, **options):
-        short = len(obj) <= head_rows + tail_rows + 4
-        n = None if short else head_rows + tail_rows
-        return obj.to_string(max_rows=n, min_rows=n, **options)
+    def cell(value):
+        if type(value).__name__.startswith("float"):  # float, numpy.float64, numpy.float32...
+            return f"{value:.6g}"
+        return clip(value, 30)
+
+    def csv_table(df, typed=True):
+        # The first and last rows as CSV (the header gives each column's dtype), with the rows
+        # and columns left out counted in place, where they would be.
+        import csv
+        import io
+
+        rows, cols = df.shape
+        short = rows <= all_rows
+        positions = list(range(rows)) if short else [*range(head_rows), *range(rows - tail_rows, rows)]
+        columns = list(range(cols))
+        if cols > table_columns:
+            first = table_columns // 2
+            columns = [*range(first), None, *range(cols - (table_columns - first), cols)]
+        gap = f"… {cols - table_columns:,} more columns …"
+        index = df.index
+        names = [str(n) for n in index.names if n is not None]
+        index_header = f"{'/'.join(names)}:{index.dtype}" if names else ""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+
+        def header(c):
+            if c is None:
+                return gap
+            if cols > table_columns or not typed:  # wide frames list the dtypes above the table
+                return clip(df.columns[c])
+            return f"{clip(df.columns[c])}:{df.dtypes.iloc[c]}"
+
+        writer.writerow([index_header] + [header(c) for c in columns])
+        for n, r in enumerate(positions):
+            if not short and n == head_rows:
+                out.write(f"… {rows - head_rows - tail_rows:,} more rows …\n")
+            key = index[r]
+            key = "/".join(cell(k) for k in key) if isinstance(key, tuple) else cell(key)
+            writer.writerow([key] + ["…" if c is None else cell(df.iat[r, c]) for c in columns])
+        return out.getvalue().rstrip("\n")
 
     def describe_columns(dtypes):
-        if len(dtypes) <= 10:
-            return ", ".join(f"{clip(name)} ({dtype})" for name, dtype in dtypes.items())
-        groups = {}  # wide frames: one entry per dtype, in order of first appearance
+        groups = {}  # one entry per dtype, in order of first appearance
         for name, dtype in dtypes.items():
             groups.setdefault(str(dtype), []).append(clip(name))
         return "; ".join(
             f"{dtype} ({len(names)}): {pick(names, listed_columns)}" for dtype, names in groups.items()
         )
 
+    def missing_values(obj):
+        if not obj.size or obj.size > 10_000_000:  # counting must stay cheap
+            return None
+        missing = obj.isna().sum()
+        if not hasattr(missing, "items"):
+            return f"missing values: {missing:,}" if missing else None
+        counts = [f"{clip(name)} {count:,}" for name, count in missing.items() if count]
+        return "missing values: " + pick(counts, 20, tail=5) if counts else None
+
     def frame_summary(df):
         rows, cols = df.shape
         lines = [f"DataFrame: {rows:,} rows x {cols:,} columns"]
-        lines.append("columns: " + (describe_columns(df.dtypes) if cols else "none"))
-        index = df.index
-        if type(index).__name__ != "RangeIndex":
-            names = [str(n) for n in index.names if n is not None]
-            lines.append(f"index: {', '.join(names) or 'unnamed'} ({index.dtype})")
-        if df.size and df.size <= 10_000_000:
-            missing = df.isna().sum()
-            missing = missing[missing > 0]
-            if len(missing):
-                counts = [f"{clip(name)} {count:,}" for name, count in missing.items()]
-                lines.append("missing values: " + pick(counts, 20, tail=5))
-        if rows and cols:
-            lines.append(rows_table(df, max_cols=table_columns, max_colwidth=30, show_dimensions=False))
-        left_out = []
-        if rows > head_rows + tail_rows + 4:
-            left_out.append(f"{rows - head_rows - tail_rows:,} more rows")
         if cols > table_columns:
-            listed = " (their names are listed above)" if cols <= listed_columns else ""
-            left_out.append(f"{cols - table_columns:,} more columns{listed}")
-        if left_out:
-            lines.append(f"… not shown: {' and '.join(left_out)}")
-        return "\n".join(lines)
+            lines.append("all columns by dtype: " + describe_columns(df.dtypes))
+        lines.append(missing_values(df))
+        if rows and cols:
+            lines.append(csv_table(df))
+        elif cols:
+            lines.append("columns: " + describe_columns(df.dtypes))
+        return "\n".join(line for line in lines if line)
 
     def series_summary(s):
         name = "" if s.name is None else f" {clip(s.name)!r}"
-        lines = [f"Series{name}: {len(s):,} values, dtype {s.dtype}"]
-        if s.index.names != [None]:
-            lines[0] += f", index: {', '.join(str(n) for n in s.index.names)}"
-        if len(s) and len(s) <= 10_000_000:
-            missing = int(s.isna().sum())
-            if missing:
-                lines.append(f"missing values: {missing:,}")
+        lines = [f"Series{name}: {len(s):,} values, dtype {s.dtype}", missing_values(s)]
         if len(s):
-            lines.append(rows_table(s, name=False, dtype=False, length=False))
-        if len(s) > head_rows + tail_rows + 4:
-            lines.append(f"… {len(s) - head_rows - tail_rows:,} more values not shown")
-        return "\n".join(lines)
+            lines.append(csv_table(s.to_frame(name="value" if s.name is None else s.name), typed=False))
+        return "\n".join(line for line in lines if line)
 
     def styler_summary(styler):
         return "Styled " + frame_summary(styler.data)
@@ -191,9 +212,10 @@ def _nbagent_install_summaries(head_rows=5, tail_rows=5, table_columns=12, liste
         y = np.asarray(line.get_ydata(orig=False), dtype=float)
         name = f" {label_of(line)!r}" if label_of(line) else ""
         text = f"  line{name}: {len(y):,} points"
-        finite = np.isfinite(y)
+        finite = np.isfinite(x) & np.isfinite(y)
         if finite.any():
-            text += f", y from {num(np.min(y[finite]))} to {num(np.max(y[finite]))}"
+            low, high = axis_value(ax.xaxis, np.min(x[finite])), axis_value(ax.xaxis, np.max(x[finite]))
+            text += f", x from {low} to {high}, y from {num(np.min(y[finite]))} to {num(np.max(y[finite]))}"
         if 0 < len(y) <= 8:
             points = [f"({axis_value(ax.xaxis, a)}, {num(b, 6)})" for a, b in zip(x, y, strict=False)]
             text += ": " + " ".join(points)
