@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+from .exceptions import UsageError
 from .execution import Execution
 from .models.base import Message, Usage
 from .observe import Observation, truncate_middle
@@ -94,6 +95,14 @@ class HistoryLimits:
     recent_steps: int = 3
     old_observation_chars: int = 1500
     max_chars: int = 120_000
+
+    def __post_init__(self) -> None:
+        if self.max_images < 0 or self.recent_steps < 0:
+            raise UsageError("max_images and recent_steps cannot be negative")
+        if self.old_observation_chars < 200:
+            raise UsageError(f"old_observation_chars must be at least 200, not {self.old_observation_chars}")
+        if self.max_chars < 1000:
+            raise UsageError(f"max_chars must be at least 1000, not {self.max_chars}")
 
 
 class Memory:

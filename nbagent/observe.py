@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+from .exceptions import UsageError
 from .execution import ANSWER_MIME, Execution, strip_ansi
 
 SUMMARY_MIME = "text/x-nbagent-summary"
@@ -133,9 +134,11 @@ class Observer:
         max_image_side: int | None = 1568,
     ) -> None:
         if max_chars < 200:
-            raise ValueError(f"max_chars must be at least 200, not {max_chars}")
+            raise UsageError(f"max_chars must be at least 200, not {max_chars}")
         if max_tokens is not None and max_tokens < 50:
-            raise ValueError(f"max_tokens must be at least 50, not {max_tokens}")
+            raise UsageError(f"max_tokens must be at least 50, not {max_tokens}")
+        if library_frames < 0:
+            raise UsageError(f"library_frames cannot be negative ({library_frames})")
         self.max_chars = max_chars
         self.max_tokens = max_tokens
         self.count_tokens = count_tokens

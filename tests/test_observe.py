@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
+from pathlib import Path
 
+import nbformat
 import pytest
+from conftest import code, scripted
 from PIL import Image
 
-from nbagent import Execution, Kernel, Observer
+from nbagent import Agent, Execution, Kernel, Observer
 from nbagent.bootstrap import setup_code
+from nbagent.cli import main
 from nbagent.observe import SUMMARY_MIME, Observation
 
 
@@ -257,3 +262,48 @@ def test_oversized_images_are_scaled_down_for_the_model_only(k: Kernel) -> None:
     sent = Image.open(io.BytesIO(base64.b64decode(obs.images[0])))
     kept = Image.open(io.BytesIO(base64.b64decode(execution.outputs[0]["data"]["image/png"])))
     assert max(sent.size) == 500 and max(kept.size) > 2000
+
+
+def test_the_notebook_keeps_every_output_in_full_and_records_what_the_model_saw(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    steps = [
+        "import numpy as np, pandas as pd, matplotlib.pyplot as plt\n"
+        "rows = pd.DataFrame({'n': np.arange(10_000)})\nrows",
+        "for title in ('one', 'two'):\n    fig, ax = plt.subplots()\n    ax.set_title(title)",
+        "print('z' * 5_000_000)",
+        "rows.merge(rows, on='missing')",
+        "final_answer(len(rows))",
+    ]
+    agent = Agent(scripted(*(code(s) for s in steps)), executor=kernel)
+    result = agent.run("Keep everything.", notebook=tmp_path / "full.ipynb")
+    assert result.answer == 10_000
+    nb = nbformat.read(tmp_path / "full.ipynb", as_version=4)
+    cells = [c for c in nb.cells if c.metadata.get("nbagent", {}).get("role") == "step"]
+    table, figures, flood, error, _ = cells
+    assert "<table" in table.outputs[0]["data"]["text/html"]
+    assert [o["data"]["text/plain"][:7] for o in figures.outputs] == ["<Figure", "<Figure"]
+    assert all(len(o["data"]["image/png"]) > 1000 for o in figures.outputs)
+    assert len(flood.outputs[0]["text"]) == 5_000_001
+    assert "site-packages" in "\n".join(error.outputs[0]["traceback"])  # the whole traceback
+    for cell, step in zip(cells, result.steps, strict=True):
+        assert cell.metadata["nbagent"]["observation"] == step.observation.text
+        assert len(step.observation.text) <= 6000
+    assert cells[1].metadata["nbagent"]["observation_images"] == 2
+    assert "site-packages" not in result.steps[3].observation.text
+
+
+def test_cli_observation_budget(tmp_path: Path) -> None:
+    script = tmp_path / "replies.json"
+    script.write_text(
+        json.dumps([code("for i in range(5000):\n    print('line', i)"), code("final_answer('done')")])
+    )
+    notebook = tmp_path / "cli.ipynb"
+    args = ["run", "Print a lot.", "--model", f"scripted:{script}", "-o", str(notebook), "-q"]
+    assert main([*args, "--observation-chars", "10"]) == 2
+    assert not notebook.exists()
+    assert main([*args, "--observation-chars", "400"]) == 0
+    nb = nbformat.read(notebook, as_version=4)
+    steps = [c.metadata["nbagent"] for c in nb.cells if c.metadata.get("nbagent", {}).get("role") == "step"]
+    seen = [step["observation"] for step in steps]
+    assert 300 < len(seen[0]) <= 400 and "line 0\n" in seen[0] and "line 4999" in seen[0]
