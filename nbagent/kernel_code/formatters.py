@@ -51,7 +51,7 @@ def _nbagent_install_summaries(head_rows=2, tail_rows=2, all_rows=20, table_colu
     def cell(value):
         if type(value).__name__.startswith("float"):  # float, numpy.float64, numpy.float32...
             return f"{value:.6g}"
-        return clip(value, 30)
+        return clip(str(value).replace("\n", "\\n"), 30)  # one row a line
 
     def csv_table(df, typed=True):
         # The first and last rows as CSV (the header gives each column's dtype), with the rows
@@ -222,9 +222,10 @@ def _nbagent_install_summaries(head_rows=2, tail_rows=2, all_rows=20, table_colu
         return text
 
     def axes_summary(ax, number):
-        if getattr(ax, "_colorbar", None) is not None:
+        colorbar = getattr(ax, "_colorbar", None)  # set by matplotlib on a colorbar's axes
+        if colorbar is not None:
             label = ax.get_ylabel() or ax.get_xlabel()
-            low, high = ax.get_ylim() if ax.get_ylim() != (0, 1) else ax.get_xlim()
+            low, high = colorbar.vmin, colorbar.vmax
             return f"Axes {number}: colorbar{f' {label!r}' if label else ''} {num(low)} to {num(high)}"
         bars = [c for c in ax.containers if type(c).__name__ == "BarContainer"]
         in_bars = {id(p) for c in bars for p in c.patches}
@@ -294,12 +295,17 @@ def _nbagent_install_summaries(head_rows=2, tail_rows=2, all_rows=20, table_colu
         return f"Image {img.width}x{img.height} px, mode {img.mode}"
 
     summaries = SummaryFormatter(parent=shell.display_formatter)
-    for module in ("pandas", "pandas.core.frame"):  # pandas 3 names its public classes "pandas.X"
-        summaries.for_type_by_name(module, "DataFrame", safely(frame_summary))
-        summaries.for_type_by_name(module.replace("frame", "series"), "Series", safely(series_summary))
-    summaries.for_type_by_name("pandas.io.formats.style", "Styler", safely(styler_summary))
-    summaries.for_type_by_name("matplotlib.figure", "Figure", safely(figure_summary))
-    summaries.for_type_by_name("PIL.Image", "Image", safely(image_summary))
+    # By name, so nothing is imported here; pandas 3 names its public classes "pandas.X".
+    for module, name, summarise in [
+        ("pandas", "DataFrame", frame_summary),
+        ("pandas.core.frame", "DataFrame", frame_summary),
+        ("pandas", "Series", series_summary),
+        ("pandas.core.series", "Series", series_summary),
+        ("pandas.io.formats.style", "Styler", styler_summary),
+        ("matplotlib.figure", "Figure", figure_summary),
+        ("PIL.Image", "Image", image_summary),
+    ]:
+        summaries.for_type_by_name(module, name, safely(summarise))
     shell.display_formatter.formatters[summaries.format_type] = summaries
 
 
