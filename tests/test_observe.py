@@ -17,7 +17,7 @@ import pytest
 from conftest import code, scripted
 from PIL import Image
 
-from nbagent import Agent, Execution, Kernel, Observer
+from nbagent import Agent, Execution, HistoryLimits, Kernel, Observer, UsageError
 from nbagent.bootstrap import setup_code
 from nbagent.cli import main
 from nbagent.observe import SUMMARY_MIME, Observation
@@ -307,3 +307,22 @@ def test_cli_observation_budget(tmp_path: Path) -> None:
     steps = [c.metadata["nbagent"] for c in nb.cells if c.metadata.get("nbagent", {}).get("role") == "step"]
     seen = [step["observation"] for step in steps]
     assert 300 < len(seen[0]) <= 400 and "line 0\n" in seen[0] and "line 4999" in seen[0]
+
+
+def test_hundreds_of_outputs_keep_the_first_and_last_and_count_the_rest(k: Kernel) -> None:
+    execution, obs = run(k, "for i in range(500):\n    display(f'item {i}')", Observer(max_chars=2000))
+    assert len(execution.outputs) == 500
+    assert len(obs.text) <= 2000
+    assert obs.text.startswith("'item 0'") and obs.text.endswith("'item 499'")
+    dropped = re.search(r"… \[(\d+) outputs not shown\] …", obs.text)
+    assert dropped is not None
+    assert int(dropped.group(1)) + obs.text.count("'item ") == 500
+
+
+def test_bad_budgets_are_refused_with_a_clear_error() -> None:
+    with pytest.raises(UsageError, match="max_chars must be at least 200"):
+        Observer(max_chars=10)
+    with pytest.raises(UsageError, match="max_tokens must be at least 50"):
+        Observer(max_tokens=5)
+    with pytest.raises(UsageError, match="max_chars must be at least 1000"):
+        HistoryLimits(max_chars=10)
