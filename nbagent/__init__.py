@@ -17,7 +17,7 @@ from .exceptions import (
 )
 from .execution import ErrorInfo, Execution
 from .kernel import Kernel
-from .memory import Step, Task
+from .memory import HistoryLimits, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
@@ -28,6 +28,7 @@ __all__ = [
     "Execution",
     "Executor",
     "HFInferenceModel",
+    "HistoryLimits",
     "Kernel",
     "KernelError",
     "KernelStartError",

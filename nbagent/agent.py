@@ -18,11 +18,11 @@ from typing import Any, Literal, Protocol
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
-from .bootstrap import decode_answer, setup_code
+from .bootstrap import complete_answer, decode_answer, setup_code
 from .exceptions import KernelError, ModelError, UsageError
 from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
-from .memory import Memory, Step, Task, default_system_prompt
+from .memory import HistoryLimits, Memory, Step, Task, default_system_prompt
 from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
 from .parsing import parse_reply
@@ -112,6 +112,7 @@ class Agent:
         timeout: seconds a step may run before it is interrupted.
         kernel: kernel spec name (nbagent's own ``kernels/`` first, then Jupyter's).
         observer: turns executions into observations (budget, formatting).
+        history: how much of a long run is replayed to the model (see :class:`HistoryLimits`).
         system_prompt: replaces the packaged prompt (``nbagent/prompts/system.md``).
         instructions: extra text appended to the system prompt.
         listeners: receive progress events (see :class:`RunListener`).
@@ -127,6 +128,7 @@ class Agent:
         timeout: float | None = 60.0,
         kernel: str = DEFAULT_KERNEL,
         observer: Observer | None = None,
+        history: HistoryLimits | None = None,
         system_prompt: str | None = None,
         instructions: str = "",
         listeners: Sequence[RunListener] = (),
@@ -143,6 +145,7 @@ class Agent:
         self.timeout = timeout
         self.kernel_name = kernel
         self.observer = observer or Observer()
+        self.history = history or HistoryLimits()
         prompt = system_prompt if system_prompt is not None else default_system_prompt()
         self.system_prompt = prompt.replace("{extra_instructions}", instructions).rstrip() + "\n"
         self.listeners = list(listeners)
@@ -301,6 +304,8 @@ class Agent:
             if step.execution is not None:
                 payload = step.execution.answer_bundle()
                 if payload is not None:
+                    assert self._executor is not None
+                    payload = await complete_answer(self._executor, payload)
                     result.status = "answered"
                     result.answer = decode_answer(payload)
                     result.answer_text = str(payload.get("text", ""))
@@ -402,7 +407,7 @@ class Agent:
             self._executor = Kernel(self.kernel_name, cwd=new_workdir)
             await self._executor.astart()
         self._workdir = new_workdir
-        self._memory = Memory(self.system_prompt)
+        self._memory = Memory(self.system_prompt, self.history)
         self._recorder = NotebookRecorder(path)
 
     async def _setup_kernel(self) -> None:

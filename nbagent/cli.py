@@ -20,6 +20,7 @@ from ._version import __version__
 from .agent import RunListener, RunResult
 from .exceptions import NbagentError, UsageError
 from .memory import Step, Task
+from .observe import Observer
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -140,6 +141,25 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="kernel spec to run the code in (default: nbagent)",
     )
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--observation-chars",
+        type=int,
+        metavar="N",
+        help="budget of what the model is shown after each step, in characters (default 6000)",
+    )
+    budget.add_argument(
+        "--observation-tokens",
+        type=int,
+        metavar="N",
+        help="the same budget in (estimated) tokens instead of characters",
+    )
+    run.add_argument(
+        "--vision",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send figures to the model as images (default: if litellm says the model takes images)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
 
@@ -164,6 +184,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-steps must be at least 1, not {args.max_steps}")
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    observer = _observer(args)
     check_data_files(args.data)
     output = Path(args.output or f"{_slug(question)}.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +197,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, **model_kwargs)
     if isinstance(model, LiteLLMModel):
         model.check()
+    if args.vision is not None:
+        model.supports_images = args.vision  # an explicit choice wins over asking litellm
 
     listeners = [] if args.quiet else [StepLog()]
     agent = Agent(
@@ -183,6 +206,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         timeout=args.timeout,
         kernel=args.kernel,
+        observer=observer,
         listeners=listeners,
     )
 
@@ -197,6 +221,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
+
+
+def _observer(args: argparse.Namespace) -> Observer:
+    if args.observation_chars is not None:
+        if args.observation_chars < 200:
+            raise UsageError(f"--observation-chars must be at least 200, not {args.observation_chars}")
+        return Observer(max_chars=args.observation_chars)
+    if args.observation_tokens is not None:
+        if args.observation_tokens < 50:
+            raise UsageError(f"--observation-tokens must be at least 50, not {args.observation_tokens}")
+        return Observer(max_tokens=args.observation_tokens)
+    return Observer()
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
