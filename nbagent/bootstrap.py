@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SETUP_PARTS = ("final_answer.py",)
+SETUP_PARTS = ("final_answer.py", "reproducibility.py")
 """Files of ``nbagent/kernel_code`` joined, in this order, into the setup cell."""
 
 
