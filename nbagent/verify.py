@@ -262,6 +262,9 @@ def _stage_data(
         given[path.name] = path
     problems = []
     for name, digest in recorded_files(nb).items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            # A run records plain file names; anything else would copy outside the work folder.
+            raise UsageError(f"the notebook lists a data file named {name!r}, which is not a plain file name")
         source = given.pop(name, base_dir / name)
         if not source.is_file():
             raise UsageError(

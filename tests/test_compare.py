@@ -113,3 +113,12 @@ def test_a_changed_image_is_named_in_the_diff() -> None:
 )
 def test_answers_compare_by_value(stored: dict[str, object], new: object, same: bool) -> None:
     assert answers_match(stored, {**stored, "value": new}) is same
+
+
+def test_image_answers_compare_by_picture() -> None:
+    def answer(png: str) -> dict[str, object]:
+        return {"kind": "image", "type": "matplotlib.figure.Figure", "value": png, "text": "<Figure>"}
+
+    same_picture = answer(bar_chart([1, 2, 3], software="y"))
+    assert answers_match(answer(bar_chart([1, 2, 3])), same_picture)
+    assert not answers_match(answer(bar_chart([1, 2, 3])), answer(bar_chart([3, 2, 1])))

@@ -90,13 +90,10 @@ def test_needed_cells_follow_definitions_back_until_a_rebinding() -> None:
     assert needed("x = 1", "x = 2", "y = 5", "print(x)") == {1, 3}
     assert needed("x = 1", "if c:\n    x = 2", "print(x)") == {0, 1, 2}
     assert needed("df = load()", "df['k'] = 1", "df.describe()", "answer(df)") == {0, 1, 3}
-    assert needed("import numpy as np", "a = np.random.rand()", "b = np.random.rand()", "answer(b)") == {
-        0,
-        1,
-        2,
-        3,
-    }
+    draws = ("import numpy as np", "a = np.random.rand()", "b = np.random.rand()", "answer(b)")
+    assert needed(*draws) == {0, 1, 2, 3}  # the first draw moved the generator the second reads
 
 
 def test_needed_cells_include_what_the_roots_need() -> None:
-    assert needed("import pandas as pd", "setup = pd.options", "unused = 1", "done()", roots=(1,)) == {0, 1, 3}
+    cells = ("import pandas as pd", "setup = pd.options", "unused = 1", "done()")
+    assert needed(*cells, roots=(1,)) == {0, 1, 3}

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from conftest import PENGUINS, REPO, code, scripted
 
-from nbagent import Agent, verify_notebook
+from nbagent import Agent, UsageError, verify_notebook
 from nbagent.cli import main
 from nbagent.execution import ANSWER_MIME
 from nbagent.recorder import file_digest
@@ -33,11 +33,13 @@ UNSEEDED = [
 ]
 
 
-def run_agent(replies: list[str], folder: Path, files: tuple[Path, ...] = (PENGUINS,)) -> Path:
+def run_agent(
+    replies: list[str], folder: Path, files: tuple[Path, ...] = (PENGUINS,), timeout: float = 60
+) -> Path:
     """Run the real agent with a scripted model; returns the notebook it wrote."""
     folder.mkdir(parents=True, exist_ok=True)
     notebook = folder / "run.ipynb"
-    with Agent(scripted(*replies)) as agent:
+    with Agent(scripted(*replies), timeout=timeout) as agent:
         result = agent.run("Which penguin species is heaviest?", files=list(files), notebook=notebook)
     assert result.notebook_path == notebook
     return notebook
@@ -140,6 +142,29 @@ def test_unseeded_randomness_is_reported_as_differing(unseeded_run: Path) -> Non
     assert by_label["step 3 · answer"].answer_reproduced is False
 
 
+def test_a_step_that_timed_out_is_skipped_not_rerun(tmp_path: Path) -> None:
+    notebook = run_agent(
+        [
+            code("import time\nstarted = time.time()\ntime.sleep(600)", "This takes too long."),
+            code("final_answer('done')", "Give up waiting."),
+        ],
+        tmp_path,
+        files=(),
+        timeout=1,
+    )
+    assert step_cell(nbformat.read(notebook, as_version=4), 1).metadata["tags"] == [
+        "raises-exception",
+        "skip-execution",
+    ]
+    report = verify_notebook(notebook, timeout=60)
+    assert [(c.label, c.status) for c in report.cells] == [
+        ("setup", "same"),
+        ("step 1", "skipped"),
+        ("step 2 · answer", "same"),
+    ]
+    assert report.ok, report.summary()
+
+
 def test_record_stores_the_result_in_the_notebook(unseeded_run: Path, tmp_path: Path) -> None:
     notebook = copy_run(unseeded_run, tmp_path)
     before = nbformat.read(notebook, as_version=4)
@@ -173,6 +198,15 @@ def test_changed_data_is_reported_with_the_new_errors_it_causes(penguins_run: Pa
     assert any("'penguins.csv' is not the one the notebook was made with" in p for p in report.problems)
     step3 = next(c for c in report.cells if c.label == "step 3")
     assert step3.status == "new-error" and step3.error is not None and step3.error.startswith("KeyError")
+
+
+def test_data_file_names_must_be_plain_names(penguins_run: Path, tmp_path: Path) -> None:
+    notebook = copy_run(penguins_run, tmp_path)
+    nb = nbformat.read(notebook, as_version=4)
+    nb.metadata["nbagent"]["runs"][0]["files"][0]["name"] = "../outside.csv"
+    nbformat.write(nb, notebook)
+    with pytest.raises(UsageError, match="not a plain file name"):
+        verify_notebook(notebook)
 
 
 def test_verify_runs_in_the_kernel_it_is_told(penguins_run: Path) -> None:
