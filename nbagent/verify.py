@@ -139,7 +139,12 @@ class VerifyReport:
 
     def summary(self, all_cells: bool = True) -> str:
         """A readable report: one line per code cell (diffs indented), then the verdict."""
-        where = str(self.notebook) if self.notebook else "notebook"
+        where = "notebook"
+        if self.notebook is not None:
+            try:
+                where = str(self.notebook.relative_to(Path.cwd()))
+            except ValueError:
+                where = str(self.notebook)
         lines = [f"verify {where}: kernel {self.kernel}, {len(self.cells)} code cells, {self.duration:.1f} s"]
         for cell in self.cells:
             if not all_cells and cell.ok:
