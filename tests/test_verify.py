@@ -150,7 +150,7 @@ def test_a_step_that_timed_out_is_skipped_not_rerun(tmp_path: Path) -> None:
         ],
         tmp_path,
         files=(),
-        timeout=1,
+        timeout=5,  # generous: the answer step must finish within it on a loaded machine
     )
     assert step_cell(nbformat.read(notebook, as_version=4), 1).metadata["tags"] == [
         "raises-exception",
@@ -198,6 +198,19 @@ def test_changed_data_is_reported_with_the_new_errors_it_causes(penguins_run: Pa
     assert any("'penguins.csv' is not the one the notebook was made with" in p for p in report.problems)
     step3 = next(c for c in report.cells if c.label == "step 3")
     assert step3.status == "new-error" and step3.error is not None and step3.error.startswith("KeyError")
+
+
+def test_a_cell_that_now_kills_the_kernel_is_a_new_error(penguins_run: Path, tmp_path: Path) -> None:
+    notebook = copy_run(penguins_run, tmp_path)
+    nb = nbformat.read(notebook, as_version=4)
+    step_cell(nb, 3).source = "import os\nos._exit(3)"
+    nbformat.write(nb, notebook)
+    report = verify_notebook(notebook)
+    assert not report.ok
+    statuses = {c.label: (c.status, c.error) for c in report.cells}
+    assert statuses["step 3"][0] == "new-error" and "DeadKernelError" in str(statuses["step 3"][1])
+    assert statuses["step 4 · answer"] == ("not-run", None)
+    assert any("the kernel died in cell" in p for p in report.problems)
 
 
 def test_data_file_names_must_be_plain_names(penguins_run: Path, tmp_path: Path) -> None:
