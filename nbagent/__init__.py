@@ -12,18 +12,22 @@ from .exceptions import (
     ModelError,
     NbagentError,
     NoSuchKernelError,
+    NotReproducedError,
     ScriptExhaustedError,
     UsageError,
 )
 from .execution import ErrorInfo, Execution
+from .export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
 from .kernel import Kernel
 from .memory import HistoryLimits, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
+from .verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
 
 __all__ = [
     "Agent",
+    "CellCheck",
     "ErrorInfo",
     "Execution",
     "Executor",
@@ -37,6 +41,7 @@ __all__ = [
     "ModelError",
     "NbagentError",
     "NoSuchKernelError",
+    "NotReproducedError",
     "NotebookRecorder",
     "Observation",
     "Observer",
@@ -48,7 +53,15 @@ __all__ = [
     "ScriptedModel",
     "Step",
     "Task",
+    "TidyResult",
     "Usage",
     "UsageError",
+    "VerifyReport",
     "__version__",
+    "aexport_tidy",
+    "averify_notebook",
+    "export_html",
+    "export_tidy",
+    "tidy_notebook",
+    "verify_notebook",
 ]

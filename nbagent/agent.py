@@ -19,6 +19,7 @@ from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from .bootstrap import complete_answer, decode_answer, setup_code
+from .environment import probe_environment
 from .exceptions import KernelError, ModelError, UsageError
 from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
@@ -416,6 +417,8 @@ class Agent:
         if not execution.ok:
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         self._recorder.add_setup(execution)
+        kernel_name = self.kernel_name if self._given_executor is None else None
+        self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
 
     async def _after_restart(self, observation: Observation) -> None:
         # The kernel lost its state: bring back the definitions every step relies on.

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from .exceptions import KernelError
 from .execution import ANSWER_MIME, Execution
 
-SETUP_PARTS = ("final_answer.py", "formatters.py")
+SETUP_PARTS = ("final_answer.py", "formatters.py", "reproducibility.py")
 """Files of ``nbagent/kernel_code`` joined, in this order, into the setup cell."""
 
 

@@ -2,6 +2,7 @@
 
 Exit codes: 0 the question was answered; 1 the run ended without an answer (step limit, model or
 kernel failure); 2 bad input (the message says which input and what to do); 130 interrupted.
+``verify`` (and ``run --verify``, ``export --tidy``) exit 1 when the notebook does not reproduce.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+
+from nbformat import NotebookNode
 
 from ._version import __version__
 from .agent import RunListener, RunResult
@@ -162,9 +165,84 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-run the finished notebook in a fresh kernel, compare, and record the result in it",
+    )
 
     sub.add_parser("kernels", help="list the kernels nbagent can run code in")
+    _add_verify_parser(sub)
+    _add_export_parser(sub)
     return parser
+
+
+def _add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="re-run a notebook in a fresh kernel and check it gives the same results",
+        description="Re-run NOTEBOOK in a fresh kernel and compare every cell's outputs with the stored "
+        "ones (after normalising addresses, timings, ids; images by content). Exit 0 when the answer and "
+        "every cell reproduce, 1 otherwise.",
+    )
+    verify.add_argument("notebook", metavar="NOTEBOOK", help="the notebook to verify")
+    verify.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a data file to use instead of the one beside the notebook (repeatable; matched by name)",
+    )
+    verify.add_argument(
+        "--kernel", metavar="NAME", help="kernel spec to run in (default: the run's, else nbagent)"
+    )
+    verify.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="time limit of one cell (default 600)"
+    )
+    verify.add_argument(
+        "--record",
+        action="store_true",
+        help="store the result in the notebook's metadata (nbagent.verification)",
+    )
+    verify.add_argument(
+        "-q", "--quiet", action="store_true", help="list only the cells that did not reproduce"
+    )
+
+
+def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write a tidy notebook (--tidy) or an HTML report (--html) of a run",
+        description="--tidy: the same analysis without failed cells and cells whose results nothing later "
+        "uses; it is verified before it is written. --html: a standalone HTML report, figures embedded. "
+        "Both: an HTML report of the tidy notebook.",
+    )
+    export.add_argument("notebook", metavar="NOTEBOOK", help="the notebook a run wrote")
+    export.add_argument("--tidy", action="store_true", help="drop the dead ends (writes a notebook)")
+    export.add_argument("--html", action="store_true", help="write an HTML report")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write (default: NOTEBOOK's name with .tidy.ipynb, .html or .tidy.html)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    export.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --tidy: a data file to verify with instead of the one beside the notebook (repeatable)",
+    )
+    export.add_argument("--kernel", metavar="NAME", help="with --tidy: kernel spec to verify in")
+    export.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="with --tidy: time limit of one cell"
+    )
+    export.add_argument(
+        "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
+    )
 
 
 def _read_question(arg: str) -> str:
@@ -217,7 +295,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             await agent.aclose()
         if result.answered:
             print(result.answer_text)
+            if args.verify:
+                return await _verify_after_run(output, args)
             return EXIT_OK
+        if args.verify:
+            print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
@@ -233,6 +315,84 @@ def _observer(args: argparse.Namespace) -> Observer:
             raise UsageError(f"--observation-tokens must be at least 50, not {args.observation_tokens}")
         return Observer(max_tokens=args.observation_tokens)
     return Observer()
+async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
+    from .verify import averify_notebook
+
+    report = await averify_notebook(
+        notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
+    )
+    if not args.quiet or not report.ok:
+        print(report.summary(all_cells=not args.quiet), file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_NO_ANSWER
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_notebook
+
+    report = verify_notebook(
+        args.notebook, data=args.data, kernel=args.kernel, timeout=args.timeout, record=args.record
+    )
+    print(report.summary(all_cells=not args.quiet))
+    if args.record:
+        print(f"recorded in {args.notebook} (metadata.nbagent.verification)", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_NO_ANSWER
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .exceptions import NotReproducedError
+    from .export import export_html, export_tidy
+
+    if not args.tidy and not args.html:
+        raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
+    if not args.tidy and (args.data or args.kernel or args.no_verify):
+        raise UsageError("--data, --kernel and --no-verify apply to --tidy only")
+    source = Path(args.notebook)
+    suffix = {(True, False): ".tidy.ipynb", (False, True): ".html", (True, True): ".tidy.html"}
+    output = (
+        Path(args.output) if args.output else source.with_name(source.stem + suffix[args.tidy, args.html])
+    )
+    if not args.html:
+        try:
+            result = export_tidy(
+                source,
+                output,
+                data=args.data,
+                kernel=args.kernel,
+                verify=not args.no_verify,
+                overwrite=args.overwrite,
+                timeout=args.timeout,
+            )
+        except NotReproducedError as exc:
+            print(exc.report.summary(all_cells=False), file=sys.stderr)
+            raise
+        kept = ", ".join(map(str, sorted(set(result.kept_steps)))) or "none"
+        print(
+            f"{output}: {result.cells_after} cells (was {result.cells_before}); steps kept: {kept}; "
+            f"left out: {'; '.join(d.describe() for d in result.dropped) or 'nothing'}"
+            + ("; verified" if result.verification else "; not verified")
+        )
+        return EXIT_OK
+    notebook: Path | NotebookNode = source
+    if args.tidy:
+        from .export import check_output_path
+
+        check_output_path(output, source, args.overwrite)  # fail before the slow verification
+        try:
+            result = export_tidy(
+                source,
+                None,
+                data=args.data,
+                kernel=args.kernel,
+                verify=not args.no_verify,
+                timeout=args.timeout,
+            )
+        except NotReproducedError as exc:
+            print(exc.report.summary(all_cells=False), file=sys.stderr)
+            raise
+        notebook = result.notebook
+    written = export_html(notebook, output, overwrite=args.overwrite)
+    print(f"{written}: HTML report")
+    return EXIT_OK
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
@@ -252,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    commands = {"run": _cmd_run, "kernels": _cmd_kernels}
+    commands = {"run": _cmd_run, "kernels": _cmd_kernels, "verify": _cmd_verify, "export": _cmd_export}
     try:
         return commands[args.command](args)
     except UsageError as exc:

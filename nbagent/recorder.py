@@ -116,6 +116,10 @@ class NotebookRecorder:
         cell.metadata["tags"] = ["nbagent-setup"]
         self._add(cell, role="setup")
 
+    def set_environment(self, environment: dict[str, Any]) -> None:
+        """Record the kernel's environment (versions, random seed policy) for re-runs."""
+        self.nb.metadata["nbagent"]["environment"] = environment
+
     def add_step(self, step: Step, model: str) -> None:
         """Add a step: its thought as markdown, then its code cell (if it had code)."""
         meta = {
