@@ -6,6 +6,8 @@ result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], n
 
 from ._version import __version__
 from .agent import Agent, Executor, RunListener, RunResult
+from .bridge import HostCall
+from .default_tools import WebSearchTool
 from .exceptions import (
     KernelError,
     KernelStartError,
@@ -13,14 +15,19 @@ from .exceptions import (
     NbagentError,
     NoSuchKernelError,
     ScriptExhaustedError,
+    ToolDefinitionError,
+    ToolRequirementError,
+    UntrustedToolError,
     UsageError,
 )
 from .execution import ErrorInfo, Execution
 from .kernel import Kernel
-from .memory import Step, Task
+from .memory import Plan, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
+from .tool_sharing import load_tool
+from .tools import Tool, ToolParameter, ToolSpec, tool
 
 __all__ = [
     "Agent",
@@ -28,6 +35,7 @@ __all__ = [
     "Execution",
     "Executor",
     "HFInferenceModel",
+    "HostCall",
     "Kernel",
     "KernelError",
     "KernelStartError",
@@ -39,6 +47,7 @@ __all__ = [
     "NotebookRecorder",
     "Observation",
     "Observer",
+    "Plan",
     "Reply",
     "RetryPolicy",
     "RunListener",
@@ -47,7 +56,16 @@ __all__ = [
     "ScriptedModel",
     "Step",
     "Task",
+    "Tool",
+    "ToolDefinitionError",
+    "ToolParameter",
+    "ToolRequirementError",
+    "ToolSpec",
+    "UntrustedToolError",
     "Usage",
     "UsageError",
+    "WebSearchTool",
     "__version__",
+    "load_tool",
+    "tool",
 ]

@@ -76,7 +76,37 @@ class Step:
         }
 
 
-MemoryEntry = Task | Step
+PLAN_FOLLOW_UP = (
+    "Now carry out this plan, one step at a time: reply with a short thought and one ```python block."
+)
+
+
+@dataclass
+class Plan:
+    """A plan the model made before step ``before_step``: facts known, facts to find, the plan.
+
+    ``kind`` is ``"initial"`` for the first plan of a task and ``"update"`` for later ones.
+    """
+
+    before_step: int
+    text: str
+    reply: str
+    usage: Usage
+    model_duration: float
+    kind: Literal["initial", "update"] = "initial"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "before_step": self.before_step,
+            "kind": self.kind,
+            "text": self.text,
+            "usage": self.usage.to_dict(),
+            "model_duration": round(self.model_duration, 6),
+        }
+
+
+MemoryEntry = Task | Step | Plan
 
 
 class Memory:
@@ -91,6 +121,11 @@ class Memory:
     def steps(self) -> list[Step]:
         """Every step so far, across tasks."""
         return [e for e in self.entries if isinstance(e, Step)]
+
+    @property
+    def plans(self) -> list[Plan]:
+        """Every plan so far, across tasks."""
+        return [e for e in self.entries if isinstance(e, Plan)]
 
     def to_messages(self, images: bool = False, nudge: str | None = None) -> list[Message]:
         """The chat to send: system, tasks, and each step as assistant reply + observation.
@@ -113,6 +148,10 @@ class Memory:
             if isinstance(entry, Task):
                 messages.append({"role": "user", "content": entry.prompt(follow_up=tasks_seen > 0)})
                 tasks_seen += 1
+                continue
+            if isinstance(entry, Plan):
+                messages.append({"role": "assistant", "content": entry.text})
+                messages.append({"role": "user", "content": PLAN_FOLLOW_UP})
                 continue
             messages.append({"role": "assistant", "content": entry.reply})
             text = "Observation:\n" + entry.observation.text
