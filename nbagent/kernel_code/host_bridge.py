@@ -73,9 +73,11 @@ def _nbagent_decode(payload):
     if kind in ("dataframe", "series", "dataframe-split", "series-split"):
         import pandas as pd
 
-        orient = "split" if kind.endswith("-split") else "table"
-        typ = "frame" if kind.startswith("dataframe") else "series"
-        return pd.read_json(io.StringIO(json.dumps(value)), orient=orient, typ=typ)
+        text = io.StringIO(json.dumps(value))
+        if kind.endswith("-split"):
+            return pd.read_json(text, orient="split", typ="frame" if kind == "dataframe-split" else "series")
+        frame = pd.read_json(text, orient="table")  # pandas reads the table orient as frames only
+        return frame if kind == "dataframe" else frame.iloc[:, 0]
     raise HostToolError(f"unknown value kind {kind!r} from the host")
 
 
