@@ -105,7 +105,8 @@ def inspect_data(path: str, sample_rows: int = 5) -> str:
     if not target.is_file():
         raise FileNotFoundError(f"no file {path!r} in the working directory")
     size = target.stat().st_size
-    head = target.open("rb").read(65536)
+    with target.open("rb") as f:
+        head = f.read(65536)
     limit = 100_000  # rows read from big files to find the schema
 
     def human(n):
@@ -125,7 +126,7 @@ def inspect_data(path: str, sample_rows: int = 5) -> str:
             missing = int(col.isna().sum())
             values = col.dropna()
             if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and len(values):
-                example = f"min {values.min()!r}, max {values.max()!r}"
+                example = f"min {values.min()}, max {values.max()}"
             else:
                 distinct = values.astype(str).unique()
                 shown = ", ".join(str(v)[:30] for v in distinct[:3])
@@ -175,7 +176,7 @@ def inspect_data(path: str, sample_rows: int = 5) -> str:
         try:
             for line in first_lines[:2]:
                 json.loads(line)
-            lines_format = len(first_lines) > 1 or size < 65536
+            lines_format = len(first_lines) > 1  # one document per line, at least two of them
         except ValueError:
             lines_format = False
         if lines_format and stripped.startswith("{"):
@@ -201,10 +202,18 @@ def inspect_data(path: str, sample_rows: int = 5) -> str:
     if delimiter is None:
         first = text.splitlines()[0][:200] if text.strip() else ""
         return f"{path}: text without a delimited table, {human(size)}; first line: {first!r}"
-    try:
-        has_header = csv.Sniffer().has_header(sample)
-    except csv.Error:
-        has_header = True
+    # A first row of names is a header; a first row of numbers is data (csv.Sniffer.has_header
+    # guesses wrong on small files with gaps).
+    first_row = next(csv.reader([sample.splitlines()[0]], delimiter=delimiter))
+
+    def is_number(field):
+        try:
+            float(field)
+        except ValueError:
+            return False
+        return True
+
+    has_header = not all(is_number(f) for f in first_row if f.strip())
     big = size > 100e6
     df = pd.read_csv(target, sep=delimiter, header=0 if has_header else None, nrows=limit if big else None)
     names = {",": "CSV", "\t": "TSV", ";": "semicolon-separated", "|": "pipe-separated"}

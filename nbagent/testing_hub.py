@@ -186,16 +186,18 @@ class LoopbackHub:
                 repo_type = payload.get("type") or "model"
                 repo_id = f"{payload.get('organization')}/{payload.get('name')}"
                 prefix = "" if repo_type == "model" else f"{repo_type}s/"
+                url = f"{hub.url}/{prefix}{repo_id}"
                 with hub._lock:
-                    if (repo_type, repo_id) in hub.repos:
-                        self._error(409, "You already created this repo")
+                    if (repo_type, repo_id) in hub.repos:  # the Hub names the repo in its 409 too
+                        message = "You already created this repo"
+                        self._json(409, {"error": message, "url": url}, {"X-Error-Message": message})
                         return
                     hub.repos[(repo_type, repo_id)] = HubRepo(
                         repo_type=repo_type,
                         private=payload.get("visibility") == "private",
                         sdk=payload.get("sdk"),
                     )
-                self._json(200, {"url": f"{hub.url}/{prefix}{repo_id}", "name": repo_id})
+                self._json(200, {"url": url, "name": repo_id})
 
             def _commit(self, repo: HubRepo, kind: str, repo_id: str, body: bytes) -> None:
                 with hub._lock:
