@@ -21,7 +21,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "notes" / "todo.txt").write_text("check the bills\n")
     (tmp_path / "notes" / "prices.data").write_text("item;price\napple;1.5\npear;2.25\nfig;\n")
     (tmp_path / "events.jsonl").write_text('{"t": 1, "kind": "a"}\n{"t": 2, "kind": "b"}\n{"t": 3}\n')
-    (tmp_path / "records.json").write_text('{"meta": {"v": 1}, "rows": [{"x": 1, "y": "u"}, {"x": 2, "y": "v"}]}')
+    (tmp_path / "records.json").write_text(
+        '{"meta": {"v": 1}, "rows": [{"x": 1, "y": "u"}, {"x": 2, "y": "v"}]}'
+    )
     (tmp_path / ".hidden").write_text("secret")
     with sqlite3.connect(tmp_path / "shop.db") as db:
         db.execute("create table orders(id integer, total real)")
@@ -55,14 +57,16 @@ def test_read_file_reads_text_cuts_long_files_and_refuses_others(workdir: Path) 
         read_file("blob.bin")
     with pytest.raises(ValueError, match="outside the working directory"):
         read_file("../../etc/passwd")
-    with pytest.raises(FileNotFoundError, match="no file 'missing.txt'"):
+    with pytest.raises(FileNotFoundError, match=r"no file 'missing.txt'"):
         read_file("missing.txt")
 
 
 def test_inspect_data_sniffs_the_format_from_the_content(workdir: Path) -> None:
     report = inspect_data("penguins.csv")
     first = report.splitlines()[0]
-    assert first.startswith("penguins.csv: CSV (delimiter ',', header row)") and "344 rows x 8 columns" in first
+    assert (
+        first.startswith("penguins.csv: CSV (delimiter ',', header row)") and "344 rows x 8 columns" in first
+    )
     species = next(line for line in report.splitlines() if line.startswith("species"))
     assert "Adelie" in species and "(3 distinct)" in species
     mass = next(line for line in report.splitlines() if line.startswith("body_mass_g"))
@@ -99,9 +103,10 @@ def test_default_tools_are_defined_in_the_kernel_from_the_setup_cell(kernel: Ker
     )
     text = "".join(o.get("text", "") for o in execution.outputs)
     assert execution.ok, execution.error
+    size = f"{PENGUINS.stat().st_size / 1000:.1f} kB"
     assert text.splitlines() == [
         "['penguins.csv']",
-        f"penguins.csv: CSV (delimiter ',', header row), {PENGUINS.stat().st_size / 1000:.1f} kB, 344 rows x 8 columns",
+        f"penguins.csv: CSV (delimiter ',', header row), {size}, 344 rows x 8 columns",
     ]
     assert "def inspect_data(path: str, sample_rows: int = 5) -> str:" in setup
     assert "def list_files(" in Toolbox().prompt_section()

@@ -10,7 +10,9 @@ from conftest import code, scripted
 
 from nbagent import Agent, Usage, UsageError
 
-PLAN = "## Facts known\nA file is given.\n\n## Facts to find\nIts row count.\n\n## Plan\n1. Count.\n2. Answer."
+PLAN = (
+    "## Facts known\nA file is given.\n\n## Facts to find\nIts row count.\n\n## Plan\n1. Count.\n2. Answer."
+)
 UPDATE = "## Facts known\nx is 1.\n\n## Facts to find\nNothing.\n\n## Plan\n1. Answer."
 
 
@@ -48,9 +50,23 @@ def test_planning_every_n_steps_records_plans_as_markdown_cells(tmp_path: Path) 
 
     nb = nbformat.read(notebook, as_version=4)
     roles = [c.metadata.get("nbagent", {}).get("role") for c in nb.cells]
-    assert roles == ["task", "setup", "plan", "thought", "step", "thought", "step", "plan", "thought", "step", "answer"]
+    assert roles == [
+        "task",
+        "setup",
+        "plan",
+        "thought",
+        "step",
+        "thought",
+        "step",
+        "plan",
+        "thought",
+        "step",
+        "answer",
+    ]
     first, second = (c for c in nb.cells if c.metadata["nbagent"]["role"] == "plan")
-    assert first.cell_type == "markdown" and first.source.startswith("**Plan** (before step 1)\n\n## Facts known")
+    assert first.cell_type == "markdown" and first.source.startswith(
+        "**Plan** (before step 1)\n\n## Facts known"
+    )
     assert second.source.startswith("**Updated plan** (before step 3)")
     assert second.metadata["nbagent"]["usage"]["input_tokens"] == 200
 

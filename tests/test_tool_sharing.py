@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from conftest import code, scripted
+from test_tools import WordCounter, great_circle_km
 
 from nbagent import Agent, Tool, UntrustedToolError, UsageError, load_tool, tool
 from nbagent.testing_hub import LoopbackHub
-
-from test_tools import WordCounter, great_circle_km  # noqa: I001 (tests/ is on the path)
 
 
 def test_a_function_tool_saved_to_a_folder_loads_back_and_runs_in_the_kernel(tmp_path: Path) -> None:
@@ -74,14 +73,16 @@ def _booby_trapped_tool(folder: Path, marker: Path) -> Path:
 
     shout.save(folder)
     tool_py = folder / "tool.py"
-    tool_py.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n" + tool_py.read_text())
+    tool_py.write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n" + tool_py.read_text()
+    )
     return folder
 
 
 def test_loading_an_untrusted_tool_refuses_and_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "code-ran"
     folder = _booby_trapped_tool(tmp_path / "shout", marker)
-    with pytest.raises(UntrustedToolError, match="runs its code.*trust_remote_code=True"):
+    with pytest.raises(UntrustedToolError, match=r"runs its code.*trust_remote_code=True"):
         load_tool(folder)
     assert not marker.exists()
     loaded = load_tool(folder, trust_remote_code=True)  # with trust it runs (and so does the trap)
@@ -119,7 +120,7 @@ def test_push_to_a_hub_and_load_back_through_a_loopback_endpoint(tmp_path: Path)
         great_circle_km.push_to_hub("alice/great-circle", endpoint=hub.url, token="hf_test")
         with pytest.raises(UsageError, match="pushing tool 'great_circle_km' to 'alice/other' failed"):
             great_circle_km.push_to_hub("alice/other", endpoint=hub.url, token="wrong")
-        with pytest.raises(UsageError, match="cannot download tool.json of tool repo 'alice/missing'"):
+        with pytest.raises(UsageError, match=r"cannot download tool.json of tool repo 'alice/missing'"):
             load_tool("alice/missing", endpoint=hub.url, trust_remote_code=True, cache_dir=tmp_path / "cache")
 
 
@@ -127,5 +128,5 @@ def test_bad_sources_get_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="neither a folder nor a Hub repo id"):
         load_tool(tmp_path / "nope", trust_remote_code=True)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="not a saved nbagent tool: tool.json is missing"):
+    with pytest.raises(UsageError, match=r"not a saved nbagent tool: tool.json is missing"):
         load_tool(tmp_path / "empty", trust_remote_code=True)

@@ -58,7 +58,10 @@ class WordCounter(Tool):
         text = Path(path).read_text()
         words = [w.lower() if self.lowercase else w for w in text.split()]
         self.files_counted += 1
-        return {"words": len([w for w in words if w not in self.stopwords]), "files_counted": self.files_counted}
+        return {
+            "words": len([w for w in words if w not in self.stopwords]),
+            "files_counted": self.files_counted,
+        }
 
 
 def test_tool_decorator_reads_types_defaults_and_docstring() -> None:
@@ -132,8 +135,7 @@ def test_tool_definitions_that_cannot_work_are_refused_with_what_to_fix() -> Non
     with pytest.raises(ToolDefinitionError, match="taken by nbagent"):
         tool(name="final_answer")(great_circle_km.function)
 
-    handle = open(__file__)  # an object the kernel cannot re-create
-    try:
+    with open(__file__) as handle:  # an object the kernel cannot re-create
 
         @tool
         def uses_handle(n: int) -> str:
@@ -144,10 +146,8 @@ def test_tool_definitions_that_cannot_work_are_refused_with_what_to_fix() -> Non
             """
             return handle.read(n)
 
-        with pytest.raises(ToolDefinitionError, match="it uses 'handle'.*cannot be re-created"):
+        with pytest.raises(ToolDefinitionError, match=r"it uses 'handle'.*cannot be re-created"):
             uses_handle.kernel_definition()
-    finally:
-        handle.close()
 
     with pytest.raises(ToolDefinitionError, match="two tools or managed agents are named"):
         Toolbox([great_circle_km, tool(name="great_circle_km")(great_circle_km.function)])
@@ -188,7 +188,9 @@ def test_typed_tool_is_in_the_prompt_and_called_from_generated_code_in_the_kerne
     # The notebook re-runs on its own, tools included, in a plain python3 kernel.
     rerun = nbformat.read(notebook, as_version=4)
     NotebookClient(rerun, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    step = next(c for c in rerun.cells if c.metadata.get("nbagent", {}).get("step") == 1 and c.cell_type == "code")
+    step = next(
+        c for c in rerun.cells if c.metadata.get("nbagent", {}).get("step") == 1 and c.cell_type == "code"
+    )
     text = "".join(o.get("text", "") for o in step.outputs)
     assert text.splitlines()[1:] == ["{'words': 4, 'files_counted': 1}", "{'words': 4, 'files_counted': 2}"]
 
@@ -205,9 +207,8 @@ def test_missing_requirement_is_reported_at_start_before_any_step(tmp_path: Path
 
     model = scripted(code("final_answer(1)"))
     notebook = tmp_path / "never.ipynb"
-    with Agent(model, tools=[needs_rare]) as agent:
-        with pytest.raises(ToolRequirementError) as caught:
-            agent.run("anything", notebook=notebook)
+    with Agent(model, tools=[needs_rare]) as agent, pytest.raises(ToolRequirementError) as caught:
+        agent.run("anything", notebook=notebook)
     message = str(caught.value)
     assert "'nbagent-surely-not-a-package>=1' for tool 'needs_rare' is not installed" in message
     assert "pip install 'nbagent-surely-not-a-package>=1'" in message
