@@ -28,6 +28,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -176,6 +177,12 @@ class HostBridge:
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 _send(conn, {"error": f"bad request to the nbagent host: {exc}"})
                 return
+            if _peer_pid(conn) == os.getpid():
+                # The code runs in this very process (an in-process executor, such as the user's own
+                # shell), most likely on the agent's loop thread, which waits for this reply: run
+                # the call here rather than queue it on that loop and wait forever.
+                _send(conn, asyncio.run(self._invoke(name, args)))
+                return
             loop = self.loop
             if loop is None or loop.is_closed() or not loop.is_running():
                 _send(
@@ -248,6 +255,18 @@ def _read_line(conn: socket.socket) -> bytes:
 
 def _send(conn: socket.socket, payload: dict[str, Any]) -> None:
     conn.sendall(json.dumps(payload).encode() + b"\n")
+
+
+def _peer_pid(conn: socket.socket) -> int | None:
+    option = getattr(socket, "SO_PEERCRED", None)  # Linux; elsewhere the peer is taken to be a kernel
+    if option is None:
+        return None
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", creds)[0]
+    return pid
 
 
 def _peer_gone(conn: socket.socket) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import sqlite3
 import stat
@@ -17,8 +19,9 @@ import pandas as pd
 import pytest
 from conftest import code, scripted
 from nbclient import NotebookClient
+from nbformat import NotebookNode
 
-from nbagent import Agent, WebSearchTool, tool
+from nbagent import Agent, ErrorInfo, Execution, WebSearchTool, tool
 from nbagent.toolbox import REPLAY_TAG
 
 
@@ -228,3 +231,47 @@ def test_values_cross_the_bridge_with_their_types() -> None:
         encode_value({"x": float("nan")})
     with pytest.raises(TypeError, match=r"a builtins.object cannot pass"):
         encode_value(object())
+
+
+class _InProcessExecutor:
+    """Runs code in this very process and thread, blocking it, as an in-process shell executor does."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.namespace: dict[str, Any] = {}
+
+    async def astart(self) -> None:
+        pass
+
+    async def ashutdown(self) -> None:
+        pass
+
+    async def aexecute(self, code: str, timeout: float | None = None) -> Execution:
+        out = io.StringIO()
+        error = None
+        with contextlib.redirect_stdout(out):
+            try:
+                exec(compile(code, "<cell>", "exec"), self.namespace)
+            except Exception as exc:
+                error = ErrorInfo(type(exc).__name__, str(exc), "")
+        outputs = [NotebookNode(output_type="stream", name="stdout", text=out.getvalue())]
+        return Execution(code=code, outputs=outputs, status="ok" if error is None else "error", error=error)
+
+
+@pytest.mark.timeout(60)
+def test_host_tools_work_when_the_code_runs_in_the_agents_own_process(tmp_path: Path) -> None:
+    @tool(host=True)
+    def add_one(n: int) -> int:
+        """Add one, on the host.
+
+        Args:
+            n: a number.
+        """
+        return n + 1
+
+    model = scripted(code("print(add_one(41))"), code("print('no answer')"))
+    with Agent(model, tools=[add_one], executor=_InProcessExecutor(tmp_path), max_steps=1) as agent:
+        result = agent.run("41 + 1?")
+        calls = agent.toolbox.bridge.calls if agent.toolbox.bridge else []
+    assert result.steps[0].observation.text == "42"
+    assert [(c.tool, c.result) for c in calls] == [("add_one", {"kind": "json", "value": 42})]
