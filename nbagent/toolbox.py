@@ -164,6 +164,7 @@ class Toolbox:
             t.session = ManagerSession(notebook=notebook, workdir=workdir, overwrite=overwrite)
             t.runs = 0
         if self.bridge is not None:
+            self.bridge.calls.clear()  # a new notebook records (and replays) only its own calls
             self.bridge.start()
             self.bridge.attach(asyncio.get_running_loop())
         self._replay_cell = None

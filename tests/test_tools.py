@@ -229,3 +229,16 @@ def test_host_tool_requirement_is_checked_when_the_agent_is_made() -> None:
 
     with pytest.raises(ToolRequirementError, match="host tool's requirement is missing in this Python"):
         Agent(scripted(), tools=[host_only])
+
+
+def test_the_tool_listing_reaches_custom_system_prompts() -> None:
+    listing = great_circle_km.spec.signature()
+    placed = Agent(scripted(), tools=[great_circle_km], system_prompt="Be brief.\n{tools}\nEnd.")
+    assert placed.system_prompt.startswith("Be brief.\n## Tools") and placed.system_prompt.endswith("End.\n")
+    appended = Agent(scripted(), tools=[great_circle_km], system_prompt="Be brief.")
+    assert appended.system_prompt.startswith("Be brief.\n\n## Tools") and listing in appended.system_prompt
+    default = Agent(scripted(), tools=[great_circle_km], instructions="Answer in French.")
+    assert listing in default.system_prompt
+    assert default.system_prompt.index("## Tools") < default.system_prompt.index("Answer in French.")
+    bare = Agent(scripted(), default_tools=False, system_prompt="Only this.")
+    assert bare.system_prompt == "Only this.\n"
