@@ -20,10 +20,10 @@ from nbformat import NotebookNode
 
 from .bootstrap import decode_answer
 from .exceptions import KernelError, ModelError, UsageError
-from .execution import Execution
+from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
 from .memory import Memory, Plan, Step, Task, default_system_prompt
-from .models import Model, Usage, resolve_model
+from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
 from .parsing import parse_reply
 from .planning import check_planning_interval, make_plan, plan_due, record_plan
@@ -160,6 +160,7 @@ class Agent:
         if timeout is not None and timeout <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
         self.model = resolve_model(model, **model_kwargs)
+        self._owns_model = not isinstance(model, Model)
         self.max_steps = max_steps
         self.timeout = timeout
         self.kernel_name = kernel
@@ -292,11 +293,14 @@ class Agent:
         )
 
     async def aclose(self) -> None:
-        """Shut down the kernel this agent started (and the kernels of its managed agents)."""
+        """Shut down the kernel this agent started, its managed agents' kernels, and the model if
+        it made it from a string."""
         await self.toolbox.aclose()
         if self._executor is not None and self._executor is not self._given_executor:
             await self._executor.ashutdown()
-        self._executor = None if self._given_executor is None else self._given_executor
+        self._executor = self._given_executor
+        if self._owns_model:
+            await self.model.aclose()
 
     def close(self) -> None:
         """Shut down the kernel this agent started."""
@@ -348,20 +352,49 @@ class Agent:
         if parsed.code is None:
             observation = Observation(text=NO_CODE)
         else:
-            mark = self.toolbox.before_step()
+            self.toolbox.before_step()
             try:
                 execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
             except asyncio.CancelledError:
                 await _interrupt(self._executor)
+                # Record what was running when the user stopped the run, then stop.
+                stopped = Execution(
+                    code=parsed.code,
+                    status="interrupted",
+                    error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
+                    note="interrupted by the user",
+                )
+                self._record(
+                    number,
+                    reply,
+                    parsed.thought,
+                    stopped,
+                    Observation("[Interrupted.]"),
+                    model_duration,
+                    nudge,
+                )
                 raise
             observation = self.observer.observe(execution)
             if execution.restarted:
                 await self._after_restart(observation)
+        return self._record(number, reply, parsed.thought, execution, observation, model_duration, nudge)
+
+    def _record(
+        self,
+        number: int,
+        reply: Reply,
+        thought: str,
+        execution: Execution | None,
+        observation: Observation,
+        model_duration: float,
+        nudge: str | None,
+    ) -> Step:
+        assert self._memory is not None and self._recorder is not None
         step = Step(
             number=number,
             reply=reply.text,
-            thought=parsed.thought,
-            code=parsed.code,
+            thought=thought,
+            code=None if execution is None else execution.code,
             execution=execution,
             observation=observation,
             usage=reply.usage,
@@ -371,7 +404,7 @@ class Agent:
         self._memory.entries.append(step)
         self._recorder.add_step(step, self.model.name)
         if execution is not None:
-            self.toolbox.after_step(self._recorder, mark)
+            self.toolbox.after_step(self._recorder)
         self._recorder.save()
         for listener in self.listeners:
             listener.step_finished(step)

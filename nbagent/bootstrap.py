@@ -40,8 +40,10 @@ def decode_answer(payload: dict[str, Any]) -> Any:
 
         text = io.StringIO(json.dumps(value))
         if kind.endswith("-split"):
-            return pd.read_json(text, orient="split", typ="frame" if kind == "dataframe-split" else "series")
-        frame = pd.read_json(text, orient="table")  # pandas reads the table orient as frames only
+            typ = "frame" if kind.startswith("dataframe") else "series"
+            return pd.read_json(text, orient="split", typ=typ)
+        frame = pd.read_json(text, orient="table")
+        # pandas reads orient="table" only as a frame: a Series comes back as its one column.
         return frame if kind == "dataframe" else frame.iloc[:, 0]
     if kind == "image":
         from PIL import Image

@@ -74,6 +74,7 @@ class Toolbox:
         host = {t.spec.name: t for t in [*self.tools, *self.managed] if t.host}
         self.bridge: HostBridge | None = HostBridge(host) if host else None
         self._replay_cell: Any = None
+        self._mark = 0
 
     # -- the prompt -----------------------------------------------------------------------------
 
@@ -165,16 +166,16 @@ class Toolbox:
             t.runs = 0
         if self.bridge is not None:
             self.bridge.calls.clear()  # a new notebook records (and replays) only its own calls
+            self._mark = 0
             self.bridge.start()
             self.bridge.attach(asyncio.get_running_loop())
         self._replay_cell = None
 
-    def before_step(self) -> int:
-        """Called before a step's code runs; returns a mark for :meth:`after_step`."""
-        if self.bridge is None:
-            return 0
-        self.bridge.attach(asyncio.get_running_loop())
-        return len(self.bridge.calls)
+    def before_step(self) -> None:
+        """Called before a step's code runs: its host calls are the ones made from now on."""
+        if self.bridge is not None:
+            self.bridge.attach(asyncio.get_running_loop())
+            self._mark = len(self.bridge.calls)
 
     def add_replay_cell(self, recorder: NotebookRecorder) -> None:
         """Add the (not yet executed) cell that replays host calls when the notebook re-runs alone."""
@@ -186,11 +187,12 @@ class Toolbox:
         recorder.add_cell(cell, role="host-replay")
         self._replay_cell = cell
 
-    def after_step(self, recorder: NotebookRecorder, mark: int) -> list[HostCall]:
+    def after_step(self, recorder: NotebookRecorder) -> list[HostCall]:
         """Record the host calls the step made: on its cell, in a note below it, in the replay cell."""
         if self.bridge is None:
             return []
-        calls = self.bridge.calls[mark:]
+        calls = self.bridge.calls[self._mark :]
+        self._mark = len(self.bridge.calls)
         if not calls:
             return []
         step_cell = next(
@@ -199,6 +201,7 @@ class Toolbox:
         )
         if step_cell is not None:
             step_cell.metadata["nbagent"]["host_calls"] = [c.to_dict() for c in calls]
+            recorder.invalidate(step_cell)  # a metadata edit is not noticed on its own
         lines = [f"- {_call_text(c)}" for c in calls[:MAX_CALLS_SHOWN]]
         if len(calls) > MAX_CALLS_SHOWN:
             lines.append(f"- … and {len(calls) - MAX_CALLS_SHOWN} more (all in the replay cell at the top)")
