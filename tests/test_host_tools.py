@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import io
 import os
+import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -275,3 +278,38 @@ def test_host_tools_work_when_the_code_runs_in_the_agents_own_process(tmp_path: 
         calls = agent.toolbox.bridge.calls if agent.toolbox.bridge else []
     assert result.steps[0].observation.text == "42"
     assert [(c.tool, c.result) for c in calls] == [("add_one", {"kind": "json", "value": 42})]
+
+
+def _can_unshare_network() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_network(), reason="needs `unshare -n` (root or user namespaces)")
+def test_the_bridge_reaches_a_kernel_side_process_that_has_no_network() -> None:
+    import nbagent.kernel_code.host_bridge as kernel_side
+    from nbagent.bridge import HostBridge
+
+    async def scenario() -> str:
+        bridge = HostBridge({"double": lambda n: n * 2})
+        address = bridge.start()
+        bridge.attach(asyncio.get_running_loop())
+        code = (
+            "import socket\n"
+            f"exec(open({kernel_side.__file__!r}).read())\n"
+            "try:\n"
+            "    socket.create_connection(('192.0.2.1', 80), timeout=5)\n"
+            "except OSError as exc:\n"
+            "    print('network:', exc.strerror)\n"
+            f"_nbagent_host.connect({address!r})\n"
+            "print('double:', _nbagent_host.call('double', {'n': 21}))\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            "unshare", "-n", sys.executable, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        bridge.close()
+        return out.decode()
+
+    assert asyncio.run(scenario()).splitlines() == ["network: Network is unreachable", "double: 42"]
