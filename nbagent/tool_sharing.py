@@ -236,11 +236,11 @@ def _load_folder(folder: Path, where: str) -> Tool:
         function = getattr(module, obj, None)
         if not callable(function):
             raise UsageError(f"{where}: tool.py defines no function {obj!r}")
-        spec = meta.get("spec") or {}
+        described = (meta.get("spec") or {}).get("description")
         return FunctionTool(
             function,
             name=name,
-            description=spec.get("description") if isinstance(spec.get("description"), str) else None,
+            description=described if isinstance(described, str) else None,
             requirements=[str(r) for r in meta.get("requirements", [])],
             host=bool(meta.get("host")),
         )
