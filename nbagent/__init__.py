@@ -6,6 +6,8 @@ result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], n
 
 from ._version import __version__
 from .agent import Agent, Executor, RunListener, RunResult
+from .bridge import HostCall
+from .default_tools import WebSearchTool
 from .exceptions import (
     KernelError,
     KernelStartError,
@@ -14,15 +16,20 @@ from .exceptions import (
     NoSuchKernelError,
     NotReproducedError,
     ScriptExhaustedError,
+    ToolDefinitionError,
+    ToolRequirementError,
+    UntrustedToolError,
     UsageError,
 )
 from .execution import ErrorInfo, Execution
 from .export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
 from .kernel import Kernel
-from .memory import HistoryLimits, Step, Task
+from .memory import HistoryLimits, Plan, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
+from .tool_sharing import load_tool
+from .tools import Tool, ToolParameter, ToolSpec, tool
 from .verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "Executor",
     "HFInferenceModel",
     "HistoryLimits",
+    "HostCall",
     "Kernel",
     "KernelError",
     "KernelStartError",
@@ -45,6 +53,7 @@ __all__ = [
     "NotebookRecorder",
     "Observation",
     "Observer",
+    "Plan",
     "Reply",
     "RetryPolicy",
     "RunListener",
@@ -54,14 +63,23 @@ __all__ = [
     "Step",
     "Task",
     "TidyResult",
+    "Tool",
+    "ToolDefinitionError",
+    "ToolParameter",
+    "ToolRequirementError",
+    "ToolSpec",
+    "UntrustedToolError",
     "Usage",
     "UsageError",
     "VerifyReport",
+    "WebSearchTool",
     "__version__",
     "aexport_tidy",
     "averify_notebook",
     "export_html",
     "export_tidy",
+    "load_tool",
     "tidy_notebook",
+    "tool",
     "verify_notebook",
 ]

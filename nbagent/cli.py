@@ -22,8 +22,9 @@ from nbformat import NotebookNode
 from ._version import __version__
 from .agent import RunListener, RunResult
 from .exceptions import NbagentError, UsageError
-from .memory import Step, Task
+from .memory import Plan, Step, Task
 from .observe import Observer
+from .tools import Tool
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -70,6 +71,11 @@ class StepLog(RunListener):
         self._print(
             f"  [{status}{took}; model {step.model_duration:.2f} s, {step.usage.total_tokens} tokens]"
         )
+
+    def plan_made(self, plan: Plan) -> None:
+        rule = "── plan " if plan.kind == "initial" else "── updated plan "
+        self._print(rule + "─" * max(self.width - len(rule), 3))
+        self._print(self._clip(plan.text, "  "))
 
     def run_finished(self, result: RunResult) -> None:
         self._print("─" * self.width)
@@ -164,6 +170,30 @@ def _build_parser() -> argparse.ArgumentParser:
         help="send figures to the model as images (default: if litellm says the model takes images)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
+    run.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
+    )
+    run.add_argument(
+        "--trust-tools",
+        action="store_true",
+        help="allow loading the --tool tools: their code runs here and in the kernel",
+    )
+    run.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
+    run.add_argument(
+        "--no-default-tools",
+        action="store_true",
+        help="leave out list_files, read_file and inspect_data",
+    )
+    run.add_argument(
+        "--planning-interval",
+        type=int,
+        metavar="N",
+        help="plan before the first step and every N steps (default: no planning)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
     run.add_argument(
         "--verify",
@@ -278,6 +308,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.vision is not None:
         model.supports_images = args.vision  # an explicit choice wins over asking litellm
 
+    tools = _load_tools(args)
     listeners = [] if args.quiet else [StepLog()]
     agent = Agent(
         model,
@@ -286,6 +317,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         observer=observer,
         listeners=listeners,
+        tools=tools,
+        default_tools=not args.no_default_tools,
+        planning_interval=args.planning_interval,
     )
 
     async def go() -> int:
@@ -315,6 +349,8 @@ def _observer(args: argparse.Namespace) -> Observer:
             raise UsageError(f"--observation-tokens must be at least 50, not {args.observation_tokens}")
         return Observer(max_tokens=args.observation_tokens)
     return Observer()
+
+
 async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
     from .verify import averify_notebook
 
@@ -393,6 +429,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     written = export_html(notebook, output, overwrite=args.overwrite)
     print(f"{written}: HTML report")
     return EXIT_OK
+
+
+def _load_tools(args: argparse.Namespace) -> list[Tool]:
+    from .default_tools import WebSearchTool
+    from .tool_sharing import load_tool
+
+    if args.tool and not args.trust_tools:
+        raise UsageError(
+            f"--tool {args.tool[0]} runs that tool's code here and in the kernel; "
+            "read its tool.py, then add --trust-tools"
+        )
+    tools: list[Tool] = [load_tool(source, trust_remote_code=True) for source in args.tool]
+    if args.web_search:
+        tools.append(WebSearchTool())
+    return tools
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:

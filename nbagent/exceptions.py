@@ -4,6 +4,9 @@ Every exception nbagent raises on purpose derives from :class:`NbagentError`::
 
     NbagentError
     ├── UsageError            bad input from the user: a flag, a file, a model string
+    │   ├── ToolDefinitionError    a tool's code cannot be used (no docstring, untyped, not self-contained)
+    │   ├── ToolRequirementError   a package a tool declares is missing where the tool runs
+    │   └── UntrustedToolError     loading a shared tool (it runs code) without trust_remote_code=True
     ├── ModelError            the model could not give a reply (after retries)
     │   └── ScriptExhaustedError   a scripted model has no replies left
     ├── KernelError           the kernel could not be started or talked to
@@ -60,3 +63,15 @@ class NotReproducedError(NbagentError):
     def __init__(self, message: str, report: VerifyReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ToolDefinitionError(UsageError):
+    """Raised when a tool cannot be built from its code; the message says what to change."""
+
+
+class ToolRequirementError(UsageError):
+    """Raised at start when a package a tool declares is not installed where the tool runs."""
+
+
+class UntrustedToolError(UsageError):
+    """Raised when a shared tool is loaded without ``trust_remote_code=True`` (loading runs its code)."""

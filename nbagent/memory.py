@@ -78,7 +78,37 @@ class Step:
         }
 
 
-MemoryEntry = Task | Step
+PLAN_FOLLOW_UP = (
+    "Now carry out this plan, one step at a time: reply with a short thought and one ```python block."
+)
+
+
+@dataclass
+class Plan:
+    """A plan the model made before step ``before_step``: facts known, facts to find, the plan.
+
+    ``kind`` is ``"initial"`` for the first plan of a task and ``"update"`` for later ones.
+    """
+
+    before_step: int
+    text: str
+    reply: str
+    usage: Usage
+    model_duration: float
+    kind: Literal["initial", "update"] = "initial"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "before_step": self.before_step,
+            "kind": self.kind,
+            "text": self.text,
+            "usage": self.usage.to_dict(),
+            "model_duration": round(self.model_duration, 6),
+        }
+
+
+MemoryEntry = Task | Step | Plan
 
 
 @dataclass
@@ -123,6 +153,11 @@ class Memory:
         """Every step so far, across tasks."""
         return [e for e in self.entries if isinstance(e, Step)]
 
+    @property
+    def plans(self) -> list[Plan]:
+        """Every plan so far, across tasks."""
+        return [e for e in self.entries if isinstance(e, Plan)]
+
     def to_messages(self, images: bool = False, nudge: str | None = None) -> list[Message]:
         """The chat to send: system, tasks, and each step as assistant reply + observation.
 
@@ -147,10 +182,7 @@ class Memory:
             texts[i] = "Observation:\n" + text
 
         # Leave out the oldest steps while the whole exceeds the budget (the newest stay).
-        size = len(self.system_prompt) + sum(
-            len(e.prompt()) if isinstance(e, Task) else len(e.reply) + len(texts[i])
-            for i, e in enumerate(self.entries)
-        )
+        size = len(self.system_prompt) + sum(self._size(i, e, texts) for i, e in enumerate(self.entries))
         left_out: list[int] = []
         for i in step_positions:
             if size <= limits.max_chars or i in recent:
@@ -167,6 +199,10 @@ class Memory:
             if isinstance(entry, Task):
                 messages.append({"role": "user", "content": entry.prompt(follow_up=tasks_seen > 0)})
                 tasks_seen += 1
+                continue
+            if isinstance(entry, Plan):
+                messages.append({"role": "assistant", "content": entry.text})
+                messages.append({"role": "user", "content": PLAN_FOLLOW_UP})
                 continue
             if i in dropped:
                 if i == left_out[0]:
@@ -185,6 +221,14 @@ class Memory:
         if nudge:
             messages.append({"role": "user", "content": nudge})
         return messages
+
+    @staticmethod
+    def _size(i: int, entry: MemoryEntry, texts: dict[int, str]) -> int:
+        if isinstance(entry, Task):
+            return len(entry.prompt())
+        if isinstance(entry, Plan):
+            return len(entry.text) + len(PLAN_FOLLOW_UP)
+        return len(entry.reply) + len(texts[i])
 
     def _allot_images(self) -> dict[int, int]:
         # entry position -> how many of its (newest) images are sent, newest steps first.

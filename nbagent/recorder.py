@@ -160,6 +160,14 @@ class NotebookRecorder:
             role="marker",
         )
 
+    def add_note(self, markdown: str, role: str, **meta: Any) -> None:
+        """Add a markdown cell (a plan, the host calls of a step...) with ``metadata.nbagent.role``."""
+        self._add(new_markdown_cell(markdown), role=role, **meta)
+
+    def add_cell(self, cell: NotebookNode, role: str, **meta: Any) -> None:
+        """Add a prepared cell with ``metadata.nbagent.role`` (it stays live: later edits are saved)."""
+        self._add(cell, role=role, **meta)
+
     def finish_task(self, **facts: Any) -> None:
         """Record the outcome of the current question in the notebook metadata."""
         if self.runs:
