@@ -122,7 +122,8 @@ class ShellExecutor:
                 # The interrupt landed in IPython's own bookkeeping after the code ran.
                 interrupter.running = False
         saved.restore()
-        _flush_streams()
+        if any(out.get("output_type") == "stream" for out in outputs):
+            _flush_streams()
         execution.duration = time.perf_counter() - t0
         if store_history and result is not None:
             execution.execution_count = result.execution_count
@@ -453,7 +454,7 @@ def _clean_bundle(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flush_streams() -> None:
-    # Printed text reaches the page before what the next step shows.
+    # Printed text reaches the page before what the next step shows (ipykernel buffers it).
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -213,6 +213,26 @@ def test_config_sets_model_and_limits(user_kernel: Kernel, tmp_path: Path) -> No
     assert run(user_kernel, "print(step_0, step_1)").outputs[0]["text"] == "0 1\n"
 
 
+def test_audit_notebooks_are_never_replaced_by_accident(user_kernel: Kernel, tmp_path: Path) -> None:
+    script = write_script(tmp_path / "replies.json", code("final_answer(1)"), code("final_answer(2)"))
+    existing = tmp_path / "kept.ipynb"
+    existing.write_text("precious", encoding="utf-8")
+    refused = run(user_kernel, f"%agent --reset --model scripted:{script} --notebook {existing} One?")
+    assert texts(refused) == (
+        f"UsageError: output {str(existing)!r} already exists; "
+        "choose another name or pass --overwrite (overwrite=True)\n"
+    )
+    assert existing.read_text(encoding="utf-8") == "precious"
+
+    first = run(user_kernel, f"%agent --model scripted:{script} --notebook {tmp_path / 'a.ipynb'} One?")
+    assert first.outputs[-1]["data"]["text/plain"] == "1"
+    moved = run(user_kernel, f"%agent --notebook {tmp_path / 'b.ipynb'} Two?")
+    assert texts(moved).startswith(
+        f"UsageError: this conversation is recorded in {str(tmp_path / 'a.ipynb')!r}"
+    )
+    assert not (tmp_path / "b.ipynb").exists()
+
+
 # -- the user's session is safe ---------------------------------------------------------------------
 
 
