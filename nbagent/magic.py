@@ -267,7 +267,7 @@ def _where(path: Path | None) -> str:
     except ValueError:  # another drive (Windows)
         shown = str(path)
     if shown.startswith(".."):
-        shown = str(path)
+        return f"`{path}`"  # outside the notebook's folder: a link would not resolve
     return f"[`{shown}`]({shown.replace(' ', '%20')})"
 
 

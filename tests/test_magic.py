@@ -297,6 +297,39 @@ def test_user_interrupt_stops_the_whole_run(user_kernel: Kernel, tmp_path: Path)
     assert audit.metadata["nbagent"]["runs"][-1]["status"] == "interrupted"
 
 
+def test_user_interrupt_while_the_model_thinks_stops_the_run(user_kernel: Kernel, tmp_path: Path) -> None:
+    asked = tmp_path / "asked"
+    run(
+        user_kernel,
+        "import asyncio, pathlib\n"
+        "from nbagent import Model\n"
+        "class SlowModel(Model):\n"
+        "    name = 'slow'\n"
+        "    async def acomplete(self, messages, stop=()):\n"
+        f"        pathlib.Path({str(asked)!r}).touch()\n"
+        "        await asyncio.sleep(300)\n"
+        "slow = SlowModel()",
+    )
+
+    async def interrupt_while_waiting() -> Execution:
+        task = asyncio.ensure_future(
+            user_kernel.aexecute(f"%agent --reset --model slow --notebook {tmp_path / 'slow.ipynb'} Hm?")
+        )
+        for _ in range(1200):
+            if asked.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert asked.exists()
+        await user_kernel.ainterrupt()
+        return await asyncio.wait_for(task, timeout=60)
+
+    execution = asyncio.run(interrupt_while_waiting())
+    assert execution.ok
+    assert "interrupted; the audit notebook keeps the steps so far · *0 steps" in texts(execution)
+    audit = nbformat.read(tmp_path / "slow.ipynb", as_version=4)
+    assert audit.metadata["nbagent"]["runs"][-1]["status"] == "interrupted"
+
+
 # -- history, insertion, litellm ---------------------------------------------------------------------
 
 
