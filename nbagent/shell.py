@@ -133,14 +133,15 @@ class ShellExecutor:
         if raised is not None or result is None:
             status = "error"
             execution.error = error_from_outputs(outputs)
-            if execution.error is None and raised is not None:
-                execution.error = ErrorInfo(type(raised).__name__, str(raised), "")
+            if execution.error is None:
+                name = "KeyboardInterrupt" if raised is None else type(raised).__name__
+                execution.error = ErrorInfo(name, "" if raised is None else str(raised), "")
         if interrupter.fired:
             status = "timeout"
             execution.note = f"interrupted after {timeout:g} s; the session kept its state"
             if execution.error is None:
                 execution.error = ErrorInfo("TimeoutError", f"step exceeded {timeout:g} s", "")
-        elif isinstance(raised, KeyboardInterrupt) or interrupter.interrupted_late:
+        elif result is None or isinstance(raised, KeyboardInterrupt) or interrupter.interrupted_late:
             self._user_interrupted = True
         execution.status = status
         return execution

@@ -213,6 +213,14 @@ def test_config_sets_model_and_limits(user_kernel: Kernel, tmp_path: Path) -> No
     assert run(user_kernel, "print(step_0, step_1)").outputs[0]["text"] == "0 1\n"
 
 
+def test_help_option_prints_the_usage(user_kernel: Kernel) -> None:
+    execution = run(user_kernel, "%agent --help")
+    assert execution.ok
+    shown = texts(execution)
+    assert shown.startswith("Ask the agent; it answers by running code in this session")
+    assert "--timeout SECONDS" in shown and "--insert" in shown
+
+
 def test_audit_notebooks_are_never_replaced_by_accident(user_kernel: Kernel, tmp_path: Path) -> None:
     script = write_script(tmp_path / "replies.json", code("final_answer(1)"), code("final_answer(2)"))
     existing = tmp_path / "kept.ipynb"
@@ -351,7 +359,7 @@ def test_steps_are_in_the_users_in_out_history(user_kernel: Kernel, tmp_path: Pa
     assert check.execution_count == n + 2  # the next cell follows the steps
 
 
-def test_insert_offers_the_code_that_worked_as_one_next_cell(tmp_path: Path) -> None:
+def test_insert_offers_the_code_that_worked_as_one_next_cell_and_help_is_kept(tmp_path: Path) -> None:
     script = write_script(
         tmp_path / "replies.json",
         code("x = 2"),
@@ -368,9 +376,12 @@ def test_insert_offers_the_code_that_worked_as_one_next_cell(tmp_path: Path) -> 
         reply = kc.execute_interactive(
             f"%%agent --model scripted:{script} --insert\nMake y.", timeout=60, output_hook=lambda msg: None
         )
+        help_reply = kc.execute_interactive("%agent?", timeout=60, output_hook=lambda msg: None)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+    pages = [p["data"]["text/plain"] for p in help_reply["content"]["payload"] if p["source"] == "page"]
+    assert len(pages) == 1 and "Ask the agent; it answers by running code in this session" in pages[0]
     payloads = [p for p in reply["content"]["payload"] if p["source"] == "set_next_input"]
     assert payloads == [
         {
