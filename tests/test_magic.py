@@ -440,3 +440,15 @@ def test_question_mark_transform_keeps_questions_and_help() -> None:
         ["agents?\n"],
     ):
         assert question_mark_transform(untouched) == untouched
+
+
+def test_the_session_keeps_its_random_state_and_gets_no_default_tools(
+    user_kernel: Kernel, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path / "replies.json", code("final_answer('done')"))
+    run(user_kernel, "import random\nrandom.seed(1234)\nexpected_draw = random.Random(1234).random()")
+    run(user_kernel, f"%%agent --reset --model scripted:{script}\nJust answer.")
+    check = run(
+        user_kernel, "print(random.random() == expected_draw, 'read_file' in dir(), 'list_files' in dir())"
+    )
+    assert check.outputs[0]["text"] == "True False False\n"
