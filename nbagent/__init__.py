@@ -2,32 +2,66 @@
 
 from nbagent import Agent
 result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], notebook="run.ipynb")
+
+In Jupyter: ``%load_ext nbagent``, then ask in a ``%%agent`` cell (see :mod:`nbagent.magic`).
 """
+
+from typing import Any as _Any
 
 from ._version import __version__
 from .agent import Agent, Executor, RunListener, RunResult
+from .bridge import HostCall
+from .default_tools import WebSearchTool
 from .exceptions import (
     KernelError,
     KernelStartError,
     ModelError,
     NbagentError,
     NoSuchKernelError,
+    NotReproducedError,
     ScriptExhaustedError,
+    ToolDefinitionError,
+    ToolRequirementError,
+    UntrustedToolError,
     UsageError,
 )
 from .execution import ErrorInfo, Execution
+from .export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
 from .kernel import Kernel
-from .memory import Step, Task
+from .memory import HistoryLimits, Plan, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
+from .shell import ShellExecutor
+from .tool_sharing import load_tool
+from .tools import Tool, ToolParameter, ToolSpec, tool
+from .verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
+
+
+def load_ipython_extension(shell: _Any) -> None:
+    """``%load_ext nbagent``: register the ``%agent`` line magic and ``%%agent`` cell magic."""
+    # Imported here so that ``import nbagent`` stays light.
+    from .magic import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: _Any) -> None:
+    """``%unload_ext nbagent``: remove the magics."""
+    from .magic import unload_ipython_extension as unload
+
+    unload(shell)
+
 
 __all__ = [
     "Agent",
+    "CellCheck",
     "ErrorInfo",
     "Execution",
     "Executor",
     "HFInferenceModel",
+    "HistoryLimits",
+    "HostCall",
     "Kernel",
     "KernelError",
     "KernelStartError",
@@ -36,18 +70,40 @@ __all__ = [
     "ModelError",
     "NbagentError",
     "NoSuchKernelError",
+    "NotReproducedError",
     "NotebookRecorder",
     "Observation",
     "Observer",
+    "Plan",
     "Reply",
     "RetryPolicy",
     "RunListener",
     "RunResult",
     "ScriptExhaustedError",
     "ScriptedModel",
+    "ShellExecutor",
     "Step",
     "Task",
+    "TidyResult",
+    "Tool",
+    "ToolDefinitionError",
+    "ToolParameter",
+    "ToolRequirementError",
+    "ToolSpec",
+    "UntrustedToolError",
     "Usage",
     "UsageError",
+    "VerifyReport",
+    "WebSearchTool",
     "__version__",
+    "aexport_tidy",
+    "averify_notebook",
+    "export_html",
+    "export_tidy",
+    "load_ipython_extension",
+    "load_tool",
+    "tidy_notebook",
+    "tool",
+    "unload_ipython_extension",
+    "verify_notebook",
 ]

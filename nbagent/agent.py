@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -18,16 +18,20 @@ from typing import Any, Literal, Protocol
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
-from .bootstrap import decode_answer, setup_code
+from .bootstrap import complete_answer, decode_answer
+from .environment import probe_environment
 from .exceptions import KernelError, ModelError, UsageError
-from .execution import Execution
+from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
-from .memory import Memory, Step, Task, default_system_prompt
-from .models import Model, Usage, resolve_model
+from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
+from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
 from .parameters import check_parameters, parameters_code
 from .parsing import parse_reply
+from .planning import check_planning_interval, make_plan, plan_due, record_plan
 from .recorder import NotebookRecorder, file_digest
+from .toolbox import Toolbox
+from .tools import Tool
 
 RunStatus = Literal["answered", "max_steps", "error", "interrupted"]
 
@@ -52,7 +56,10 @@ class Executor(Protocol):
     cwd: Path
 
     async def astart(self) -> None: ...
-    async def aexecute(self, code: str, timeout: float | None = None) -> Execution: ...
+    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+        """Run ``code``; ``silent``: outside the history and unseen (no execution count, no echo)."""
+        ...
+
     async def ashutdown(self) -> None: ...
 
 
@@ -70,6 +77,9 @@ class RunListener:
 
     def step_finished(self, step: Step) -> None:
         """A step ran and its observation was made."""
+
+    def plan_made(self, plan: Plan) -> None:
+        """The model made (or updated) its plan."""
 
     def run_finished(self, result: RunResult) -> None:
         """The question was answered, or the run ended without an answer."""
@@ -96,6 +106,7 @@ class RunResult:
     notebook: NotebookNode | None = None
     duration: float = 0.0
     error: str | None = None
+    plans: list[Plan] = field(default_factory=list)
 
     @property
     def answered(self) -> bool:
@@ -113,10 +124,22 @@ class Agent:
         timeout: seconds a step may run before it is interrupted.
         kernel: kernel spec name (nbagent's own ``kernels/`` first, then Jupyter's).
         observer: turns executions into observations (budget, formatting).
+        history: how much of a long run is replayed to the model (see :class:`HistoryLimits`).
         system_prompt: replaces the packaged prompt (``nbagent/prompts/system.md``).
         instructions: extra text appended to the system prompt.
         listeners: receive progress events (see :class:`RunListener`).
         executor: run steps here instead of a new kernel (used by ``%%agent``).
+        tools: tools the code can call (:class:`~nbagent.Tool`, or plain typed, documented
+            functions); defined in the kernel, or reached through the host bridge (``host=True``).
+        default_tools: add the offline tools ``list_files``, ``read_file`` and ``inspect_data``.
+        seed: the setup cell seeds ``random`` and ``numpy.random`` with it, so a re-run draws
+            the same numbers; ``None`` leaves the generators alone.
+        managed_agents: Agents (each with a ``name`` and ``description``) the code can call as
+            ``name(task)``; each runs in its own kernel and writes its own notebook.
+        planning_interval: plan (facts known, facts to find, plan) before the first step and
+            every N steps; ``None``: never.
+        name: this agent's name, when it is managed by another agent.
+        description: what this agent is good at, shown to a manager agent.
         model_kwargs: passed to the model's constructor when ``model`` is a string.
     """
 
@@ -128,10 +151,18 @@ class Agent:
         timeout: float | None = 60.0,
         kernel: str = DEFAULT_KERNEL,
         observer: Observer | None = None,
+        history: HistoryLimits | None = None,
         system_prompt: str | None = None,
         instructions: str = "",
         listeners: Sequence[RunListener] = (),
         executor: Executor | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        default_tools: bool = True,
+        seed: int | None = 0,
+        managed_agents: Sequence[Agent] = (),
+        planning_interval: int | None = None,
+        name: str | None = None,
+        description: str | None = None,
         **model_kwargs: Any,
     ) -> None:
         if max_steps < 1:
@@ -139,12 +170,17 @@ class Agent:
         if timeout is not None and timeout <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
         self.model = resolve_model(model, **model_kwargs)
+        self._owns_model = not isinstance(model, Model)
         self.max_steps = max_steps
         self.timeout = timeout
         self.kernel_name = kernel
         self.observer = observer or Observer()
+        self.history = history or HistoryLimits()
+        self.name, self.description = name, description
+        self.planning_interval = check_planning_interval(planning_interval)
+        self.toolbox = Toolbox(tools, managed_agents, default_tools=default_tools, seed=seed)
         prompt = system_prompt if system_prompt is not None else default_system_prompt()
-        self.system_prompt = prompt.replace("{extra_instructions}", instructions).rstrip() + "\n"
+        self.system_prompt = self.toolbox.apply_to_prompt(prompt, instructions)
         self.listeners = list(listeners)
         self._given_executor = executor
         self._executor: Executor | None = executor
@@ -225,8 +261,9 @@ class Agent:
             self._recorder.add_marker(f"the run stopped: {exc}")
         finally:
             result.steps = [s for s in self._memory.steps if s.number >= first_number]
-            for s in result.steps:
-                result.usage = result.usage + s.usage
+            result.plans = [p for p in self._memory.plans if p.before_step >= first_number]
+            for usage in [s.usage for s in result.steps] + [p.usage for p in result.plans]:
+                result.usage = result.usage + usage
             result.duration = time.perf_counter() - started
             result.notebook = self._recorder.nb
             if result.status == "max_steps":
@@ -281,10 +318,14 @@ class Agent:
         )
 
     async def aclose(self) -> None:
-        """Shut down the kernel this agent started."""
+        """Shut down the kernel this agent started, its managed agents' kernels, and the model if
+        it made it from a string."""
+        await self.toolbox.aclose()
         if self._executor is not None and self._executor is not self._given_executor:
             await self._executor.ashutdown()
-        self._executor = None if self._given_executor is None else self._given_executor
+        self._executor = self._given_executor
+        if self._owns_model:
+            await self.model.aclose()
 
     def close(self) -> None:
         """Shut down the kernel this agent started."""
@@ -308,11 +349,15 @@ class Agent:
         number = first_number
         for i in range(self.max_steps + 1):
             final = i == self.max_steps
+            if plan_due(self.planning_interval, i, final):
+                await self._plan(number, remaining=self.max_steps - i, first=i == 0)
             step = await self._step(number, nudge=_final_nudge(self.max_steps) if final else None)
             number += 1
             if step.execution is not None:
                 payload = step.execution.answer_bundle()
                 if payload is not None:
+                    assert self._executor is not None
+                    payload = await complete_answer(self._executor, payload)
                     result.status = "answered"
                     result.answer = decode_answer(payload)
                     result.answer_text = str(payload.get("text", ""))
@@ -334,19 +379,49 @@ class Agent:
         if parsed.code is None:
             observation = Observation(text=NO_CODE)
         else:
+            self.toolbox.before_step()
             try:
                 execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
             except asyncio.CancelledError:
                 await _interrupt(self._executor)
+                # Record what was running when the user stopped the run, then stop.
+                stopped = Execution(
+                    code=parsed.code,
+                    status="interrupted",
+                    error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
+                    note="interrupted by the user",
+                )
+                self._record(
+                    number,
+                    reply,
+                    parsed.thought,
+                    stopped,
+                    Observation("[Interrupted.]"),
+                    model_duration,
+                    nudge,
+                )
                 raise
             observation = self.observer.observe(execution)
             if execution.restarted:
                 await self._after_restart(observation)
+        return self._record(number, reply, parsed.thought, execution, observation, model_duration, nudge)
+
+    def _record(
+        self,
+        number: int,
+        reply: Reply,
+        thought: str,
+        execution: Execution | None,
+        observation: Observation,
+        model_duration: float,
+        nudge: str | None,
+    ) -> Step:
+        assert self._memory is not None and self._recorder is not None
         step = Step(
             number=number,
             reply=reply.text,
-            thought=parsed.thought,
-            code=parsed.code,
+            thought=thought,
+            code=None if execution is None else execution.code,
             execution=execution,
             observation=observation,
             usage=reply.usage,
@@ -355,6 +430,8 @@ class Agent:
         )
         self._memory.entries.append(step)
         self._recorder.add_step(step, self.model.name)
+        if execution is not None:
+            self.toolbox.after_step(self._recorder)
         self._recorder.save()
         for listener in self.listeners:
             listener.step_finished(step)
@@ -385,15 +462,30 @@ class Agent:
             self._executor = Kernel(self.kernel_name, cwd=new_workdir)
             await self._executor.astart()
         self._workdir = new_workdir
-        self._memory = Memory(self.system_prompt)
+        self._memory = Memory(self.system_prompt, self.history)
         self._recorder = NotebookRecorder(path)
+        await self.toolbox.start_session(path, new_workdir, overwrite)
+
+    async def _plan(self, number: int, remaining: int, first: bool) -> None:
+        assert self._memory is not None and self._recorder is not None
+        plan = await make_plan(self.model, self._memory, number, remaining, first)
+        self._memory.entries.append(plan)
+        record_plan(self._recorder, plan, self.model.name)
+        self._recorder.save()
+        for listener in self.listeners:
+            listener.plan_made(plan)
 
     async def _setup_kernel(self) -> None:
         assert self._executor is not None and self._recorder is not None
-        execution = await self._executor.aexecute(setup_code(), timeout=60)
+        execution = await self._executor.aexecute(self.toolbox.live_source(), timeout=60)
+        execution.code = self.toolbox.setup_source()  # the live bridge address is not recorded
         if not execution.ok:
+            self.toolbox.check_setup(execution)
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         self._recorder.add_setup(execution)
+        kernel_name = self.kernel_name if self._given_executor is None else None
+        self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
+        self.toolbox.add_replay_cell(self._recorder)
 
     async def _set_parameters(self, parameters: dict[str, Any]) -> None:
         assert self._executor is not None and self._recorder is not None
@@ -405,7 +497,7 @@ class Agent:
     async def _after_restart(self, observation: Observation) -> None:
         # The kernel lost its state: bring back the definitions every step relies on.
         assert self._executor is not None and self._memory is not None
-        await self._executor.aexecute(setup_code(), timeout=60)
+        await self._executor.aexecute(self.toolbox.live_source(), timeout=60)
         tasks = [e for e in self._memory.entries if isinstance(e, Task)]
         if tasks and tasks[-1].parameters:
             await self._executor.aexecute(parameters_code(tasks[-1].parameters), timeout=60)

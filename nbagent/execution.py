@@ -17,7 +17,7 @@ from typing import Any, Literal
 from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
 
-Status = Literal["ok", "error", "timeout", "died"]
+Status = Literal["ok", "error", "timeout", "died", "interrupted"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _BACKSPACE = re.compile(r"[^\n]\x08")
@@ -58,8 +58,9 @@ class Execution:
     """The result of running one piece of code in a kernel (or in the user's own shell).
 
     ``outputs`` are nbformat output nodes exactly as a notebook stores them. ``status`` is
-    ``"ok"``, ``"error"`` (the code raised), ``"timeout"`` (interrupted after ``timeout`` seconds)
-    or ``"died"`` (the kernel process went away). ``restarted`` says the kernel was restarted
+    ``"ok"``, ``"error"`` (the code raised), ``"timeout"`` (interrupted after ``timeout`` seconds),
+    ``"died"`` (the kernel process went away) or ``"interrupted"`` (the run was cancelled, e.g. by
+    Ctrl-C, while the code ran). ``restarted`` says the kernel was restarted
     while handling a timeout or a death, so the state of earlier steps was lost unless restored.
     """
 
@@ -83,9 +84,12 @@ class Execution:
         found = None
         for out in self.outputs:
             if out.get("output_type") in ("display_data", "execute_result"):
-                payload = out.get("data", {}).get(ANSWER_MIME)
+                data = out.get("data", {})
+                payload = data.get(ANSWER_MIME)
                 if payload is not None:
-                    found = payload
+                    found = dict(payload)
+                    if payload.get("value_in"):  # an image answer is stored once, as the shown image
+                        found["value"] = data.get(payload["value_in"])
         return found
 
     def to_dict(self) -> dict[str, Any]:

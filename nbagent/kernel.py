@@ -210,23 +210,22 @@ class Kernel:
 
     # -- running code ----------------------------------------------------------------------
 
-    async def aexecute(
-        self, code: str, timeout: float | None = None, *, store_history: bool = True
-    ) -> Execution:
+    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
         """Run ``code`` and return what it did.
 
         ``timeout`` (seconds) bounds the run: when it passes the kernel is interrupted; if it
         has not stopped ``interrupt_grace`` seconds later, it is restarted. A kernel that dies
         is restarted too, so the next call works; ``Execution.restarted`` tells the caller.
-        ``store_history=False`` leaves the execution count alone (for warm-up code that is not
-        part of the notebook).
+        ``silent`` runs it outside the history: the execution count does not move.
         """
         await self.astart()
         kc = self._kc
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         t0 = time.perf_counter()
-        msg_id = kc.execute(code, store_history=store_history, allow_stdin=False, stop_on_error=False)
+        msg_id = kc.execute(
+            code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False
+        )
 
         deadline = None if timeout is None else t0 + timeout
         interrupted_at: float | None = None

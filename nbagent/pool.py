@@ -249,7 +249,7 @@ class KernelPool:
         try:
             await kernel.astart()
             if self.warm_code and server is None:
-                await kernel.aexecute(self.warm_code, timeout=self.startup_timeout, store_history=False)
+                await kernel.aexecute(self.warm_code, timeout=self.startup_timeout, silent=True)
         except asyncio.CancelledError:
             await kernel.ashutdown()
             shutil.rmtree(spare, ignore_errors=True)

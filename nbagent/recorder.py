@@ -8,21 +8,27 @@ an answer cell. Per-cell facts live under ``metadata.nbagent``; cells that raise
 ``jupyter nbconvert --execute`` (nbclient) re-runs the notebook top to bottom.
 
 Every save writes a temporary file beside the target and renames it over the target, so the file
-on disk is always a complete, valid notebook, whatever happens to the process.
+on disk is always a complete, valid notebook, whatever happens to the process. Saving is
+incremental: each cell is validated and serialised once (again only when it changes), so the cost
+of a save does not grow with the length of the run.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
+import textwrap
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4.rwbase import split_lines
+from nbformat.validator import validate as validate_schema
 
 from ._version import __version__
 from .execution import Execution
@@ -64,6 +70,8 @@ class NotebookRecorder:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, validate: bool = True) -> None:
         self.path = Path(path) if path is not None else None
         self.validate = validate
+        self._fragments: dict[str, tuple[tuple[Any, ...], str]] = {}
+        self._ids: set[str] = set()
         self.nb: NotebookNode = new_notebook(
             metadata={
                 "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -116,6 +124,10 @@ class NotebookRecorder:
         if self.runs:
             self.runs[-1]["parameters"] = dict(parameters)
 
+    def set_environment(self, environment: dict[str, Any]) -> None:
+        """Record the kernel's environment (versions, random seed policy) for re-runs."""
+        self.nb.metadata["nbagent"]["environment"] = environment
+
     def add_step(self, step: Step, model: str) -> None:
         """Add a step: its thought as markdown, then its code cell (if it had code)."""
         meta = {
@@ -156,6 +168,14 @@ class NotebookRecorder:
             role="marker",
         )
 
+    def add_note(self, markdown: str, role: str, **meta: Any) -> None:
+        """Add a markdown cell (a plan, the host calls of a step...) with ``metadata.nbagent.role``."""
+        self._add(new_markdown_cell(markdown), role=role, **meta)
+
+    def add_cell(self, cell: NotebookNode, role: str, **meta: Any) -> None:
+        """Add a prepared cell with ``metadata.nbagent.role`` (it stays live: later edits are saved)."""
+        self._add(cell, role=role, **meta)
+
     def finish_task(self, **facts: Any) -> None:
         """Record the outcome of the current question in the notebook metadata."""
         if self.runs:
@@ -165,9 +185,49 @@ class NotebookRecorder:
         """Write the notebook atomically (no-op without a path)."""
         if self.path is None:
             return
+        atomic_write_text(self.path, self.to_json())
+
+    def to_json(self) -> str:
+        """The notebook as nbformat writes it (lines split, keys sorted, one-space indent)."""
+        top = {k: v for k, v in self.nb.items() if k != "cells"}
         if self.validate:
-            nbformat.validate(self.nb)
-        atomic_write_text(self.path, nbformat.v4.writes_json(self.nb) + "\n")
+            validate_schema({**top, "cells": []}, version=4, version_minor=5)
+        head = json.dumps({**top, "cells": []}, indent=1, sort_keys=True, ensure_ascii=False)
+        cells = ",\n".join(self._fragment(cell) for cell in self.nb.cells)
+        body = f'"cells": [\n{cells}\n ]' if cells else '"cells": []'
+        # "cells" sorts first among the top-level keys, so its placeholder is the first match.
+        return head.replace('"cells": []', body, 1) + "\n"
+
+    def invalidate(self, cell: NotebookNode | None = None) -> None:
+        """Forget the serialised form of ``cell`` (or of every cell) after changing it in place.
+
+        Changes to sources, outputs and execution counts are noticed without this; edits to a
+        recorded cell's metadata are not.
+        """
+        if cell is None:
+            self._fragments.clear()
+        else:
+            self._fragments.pop(cell.get("id", ""), None)
+
+    def _fragment(self, cell: NotebookNode) -> str:
+        outputs = cell.get("outputs") or ()
+        # update_display_data replaces an output's data dict, so its id changes with it.
+        signature = (
+            cell.get("source"),
+            cell.get("execution_count"),
+            tuple((id(o.get("data")), len(o.get("text", ""))) for o in outputs),
+        )
+        cached = self._fragments.get(cell.id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        if self.validate:
+            validate_schema(cell, ref=f"{cell.cell_type}_cell", version=4, version_minor=5)
+        single = split_lines(NotebookNode(cells=[copy.deepcopy(cell)]))
+        text = textwrap.indent(
+            json.dumps(single.cells[0], indent=1, sort_keys=True, ensure_ascii=False), "  "
+        )
+        self._fragments[cell.id] = (signature, text)
+        return text
 
     def _code_cell(self, execution: Execution) -> NotebookNode:
         cell = new_code_cell(execution.code)
@@ -177,7 +237,7 @@ class NotebookRecorder:
         tags = []
         if execution.status != "ok":
             tags.append(RAISES)
-        if execution.status in ("timeout", "died"):
+        if execution.status in ("timeout", "died", "interrupted"):
             tags.append(SKIP)
         if tags:
             cell.metadata["tags"] = tags
@@ -185,4 +245,7 @@ class NotebookRecorder:
 
     def _add(self, cell: NotebookNode, role: str, **meta: Any) -> None:
         cell.metadata["nbagent"] = {"role": role, **meta}
+        while cell.id in self._ids:
+            cell.id = new_markdown_cell().id  # ids must be unique in a notebook
+        self._ids.add(cell.id)
         self.nb.cells.append(cell)

@@ -240,31 +240,25 @@ def test_missing_model_file_and_unknown_kernel_are_refused(
     assert not out.exists()
 
 
-def test_batch_reaches_a_real_http_model_with_api_base(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the loopback server ignores it; litellm needs one
+def test_batch_reaches_a_real_http_model_with_api_base(tmp_path: Path) -> None:
     tasks = [{"id": f"h{i}", "question": "What is 6 times 7?", "expected": 42} for i in range(3)]
     task_file = write_batch(tmp_path, tasks)
     out = tmp_path / "runs"
+    # A real process: litellm's HTTP clients live and die with it, as they do for a user.
+    env = {**os.environ, "OPENAI_API_KEY": "test-key", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     with OpenAICompatibleServer([code("final_answer(6 * 7)")] * 3) as server:
-        rc = main(
+        done = subprocess.run(
             [
-                "batch",
-                str(task_file),
-                "--out",
-                str(out),
-                "--jobs",
-                "2",
-                "--model",
-                "openai/scripted-model",
-                "--api-base",
-                server.url,
-                "-q",
-            ]
+                *(sys.executable, "-m", "nbagent", "batch", str(task_file), "--out", str(out), "--jobs", "2"),
+                *("--model", "openai/scripted-model", "--api-base", server.url, "-q"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=170,
         )
         assert len(server.requests) == 3
-    assert rc == 0
+    assert done.returncode == 0, done.stderr
     assert [r["correct"] for r in read_status(out)] == [True, True, True]
 
 

@@ -67,6 +67,13 @@ class Model(ABC):
         """Blocking form of :meth:`acomplete`."""
         return run_sync(self.acomplete)(messages, stop)
 
+    async def aclose(self) -> None:  # noqa: B027  (optional hook, not abstract)
+        """Release connections the model holds (nothing by default)."""
+
+    def close(self) -> None:
+        """Blocking form of :meth:`aclose`."""
+        run_sync(self.aclose)()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 

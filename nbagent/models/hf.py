@@ -74,6 +74,9 @@ class HFInferenceModel(Model):
             ),
         )
 
+    async def aclose(self) -> None:
+        await self._client.close()
+
 
 def _classify(exc: BaseException) -> tuple[bool, float | None]:
     response = getattr(exc, "response", None)
