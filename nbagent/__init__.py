@@ -7,6 +7,7 @@ result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], n
 from ._version import __version__
 from .agent import Agent, Executor, RunListener, RunResult
 from .exceptions import (
+    KernelDiedError,
     KernelError,
     KernelStartError,
     ModelError,
@@ -21,6 +22,7 @@ from .memory import Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
+from .sandbox import Sandbox
 
 __all__ = [
     "Agent",
@@ -29,6 +31,7 @@ __all__ = [
     "Executor",
     "HFInferenceModel",
     "Kernel",
+    "KernelDiedError",
     "KernelError",
     "KernelStartError",
     "LiteLLMModel",
@@ -43,6 +46,7 @@ __all__ = [
     "RetryPolicy",
     "RunListener",
     "RunResult",
+    "Sandbox",
     "ScriptExhaustedError",
     "ScriptedModel",
     "Step",

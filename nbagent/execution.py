@@ -6,6 +6,11 @@ consecutive stream messages of the same name are merged (with ``\\r`` and ``\\b`
 ``clear_output(wait=True)`` clears just before the next output, and ``update_display_data``
 rewrites every earlier output that carries the same ``display_id`` -- including outputs of earlier
 cells, which is why one collector lives as long as the kernel session.
+
+A cell's output is bounded, because a step that prints in a loop must not fill the host's memory
+or the notebook: a stream keeps its first and last ``max_stream_chars / 2`` characters with the cut
+marked, and rich outputs beyond ``max_outputs`` or ``max_data_chars`` are left out, counted in
+one note output. Errors are always kept.
 """
 
 from __future__ import annotations
@@ -100,22 +105,97 @@ class Execution:
         }
 
 
+def _append_controlled(existing: str, text: str) -> str:
+    """``existing + text`` with terminal controls applied, re-reading only the last line.
+
+    ``\\r`` and ``\\b`` act within a line, so earlier lines are final; this keeps appending many
+    small chunks linear instead of quadratic.
+    """
+    if "\r" not in text and "\b" not in text and not existing.endswith("\r"):
+        return existing + text
+    cut = existing.rfind("\n") + 1
+    return existing[:cut] + apply_terminal_controls(existing[cut:] + text)
+
+
+class _StreamText:
+    """The text of one stream output: terminal controls applied, head and tail kept past ``limit``."""
+
+    def __init__(self, out: NotebookNode, limit: int) -> None:
+        self.out = out
+        self.limit = max(limit, 2)
+        self.head = ""
+        self.tail = ""
+        self.cut = 0
+        self.overflowed = False
+
+    def add(self, text: str) -> None:
+        if not self.overflowed:
+            self.head = _append_controlled(self.head, text)
+            if len(self.head) > self.limit:
+                keep = self.limit // 2
+                self.head, self.tail = self.head[:keep], self.head[keep:]
+                self.overflowed = True
+                self._trim()
+        else:
+            self.tail = _append_controlled(self.tail, text)
+            self._trim()
+        self.out["text"] = self.render()
+
+    def _trim(self) -> None:
+        room = self.limit - len(self.head)
+        if len(self.tail) > room:
+            self.cut += len(self.tail) - room
+            self.tail = self.tail[-room:]
+
+    def render(self) -> str:
+        if not self.overflowed:
+            return self.head
+        return f"{self.head}\n… [{self.cut:,} characters of output left out by nbagent] …\n{self.tail}"
+
+
+def _data_size(out: NotebookNode) -> int:
+    data = out.get("data") or {}
+    return sum(len(v) if isinstance(v, str) else len(str(v)) for v in data.values())
+
+
 class OutputCollector:
     """Builds notebook outputs from kernel iopub messages.
 
     One collector per kernel session: it remembers which outputs carry which ``display_id`` so a
     later ``update_display_data`` can change them wherever they are.
+
+    Args:
+        max_stream_chars: characters one stream output keeps (head and tail); more are cut.
+        max_outputs: rich outputs (displays, results) one cell keeps; later ones are left out.
+        max_data_chars: characters of rich output data one cell keeps; later outputs are left out.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_stream_chars: int = 500_000,
+        max_outputs: int = 1_000,
+        max_data_chars: int = 20_000_000,
+    ) -> None:
+        self.max_stream_chars = max_stream_chars
+        self.max_outputs = max_outputs
+        self.max_data_chars = max_data_chars
         self._displays: dict[str, list[NotebookNode]] = {}
         self._outputs: list[NotebookNode] = []
         self._clear_before_next = False
+        self._stream: _StreamText | None = None
+        self._rich_count = 0
+        self._rich_chars = 0
+        self._left_out = 0
+        self._left_out_chars = 0
+        self._left_out_note: NotebookNode | None = None
 
     def begin(self) -> list[NotebookNode]:
         """Start collecting for a new cell; returns the (live) list outputs are appended to."""
         self._outputs = []
         self._clear_before_next = False
+        self._stream = None
+        self._rich_count = self._rich_chars = self._left_out = self._left_out_chars = 0
+        self._left_out_note = None
         return self._outputs
 
     def handle(self, msg: dict[str, Any]) -> None:
@@ -148,6 +228,8 @@ class OutputCollector:
         out = output_from_msg(msg)
         if msg_type == "error":
             out["traceback"] = [strip_ansi(line) for line in out.get("traceback", [])]
+        elif not self._within_budget(out):
+            return
         if display_id:
             # A new display with a known id also updates the earlier ones (JupyterLab behaviour).
             self._update_display(display_id, msg)
@@ -156,12 +238,38 @@ class OutputCollector:
 
     def _append_stream(self, name: str, text: str) -> None:
         last = self._outputs[-1] if self._outputs else None
-        if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
-            last["text"] = apply_terminal_controls(last["text"] + text)
-            return
-        self._outputs.append(
-            NotebookNode(output_type="stream", name=name, text=apply_terminal_controls(text))
+        if (
+            self._stream is None
+            or last is not self._stream.out
+            or last.get("output_type") != "stream"
+            or last.get("name") != name
+        ):
+            out = NotebookNode(output_type="stream", name=name, text="")
+            self._outputs.append(out)
+            self._stream = _StreamText(out, self.max_stream_chars)
+        self._stream.add(text)
+
+    def _within_budget(self, out: NotebookNode) -> bool:
+        size = _data_size(out)
+        if self._rich_count < self.max_outputs and self._rich_chars + size <= self.max_data_chars:
+            self._rich_count += 1
+            self._rich_chars += size
+            return True
+        self._left_out += 1
+        self._left_out_chars += size
+        text = (
+            f"[nbagent: {self._left_out:,} more output(s) of this cell ({self._left_out_chars:,} "
+            f"characters) were left out: over {self.max_outputs:,} outputs or "
+            f"{self.max_data_chars:,} characters]"
         )
+        # A new data dict each time, so notebook writers that cache cells see the change.
+        data = NotebookNode({"text/plain": text})
+        if self._left_out_note is None:
+            self._left_out_note = NotebookNode(output_type="display_data", data=data, metadata={})
+            self._outputs.append(self._left_out_note)
+        else:
+            self._left_out_note["data"] = data
+        return False
 
     def _update_display(self, display_id: str, msg: dict[str, Any]) -> None:
         content = msg["content"]
@@ -174,6 +282,10 @@ class OutputCollector:
         for did, outs in list(self._displays.items()):
             self._displays[did] = [o for o in outs if id(o) not in cleared]
         self._outputs.clear()
+        # What is cleared no longer counts: a loop that redraws one figure keeps its budget.
+        self._stream = None
+        self._left_out_note = None
+        self._rich_count = self._rich_chars = self._left_out = self._left_out_chars = 0
 
 
 def error_from_outputs(outputs: list[NotebookNode]) -> ErrorInfo | None:

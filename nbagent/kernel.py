@@ -17,8 +17,8 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import shutil
+import signal
 import tempfile
 import time
 import weakref

@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from .sandbox import is_secret_name
 
 MIN_SECRET_LENGTH = 8
 """Shorter values are not redacted (a password of ``1234`` would blank out every ``1234``)."""
-
-T = TypeVar("T")
 
 
 def _worth_hiding(value: str) -> bool:
@@ -74,14 +72,14 @@ class Redactor:
         """True if serialized JSON ``text`` may hold a secret (a cheap test before :meth:`data`)."""
         return any(e in text for e in self._escaped)
 
-    def data(self, obj: T) -> T:
+    def data(self, obj: Any) -> Any:
         """A copy of JSON-like ``obj`` (dicts, lists, strings) with secrets replaced in every string."""
         if isinstance(obj, str):
-            return self.text(obj)  # type: ignore[return-value]
+            return self.text(obj)
         if isinstance(obj, dict):
-            return type(obj)((k, self.data(v)) for k, v in obj.items())  # type: ignore[return-value]
+            return type(obj)((k, self.data(v)) for k, v in obj.items())
         if isinstance(obj, list):
-            return [self.data(v) for v in obj]  # type: ignore[return-value]
+            return [self.data(v) for v in obj]
         return obj
 
     def redact_json(self, text: str) -> str:
