@@ -255,6 +255,12 @@ class Kernel:
         """
         await self.astart()
         kc = self._kc
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (say, from a model reply) cannot go over the wire as UTF-8, and
+            # jupyter_client would raise; it becomes "?" instead.
+            code = code.encode("utf-8", "replace").decode("utf-8")
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         t0 = time.perf_counter()

@@ -7,10 +7,28 @@ much was cut; several outputs share the budget so one flood cannot hide the othe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .execution import ANSWER_MIME, Execution, strip_ansi
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def escape_controls(text: str) -> str:
+    """Show control characters (and lone surrogates) as ``\\xNN`` / ``\\uNNNN`` escapes.
+
+    Models and their APIs take them badly (a NUL can make a request fail), and they carry no
+    meaning a reader needs; newlines and tabs stay as they are.
+    """
+    text = text.replace("\r\n", "\n")
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(escape, text)
 
 
 @dataclass
@@ -77,7 +95,7 @@ class Observer:
             pieces.append(f"[Kernel died: {execution.note}.]")
         if not pieces:
             pieces.append("[The code ran without output. Use print() to see values.]")
-        text = "\n".join(share_budget(pieces, self.max_chars))
+        text = escape_controls("\n".join(share_budget(pieces, self.max_chars)))
         return Observation(text=text, images=images)
 
     def _render_output(self, out: dict[str, Any], images: list[str]) -> str:
