@@ -51,13 +51,16 @@ class TimedKernel(Kernel):
         await super().arestart()
 
 
-def recipe(n: int) -> list[Step]:
-    """A run of ``n`` successful steps: load the data, then small analyses on it."""
-    codes = ["import pandas as pd\npenguins = pd.read_csv('penguins.csv')"]
-    codes += [
-        f"r{i} = penguins.groupby('species').body_mass_g.agg(['mean', 'std']).round({i % 3})"
-        for i in range(1, n)
-    ]
+def recipe(n: int, trivial: bool = False) -> list[Step]:
+    """A run of ``n`` successful steps: load the data, then small analyses on it (or ``v_i = i``)."""
+    if trivial:
+        codes = [f"v{i} = {i}" for i in range(n)]
+    else:
+        codes = ["import pandas as pd\npenguins = pd.read_csv('penguins.csv')"]
+        codes += [
+            f"r{i} = penguins.groupby('species').body_mass_g.agg(['mean', 'std']).round({i % 3})"
+            for i in range(1, n)
+        ]
     return [
         Step(
             number=i + 1,
@@ -177,7 +180,9 @@ async def memory_error(workdir: Path) -> tuple[float, float]:
         await k.ashutdown()
 
 
-async def restore_times(workdir: Path, sizes: list[int], repeat: int) -> list[tuple[int, float]]:
+async def restore_times(
+    workdir: Path, sizes: list[int], repeat: int, trivial: bool
+) -> list[tuple[int, float]]:
     k = await fresh(workdir)
     rows = []
     try:
@@ -186,7 +191,7 @@ async def restore_times(workdir: Path, sizes: list[int], repeat: int) -> list[tu
             for _ in range(repeat):
                 await k.arestart()
                 t0 = time.perf_counter()
-                restoration = await replay_steps(k, recipe(n), timeout=60)
+                restoration = await replay_steps(k, recipe(n, trivial), timeout=60)
                 samples.append(time.perf_counter() - t0)
                 assert restoration.complete and restoration.cells == n
             rows.append((n, statistics.median(samples)))
@@ -207,6 +212,17 @@ async def kernel_starts(workdir: Path, repeat: int) -> dict[str, float]:
             await k.ashutdown()
         out[name] = statistics.median(samples)
     return out
+
+
+def linear_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Slope and R² of the least-squares line through ``points``."""
+    xs, ys = [float(p[0]) for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    ss_res = sum((y - (my + slope * (x - mx))) ** 2 for x, y in zip(xs, ys, strict=True))
+    ss_tot = sum((y - my) ** 2 for y in ys) or 1.0
+    return slope, 1 - ss_res / ss_tot
 
 
 STAMP = "import time, pathlib\npathlib.Path('died_at').write_text(repr(time.time()))\n"
@@ -280,7 +296,9 @@ async def main() -> None:
             recover = statistics.median(s[1] for s in samples)
             rows.append((name, detect, recover, goal, ok(detect, recover)))
             print(f"  measured: {name}", file=sys.stderr)
-        restores = await restore_times(workdir, [0, 5, 10, 20, 40], args.repeat)
+        sizes = [0, 10, 20, 40, 80]
+        analysis = await restore_times(workdir, sizes, args.repeat, trivial=False)
+        trivial = await restore_times(workdir, sizes, args.repeat, trivial=True)
         starts = await kernel_starts(workdir, args.repeat)
 
     print(f"median of {args.repeat} runs each; sandboxed kernel (nbagent-sandbox) unless said otherwise")
@@ -291,15 +309,18 @@ async def main() -> None:
         rec = f"{recover:.2f}" if recover else "—"
         print(f"| {name} | {detect:.2f} | {rec} | {goal} | {'yes' if met else 'NO'} |")
     print()
-    print("| cells replayed | restore (s) | per cell (ms) |")
+    print("| cells replayed | restore, analysis cells (s) | restore, trivial cells (s) |")
     print("|---:|---:|---:|")
-    base = restores[0][1]
-    for n, seconds in restores:
-        per = f"{(seconds - base) / n * 1000:.1f}" if n else "—"
-        print(f"| {n} | {seconds:.3f} | {per} |")
+    for (n, a), (_, t) in zip(analysis, trivial, strict=True):
+        print(f"| {n} | {a:.3f} | {t:.3f} |")
+    fits = []
+    for rows_ in (analysis, trivial):
+        slope, r2 = linear_fit(rows_[1:])  # from 10 cells on: the first analysis cell imports pandas
+        fits.append(f"{slope * 1000:.1f} ms (R² {r2:.3f})")
+    print(f"| each added cell (linear fit, 10–{sizes[-1]} cells) | {fits[0]} | {fits[1]} |")
     print()
-    print("Restore = setup code + the cells, in a restarted kernel. The first cell imports pandas and")
-    print("reads the CSV; the others are small groupbys. Per cell = (restore − restore of 0 cells) / cells.")
+    print("Restore = setup code + the cells, in a restarted kernel. Analysis cells: the first imports")
+    print("pandas and reads the CSV, the others are small groupbys; trivial cells: `v_i = i`.")
     print()
     print("| kernel start (to ready) | seconds |")
     print("|---|---:|")
