@@ -6,6 +6,8 @@ result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], n
 
 from ._version import __version__
 from .agent import Agent, Executor, RunListener, RunResult
+from .bridge import HostCall
+from .default_tools import WebSearchTool
 from .exceptions import (
     KernelDiedError,
     KernelError,
@@ -13,23 +15,34 @@ from .exceptions import (
     ModelError,
     NbagentError,
     NoSuchKernelError,
+    NotReproducedError,
     ScriptExhaustedError,
+    ToolDefinitionError,
+    ToolRequirementError,
+    UntrustedToolError,
     UsageError,
 )
 from .execution import ErrorInfo, Execution
+from .export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
 from .kernel import Kernel
-from .memory import Step, Task
+from .memory import HistoryLimits, Plan, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
 from .sandbox import Sandbox
+from .tool_sharing import load_tool
+from .tools import Tool, ToolParameter, ToolSpec, tool
+from .verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
 
 __all__ = [
     "Agent",
+    "CellCheck",
     "ErrorInfo",
     "Execution",
     "Executor",
     "HFInferenceModel",
+    "HistoryLimits",
+    "HostCall",
     "Kernel",
     "KernelDiedError",
     "KernelError",
@@ -39,9 +52,11 @@ __all__ = [
     "ModelError",
     "NbagentError",
     "NoSuchKernelError",
+    "NotReproducedError",
     "NotebookRecorder",
     "Observation",
     "Observer",
+    "Plan",
     "Reply",
     "RetryPolicy",
     "RunListener",
@@ -51,7 +66,24 @@ __all__ = [
     "ScriptedModel",
     "Step",
     "Task",
+    "TidyResult",
+    "Tool",
+    "ToolDefinitionError",
+    "ToolParameter",
+    "ToolRequirementError",
+    "ToolSpec",
+    "UntrustedToolError",
     "Usage",
     "UsageError",
+    "VerifyReport",
+    "WebSearchTool",
     "__version__",
+    "aexport_tidy",
+    "averify_notebook",
+    "export_html",
+    "export_tidy",
+    "load_tool",
+    "tidy_notebook",
+    "tool",
+    "verify_notebook",
 ]

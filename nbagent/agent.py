@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -19,18 +19,22 @@ from typing import Any, Literal, Protocol
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
-from .bootstrap import decode_answer, setup_code
+from .bootstrap import complete_answer, decode_answer
+from .environment import probe_environment
 from .exceptions import KernelDiedError, KernelError, ModelError, UsageError
 from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
-from .memory import Memory, Step, Task, default_system_prompt
+from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
 from .parsing import assigns_name, parse_reply
+from .planning import check_planning_interval, make_plan, plan_due, record_plan
 from .recorder import NotebookRecorder, file_digest
 from .redact import Redactor
 from .restore import SavedRun, read_run, replay_steps
 from .sandbox import Sandbox
+from .toolbox import Toolbox
+from .tools import Tool
 
 RunStatus = Literal["answered", "max_steps", "error", "interrupted", "kernel_died"]
 
@@ -81,6 +85,9 @@ class RunListener:
     def step_finished(self, step: Step) -> None:
         """A step ran and its observation was made."""
 
+    def plan_made(self, plan: Plan) -> None:
+        """The model made (or updated) its plan."""
+
     def run_finished(self, result: RunResult) -> None:
         """The question was answered, or the run ended without an answer."""
 
@@ -107,6 +114,7 @@ class RunResult:
     notebook: NotebookNode | None = None
     duration: float = 0.0
     error: str | None = None
+    plans: list[Plan] = field(default_factory=list)
 
     @property
     def answered(self) -> bool:
@@ -124,10 +132,20 @@ class Agent:
         timeout: seconds a step may run before it is interrupted.
         kernel: kernel spec name (nbagent's own ``kernels/`` first, then Jupyter's).
         observer: turns executions into observations (budget, formatting).
+        history: how much of a long run is replayed to the model (see :class:`HistoryLimits`).
         system_prompt: replaces the packaged prompt (``nbagent/prompts/system.md``).
         instructions: extra text appended to the system prompt.
         listeners: receive progress events (see :class:`RunListener`).
         executor: run steps here instead of a new kernel (used by ``%%agent``).
+        tools: tools the code can call (:class:`~nbagent.Tool`, or plain typed, documented
+            functions); defined in the kernel, or reached through the host bridge (``host=True``).
+        default_tools: add the offline tools ``list_files``, ``read_file`` and ``inspect_data``.
+        managed_agents: Agents (each with a ``name`` and ``description``) the code can call as
+            ``name(task)``; each runs in its own kernel and writes its own notebook.
+        planning_interval: plan (facts known, facts to find, plan) before the first step and
+            every N steps; ``None``: never.
+        name: this agent's name, when it is managed by another agent.
+        description: what this agent is good at, shown to a manager agent.
         sandbox: limits of the sandboxed kernel (memory, CPU time, file size, network,
             environment allow-list); default :class:`~nbagent.Sandbox()`. Other kernels ignore it.
         max_restarts: kernel restarts (after a death or an ignored interrupt) one run survives,
@@ -144,10 +162,17 @@ class Agent:
         timeout: float | None = 60.0,
         kernel: str = DEFAULT_KERNEL,
         observer: Observer | None = None,
+        history: HistoryLimits | None = None,
         system_prompt: str | None = None,
         instructions: str = "",
         listeners: Sequence[RunListener] = (),
         executor: Executor | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        default_tools: bool = True,
+        managed_agents: Sequence[Agent] = (),
+        planning_interval: int | None = None,
+        name: str | None = None,
+        description: str | None = None,
         sandbox: Sandbox | None = None,
         max_restarts: int = 3,
         **model_kwargs: Any,
@@ -164,8 +189,12 @@ class Agent:
         self.timeout = timeout
         self.kernel_name = kernel
         self.observer = observer or Observer()
+        self.history = history or HistoryLimits()
+        self.name, self.description = name, description
+        self.planning_interval = check_planning_interval(planning_interval)
+        self.toolbox = Toolbox(tools, managed_agents, default_tools=default_tools)
         prompt = system_prompt if system_prompt is not None else default_system_prompt()
-        self.system_prompt = prompt.replace("{extra_instructions}", instructions).rstrip() + "\n"
+        self.system_prompt = self.toolbox.apply_to_prompt(prompt, instructions)
         self.listeners = list(listeners)
         self._given_executor = executor
         self._executor: Executor | None = executor
@@ -258,8 +287,9 @@ class Agent:
             self._recorder.add_marker(f"the run stopped: {exc}")
         finally:
             result.steps = [s for s in self._memory.steps if s.number >= first_number]
-            for s in result.steps:
-                result.usage = result.usage + s.usage
+            result.plans = [p for p in self._memory.plans if p.before_step >= first_number]
+            for usage in [s.usage for s in result.steps] + [p.usage for p in result.plans]:
+                result.usage = result.usage + usage
             result.duration = time.perf_counter() - started
             result.notebook = self._recorder.nb
             if result.status == "max_steps":
@@ -321,15 +351,16 @@ class Agent:
         secrets = self._model_secrets()
         self._redactor = Redactor.from_environment(extra=secrets)
         self._recorder = NotebookRecorder.from_notebook(saved.nb, path, secrets=secrets)
-        self._memory = Memory(self.system_prompt)
+        self._memory = Memory(self.system_prompt, self.history)
         self._memory.entries = list(saved.entries)
         self._workdir = new_workdir
         payload = saved.answer_payload
         if payload is not None:
             # Answered already (perhaps the host died just after): report it, run nothing.
             result.status = "answered"
-            result.answer = decode_answer(payload)
             result.answer_text = str(payload.get("text", ""))
+            # A deferred (large) value lived in the old kernel only: its text stands in for it.
+            result.answer = result.answer_text if payload.get("deferred") else decode_answer(payload)
             result.steps = list(saved.task_steps)
             for s in result.steps:
                 result.usage = result.usage + s.usage
@@ -347,8 +378,11 @@ class Agent:
             self._executor = Kernel(self.kernel_name, cwd=new_workdir, sandbox=self.sandbox)
             await self._executor.astart()
         assert self._executor is not None
-        self.model.resume([s.reply for s in saved.steps])
-        restoration = await replay_steps(self._executor, saved.steps, self.timeout)
+        await self.toolbox.start_session(path, new_workdir, overwrite=True)
+        self.model.resume([e.reply for e in saved.entries if isinstance(e, (Step, Plan))])
+        restoration = await replay_steps(
+            self._executor, saved.steps, self.timeout, setup=self.toolbox.live_source()
+        )
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         previous = saved.last_run.get("status", "running")
         ended = "the host process stopped mid-run" if previous == "running" else f"it ended: {previous}"
@@ -389,7 +423,9 @@ class Agent:
         return run_sync(self.aresume)(notebook, workdir=workdir)
 
     async def aclose(self) -> None:
-        """Shut down the kernel this agent started (and the model, if it made it from a string)."""
+        """Shut down the kernel this agent started, its managed agents' kernels, and the model if
+        it made it from a string."""
+        await self.toolbox.aclose()
         if self._executor is not None and self._executor is not self._given_executor:
             await self._executor.ashutdown()
         self._executor = self._given_executor
@@ -417,6 +453,8 @@ class Agent:
     async def _loop(self, result: RunResult, number: int, done: int = 0) -> None:
         for i in range(min(done, self.max_steps), self.max_steps + 1):
             final = i == self.max_steps
+            if plan_due(self.planning_interval, i, final):
+                await self._plan(number, remaining=self.max_steps - i, first=i == 0)
             step = await self._step(number, nudge=_final_nudge(self.max_steps) if final else None)
             number += 1
             if self._gave_up:
@@ -424,6 +462,8 @@ class Agent:
             if step.execution is not None:
                 payload = step.execution.answer_bundle()
                 if payload is not None:
+                    assert self._executor is not None
+                    payload = await complete_answer(self._executor, payload)
                     result.status = "answered"
                     result.answer = decode_answer(payload)
                     result.answer_text = self._redactor.text(str(payload.get("text", "")))
@@ -453,6 +493,7 @@ class Agent:
             )
             observation = Observation(text=RESERVED_FINAL_ANSWER)
         else:
+            self.toolbox.before_step()
             try:
                 execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
             except asyncio.CancelledError:
@@ -504,6 +545,8 @@ class Agent:
         )
         self._memory.entries.append(step)
         self._recorder.add_step(step, self.model.name)
+        if execution is not None:
+            self.toolbox.after_step(self._recorder)
         self._recorder.save()
         for listener in self.listeners:
             listener.step_finished(step)
@@ -534,19 +577,34 @@ class Agent:
             self._executor = Kernel(self.kernel_name, cwd=new_workdir, sandbox=self.sandbox)
             await self._executor.astart()
         self._workdir = new_workdir
-        self._memory = Memory(self.system_prompt)
+        self._memory = Memory(self.system_prompt, self.history)
         self._recorder = NotebookRecorder(path, secrets=self._model_secrets())
         self._redactor = Redactor.from_environment(extra=self._model_secrets())
+        await self.toolbox.start_session(path, new_workdir, overwrite)
 
     def _model_secrets(self) -> list[str | None]:
         return [getattr(self.model, "api_key", None)]
 
+    async def _plan(self, number: int, remaining: int, first: bool) -> None:
+        assert self._memory is not None and self._recorder is not None
+        plan = await make_plan(self.model, self._memory, number, remaining, first)
+        self._memory.entries.append(plan)
+        record_plan(self._recorder, plan, self.model.name)
+        self._recorder.save()
+        for listener in self.listeners:
+            listener.plan_made(plan)
+
     async def _setup_kernel(self) -> None:
         assert self._executor is not None and self._recorder is not None
-        execution = await self._executor.aexecute(setup_code(), timeout=60)
+        execution = await self._executor.aexecute(self.toolbox.live_source(), timeout=60)
+        execution.code = self.toolbox.setup_source()  # the live bridge address is not recorded
         if not execution.ok:
+            self.toolbox.check_setup(execution)
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         self._recorder.add_setup(execution)
+        kernel_name = self.kernel_name if self._given_executor is None else None
+        self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
+        self.toolbox.add_replay_cell(self._recorder)
 
     async def _after_restart(self, execution: Execution) -> None:
         # The kernel lost its state. The notebook is the recipe: re-run the cells that made it.
@@ -559,7 +617,9 @@ class Agent:
             )
             execution.note += "; that is too many restarts, so the run stops"
             return
-        restoration = await replay_steps(self._executor, self._memory.steps, self.timeout)
+        restoration = await replay_steps(
+            self._executor, self._memory.steps, self.timeout, setup=self.toolbox.live_source()
+        )
         if restoration.died:
             self._restarts += 1
         execution.note += "; " + restoration.describe()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 the question was answered; 1 the run ended without an answer (step limit, model or
 kernel failure, a kernel that kept dying); 2 bad input (the message says which input and what to
-do); 130 interrupted.
+do); 130 interrupted. ``verify`` (and ``run --verify``, ``export --tidy``) exit 1 when the notebook
+does not reproduce.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from nbformat import NotebookNode
+
 from ._version import __version__
 from .agent import RunListener, RunResult
 from .exceptions import NbagentError, UsageError
 from .kernel import DEFAULT_KERNEL
-from .memory import Step, Task
+from .memory import Plan, Step, Task
+from .observe import Observer
 from .sandbox import DEFAULT_CPU_TIME, DEFAULT_FILE_SIZE, DEFAULT_MEMORY, Sandbox, format_size, parse_size
+from .tools import Tool
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -70,6 +75,11 @@ class StepLog(RunListener):
         self._print(
             f"  [{status}{took}; model {step.model_duration:.2f} s, {step.usage.total_tokens} tokens]"
         )
+
+    def plan_made(self, plan: Plan) -> None:
+        rule = "── plan " if plan.kind == "initial" else "── updated plan "
+        self._print(rule + "─" * max(self.width - len(rule), 3))
+        self._print(self._clip(plan.text, "  "))
 
     def run_finished(self, result: RunResult) -> None:
         self._print("─" * self.width)
@@ -145,8 +155,56 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"kernel spec to run the code in (default: {DEFAULT_KERNEL}; 'nbagent kernels' lists them)",
     )
     add_sandbox_arguments(run)
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--observation-chars",
+        type=int,
+        metavar="N",
+        help="budget of what the model is shown after each step, in characters (default 6000)",
+    )
+    budget.add_argument(
+        "--observation-tokens",
+        type=int,
+        metavar="N",
+        help="the same budget in (estimated) tokens instead of characters",
+    )
+    run.add_argument(
+        "--vision",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send figures to the model as images (default: if litellm says the model takes images)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
+    run.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
+    )
+    run.add_argument(
+        "--trust-tools",
+        action="store_true",
+        help="allow loading the --tool tools: their code runs here and in the kernel",
+    )
+    run.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
+    run.add_argument(
+        "--no-default-tools",
+        action="store_true",
+        help="leave out list_files, read_file and inspect_data",
+    )
+    run.add_argument(
+        "--planning-interval",
+        type=int,
+        metavar="N",
+        help="plan before the first step and every N steps (default: no planning)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-run the finished notebook in a fresh kernel, compare, and record the result in it",
+    )
 
     resume = sub.add_parser(
         "resume",
@@ -184,6 +242,8 @@ def _build_parser() -> argparse.ArgumentParser:
     resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
 
     sub.add_parser("kernels", help="list the kernels nbagent can run code in")
+    _add_verify_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 
@@ -262,6 +322,74 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
     )
 
 
+def _add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="re-run a notebook in a fresh kernel and check it gives the same results",
+        description="Re-run NOTEBOOK in a fresh kernel and compare every cell's outputs with the stored "
+        "ones (after normalising addresses, timings, ids; images by content). Exit 0 when the answer and "
+        "every cell reproduce, 1 otherwise.",
+    )
+    verify.add_argument("notebook", metavar="NOTEBOOK", help="the notebook to verify")
+    verify.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a data file to use instead of the one beside the notebook (repeatable; matched by name)",
+    )
+    verify.add_argument(
+        "--kernel", metavar="NAME", help="kernel spec to run in (default: the run's, else nbagent)"
+    )
+    verify.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="time limit of one cell (default 600)"
+    )
+    verify.add_argument(
+        "--record",
+        action="store_true",
+        help="store the result in the notebook's metadata (nbagent.verification)",
+    )
+    verify.add_argument(
+        "-q", "--quiet", action="store_true", help="list only the cells that did not reproduce"
+    )
+
+
+def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write a tidy notebook (--tidy) or an HTML report (--html) of a run",
+        description="--tidy: the same analysis without failed cells and cells whose results nothing later "
+        "uses; it is verified before it is written. --html: a standalone HTML report, figures embedded. "
+        "Both: an HTML report of the tidy notebook.",
+    )
+    export.add_argument("notebook", metavar="NOTEBOOK", help="the notebook a run wrote")
+    export.add_argument("--tidy", action="store_true", help="drop the dead ends (writes a notebook)")
+    export.add_argument("--html", action="store_true", help="write an HTML report")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write (default: NOTEBOOK's name with .tidy.ipynb, .html or .tidy.html)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    export.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --tidy: a data file to verify with instead of the one beside the notebook (repeatable)",
+    )
+    export.add_argument("--kernel", metavar="NAME", help="with --tidy: kernel spec to verify in")
+    export.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="with --tidy: time limit of one cell"
+    )
+    export.add_argument(
+        "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
+    )
+
+
 def _read_question(arg: str) -> str:
     question = sys.stdin.read() if arg == "-" else arg
     if not question.strip():
@@ -279,6 +407,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-steps must be at least 1, not {args.max_steps}")
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    observer = _observer(args)
     check_data_files(args.data)
     output = Path(args.output or f"{_slug(question)}.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -291,16 +420,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, **model_kwargs)
     if isinstance(model, LiteLLMModel):
         model.check()
+    if args.vision is not None:
+        model.supports_images = args.vision  # an explicit choice wins over asking litellm
 
+    tools = _load_tools(args)
     listeners = [] if args.quiet else [StepLog()]
     agent = Agent(
         model,
         max_steps=args.max_steps,
         timeout=args.timeout,
         kernel=args.kernel,
+        observer=observer,
         listeners=listeners,
         sandbox=sandbox_from_args(args),
         max_restarts=args.max_restarts,
+        tools=tools,
+        default_tools=not args.no_default_tools,
+        planning_interval=args.planning_interval,
     )
 
     async def go() -> int:
@@ -310,7 +446,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             await agent.aclose()
         if result.answered:
             print(result.answer_text)
+            if args.verify:
+                return await _verify_after_run(output, args)
             return EXIT_OK
+        if args.verify:
+            print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
@@ -366,6 +506,113 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _observer(args: argparse.Namespace) -> Observer:
+    if args.observation_chars is not None:
+        if args.observation_chars < 200:
+            raise UsageError(f"--observation-chars must be at least 200, not {args.observation_chars}")
+        return Observer(max_chars=args.observation_chars)
+    if args.observation_tokens is not None:
+        if args.observation_tokens < 50:
+            raise UsageError(f"--observation-tokens must be at least 50, not {args.observation_tokens}")
+        return Observer(max_tokens=args.observation_tokens)
+    return Observer()
+
+
+async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
+    from .verify import averify_notebook
+
+    report = await averify_notebook(
+        notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
+    )
+    if not args.quiet or not report.ok:
+        print(report.summary(all_cells=not args.quiet), file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_NO_ANSWER
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_notebook
+
+    report = verify_notebook(
+        args.notebook, data=args.data, kernel=args.kernel, timeout=args.timeout, record=args.record
+    )
+    print(report.summary(all_cells=not args.quiet))
+    if args.record:
+        print(f"recorded in {args.notebook} (metadata.nbagent.verification)", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_NO_ANSWER
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .exceptions import NotReproducedError
+    from .export import export_html, export_tidy
+
+    if not args.tidy and not args.html:
+        raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
+    if not args.tidy and (args.data or args.kernel or args.no_verify):
+        raise UsageError("--data, --kernel and --no-verify apply to --tidy only")
+    source = Path(args.notebook)
+    suffix = {(True, False): ".tidy.ipynb", (False, True): ".html", (True, True): ".tidy.html"}
+    output = (
+        Path(args.output) if args.output else source.with_name(source.stem + suffix[args.tidy, args.html])
+    )
+    if not args.html:
+        try:
+            result = export_tidy(
+                source,
+                output,
+                data=args.data,
+                kernel=args.kernel,
+                verify=not args.no_verify,
+                overwrite=args.overwrite,
+                timeout=args.timeout,
+            )
+        except NotReproducedError as exc:
+            print(exc.report.summary(all_cells=False), file=sys.stderr)
+            raise
+        kept = ", ".join(map(str, sorted(set(result.kept_steps)))) or "none"
+        print(
+            f"{output}: {result.cells_after} cells (was {result.cells_before}); steps kept: {kept}; "
+            f"left out: {'; '.join(d.describe() for d in result.dropped) or 'nothing'}"
+            + ("; verified" if result.verification else "; not verified")
+        )
+        return EXIT_OK
+    notebook: Path | NotebookNode = source
+    if args.tidy:
+        from .export import check_output_path
+
+        check_output_path(output, source, args.overwrite)  # fail before the slow verification
+        try:
+            result = export_tidy(
+                source,
+                None,
+                data=args.data,
+                kernel=args.kernel,
+                verify=not args.no_verify,
+                timeout=args.timeout,
+            )
+        except NotReproducedError as exc:
+            print(exc.report.summary(all_cells=False), file=sys.stderr)
+            raise
+        notebook = result.notebook
+    written = export_html(notebook, output, overwrite=args.overwrite)
+    print(f"{written}: HTML report")
+    return EXIT_OK
+
+
+def _load_tools(args: argparse.Namespace) -> list[Tool]:
+    from .default_tools import WebSearchTool
+    from .tool_sharing import load_tool
+
+    if args.tool and not args.trust_tools:
+        raise UsageError(
+            f"--tool {args.tool[0]} runs that tool's code here and in the kernel; "
+            "read its tool.py, then add --trust-tools"
+        )
+    tools: list[Tool] = [load_tool(source, trust_remote_code=True) for source in args.tool]
+    if args.web_search:
+        tools.append(WebSearchTool())
+    return tools
+
+
 def _cmd_kernels(args: argparse.Namespace) -> int:
     from .kernel import available_kernels, kernel_spec_manager
 
@@ -383,7 +630,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    commands = {"run": _cmd_run, "resume": _cmd_resume, "kernels": _cmd_kernels}
+    commands = {
+        "run": _cmd_run,
+        "resume": _cmd_resume,
+        "kernels": _cmd_kernels,
+        "verify": _cmd_verify,
+        "export": _cmd_export,
+    }
     try:
         return commands[args.command](args)
     except UsageError as exc:

@@ -4,18 +4,27 @@ Every exception nbagent raises on purpose derives from :class:`NbagentError`::
 
     NbagentError
     ├── UsageError            bad input from the user: a flag, a file, a model string
+    │   ├── ToolDefinitionError    a tool's code cannot be used (no docstring, untyped, not self-contained)
+    │   ├── ToolRequirementError   a package a tool declares is missing where the tool runs
+    │   └── UntrustedToolError     loading a shared tool (it runs code) without trust_remote_code=True
     ├── ModelError            the model could not give a reply (after retries)
     │   └── ScriptExhaustedError   a scripted model has no replies left
-    └── KernelError           the kernel could not be started or talked to
-        ├── NoSuchKernelError      the kernel name is not in kernels/ or Jupyter's kernel specs
-        ├── KernelStartError       the kernel process did not come up
-        └── KernelDiedError        the kernel died (or hung) more often than a run allows
+    ├── KernelError           the kernel could not be started or talked to
+    │   ├── NoSuchKernelError      the kernel name is not in kernels/ or Jupyter's kernel specs
+    │   ├── KernelStartError       the kernel process did not come up
+    │   └── KernelDiedError        the kernel died (or hung) more often than a run allows
+    └── NotReproducedError    a notebook made from another (tidy export) does not reproduce it
 
 What happens *inside* a step (an exception, a timeout, the kernel dying) is not raised: it is
 reported in the step's :class:`~nbagent.Execution` and shown to the model as an observation.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .verify import VerifyReport
 
 
 class NbagentError(Exception):
@@ -51,3 +60,26 @@ class KernelDiedError(KernelError):
 
     :meth:`Agent.run <nbagent.Agent.run>` catches it and ends the run with status ``"kernel_died"``.
     """
+
+
+class NotReproducedError(NbagentError):
+    """Raised when a tidy export does not reproduce its source notebook; nothing is written.
+
+    ``report`` is the :class:`~nbagent.verify.VerifyReport` saying which cells differ.
+    """
+
+    def __init__(self, message: str, report: VerifyReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ToolDefinitionError(UsageError):
+    """Raised when a tool cannot be built from its code; the message says what to change."""
+
+
+class ToolRequirementError(UsageError):
+    """Raised at start when a package a tool declares is not installed where the tool runs."""
+
+
+class UntrustedToolError(UsageError):
+    """Raised when a shared tool is loaded without ``trust_remote_code=True`` (loading runs its code)."""

@@ -89,9 +89,12 @@ class Execution:
         found = None
         for out in self.outputs:
             if out.get("output_type") in ("display_data", "execute_result"):
-                payload = out.get("data", {}).get(ANSWER_MIME)
+                data = out.get("data", {})
+                payload = data.get(ANSWER_MIME)
                 if payload is not None:
-                    found = payload
+                    found = dict(payload)
+                    if payload.get("value_in"):  # an image answer is stored once, as the shown image
+                        found["value"] = data.get(payload["value_in"])
         return found
 
     def to_dict(self) -> dict[str, Any]:

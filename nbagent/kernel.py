@@ -246,12 +246,13 @@ class Kernel:
 
     # -- running code ----------------------------------------------------------------------
 
-    async def aexecute(self, code: str, timeout: float | None = None) -> Execution:
+    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
         """Run ``code`` and return what it did.
 
         ``timeout`` (seconds) bounds the run: when it passes the kernel is interrupted; if it
         has not stopped ``interrupt_grace`` seconds later, it is restarted. A kernel that dies
         is restarted too, so the next call works; ``Execution.restarted`` tells the caller.
+        ``silent`` runs it outside the history: the execution count does not move.
         """
         await self.astart()
         kc = self._kc
@@ -264,7 +265,9 @@ class Kernel:
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         t0 = time.perf_counter()
-        msg_id = kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        msg_id = kc.execute(
+            code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False
+        )
 
         deadline = None if timeout is None else t0 + timeout
         interrupted_at: float | None = None

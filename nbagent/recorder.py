@@ -140,6 +140,10 @@ class NotebookRecorder:
         cell.metadata["tags"] = ["nbagent-setup"]
         self._add(cell, role="setup")
 
+    def set_environment(self, environment: dict[str, Any]) -> None:
+        """Record the kernel's environment (versions, random seed policy) for re-runs."""
+        self.nb.metadata["nbagent"]["environment"] = environment
+
     def add_step(self, step: Step, model: str) -> None:
         """Add a step: its thought as markdown, then its code cell (if it had code)."""
         meta = {
@@ -179,6 +183,14 @@ class NotebookRecorder:
             new_markdown_cell(f'<div class="alert alert-warning">\n\n**nbagent:** {text}\n\n</div>'),
             role="marker",
         )
+
+    def add_note(self, markdown: str, role: str, **meta: Any) -> None:
+        """Add a markdown cell (a plan, the host calls of a step...) with ``metadata.nbagent.role``."""
+        self._add(new_markdown_cell(markdown), role=role, **meta)
+
+    def add_cell(self, cell: NotebookNode, role: str, **meta: Any) -> None:
+        """Add a prepared cell with ``metadata.nbagent.role`` (it stays live: later edits are saved)."""
+        self._add(cell, role=role, **meta)
 
     def finish_task(self, **facts: Any) -> None:
         """Record the outcome of the current question in the notebook metadata."""

@@ -24,7 +24,7 @@ from nbformat import NotebookNode
 from .bootstrap import setup_code
 from .exceptions import UsageError
 from .execution import ErrorInfo, Execution, error_from_outputs
-from .memory import Step, Task
+from .memory import Plan, Step, Task
 from .models import Usage
 from .observe import Observation, Observer
 from .parsing import parse_reply
@@ -69,14 +69,21 @@ def successful_steps(steps: Sequence[Step]) -> list[Step]:
     return [s for s in steps if s.execution is not None and s.execution.ok and s.code]
 
 
-async def replay_steps(executor: Executor, steps: Sequence[Step], timeout: float | None) -> Restoration:
-    """Run the setup code, then the code of ``steps`` that succeeded, in a freshly (re)started kernel."""
+async def replay_steps(
+    executor: Executor, steps: Sequence[Step], timeout: float | None, setup: str | None = None
+) -> Restoration:
+    """Run the setup code, then the code of ``steps`` that succeeded, in a freshly (re)started kernel.
+
+    ``setup`` is the setup cell's source (default: the core definitions, :func:`setup_code`; an
+    agent with tools passes its own).
+    """
     t0 = time.perf_counter()
     restoration = Restoration()
-    setup = await executor.aexecute(setup_code(), timeout=60)
-    if not setup.ok:
-        restoration.failed.append(f"the setup code ({setup.error or setup.status})")
-        restoration.died = setup.restarted
+    setup = setup if setup is not None else setup_code()
+    ran = await executor.aexecute(setup, timeout=60)
+    if not ran.ok:
+        restoration.failed.append(f"the setup code ({ran.error or ran.status})")
+        restoration.died = ran.restarted
     else:
         for step in successful_steps(steps):
             assert step.code is not None
@@ -89,7 +96,7 @@ async def replay_steps(executor: Executor, steps: Sequence[Step], timeout: float
                     f"step {step.number}'s cell killed the kernel again, so the kernel was "
                     "restarted once more with none of the earlier state"
                 )
-                await executor.aexecute(setup_code(), timeout=60)
+                await executor.aexecute(setup, timeout=60)
                 break
             if not execution.ok:
                 restoration.failed.append(
@@ -108,7 +115,7 @@ class SavedRun:
 
     path: Path
     nb: NotebookNode
-    entries: list[Task | Step]
+    entries: list[Task | Step | Plan]
     last_run: dict[str, Any]
     task_steps: list[Step]
     """The steps of the last task (the one a resume continues)."""
@@ -158,7 +165,7 @@ def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> 
     nb = read_notebook(path)
     runs = nb.metadata["nbagent"]["runs"]
     observer = observer or Observer()
-    entries: list[Task | Step] = []
+    entries: list[Task | Step | Plan] = []
     tasks = 0
     task_steps: list[Step] = []
     for index, cell in enumerate(nb.cells):
@@ -172,6 +179,8 @@ def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> 
                 entries.append(Task(question=run["question"], files=[f["name"] for f in run["files"]]))
                 tasks += 1
                 task_steps = []
+            elif role == "plan":
+                entries.append(_plan_from_cell(cell, meta))
             elif role == "step" or (role == "thought" and meta.get("status") == "no-code"):
                 step = _step_from_cell(cell, meta, observer)
                 entries.append(step)
@@ -187,6 +196,29 @@ def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> 
             f"but has {tasks} question cell(s); was it edited by hand?"
         )
     return SavedRun(path=path, nb=nb, entries=entries, last_run=runs[-1], task_steps=task_steps)
+
+
+def _usage(meta: dict[str, Any]) -> Usage:
+    usage = meta.get("usage") or {}
+    return Usage(
+        input_tokens=int(usage.get("input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+        cost=usage.get("cost"),
+        estimated=bool(usage.get("estimated", False)),
+    )
+
+
+def _plan_from_cell(cell: NotebookNode, meta: dict[str, Any]) -> Plan:
+    # The cell reads "**Plan** (before step N)\n\n<the plan>"; the plan is what follows the title.
+    text = cell.source.split("\n\n", 1)[1] if "\n\n" in cell.source else cell.source
+    return Plan(
+        before_step=int(meta["before_step"]),
+        text=text,
+        reply=str(meta["reply"]),
+        usage=_usage(meta),
+        model_duration=float(meta.get("model_duration", 0.0)),
+        kind="update" if meta.get("kind") == "update" else "initial",
+    )
 
 
 def _step_from_cell(cell: NotebookNode, meta: dict[str, Any], observer: Observer) -> Step:
@@ -208,7 +240,6 @@ def _step_from_cell(cell: NotebookNode, meta: dict[str, Any], observer: Observer
         )
         if meta.get("observation_images"):
             images = observer.observe(execution).images
-    usage = meta.get("usage") or {}
     return Step(
         number=int(meta["step"]),
         reply=reply,
@@ -216,12 +247,7 @@ def _step_from_cell(cell: NotebookNode, meta: dict[str, Any], observer: Observer
         code=None if execution is None else execution.code,
         execution=execution,
         observation=Observation(text=str(meta["observation"]), images=images),
-        usage=Usage(
-            input_tokens=int(usage.get("input_tokens", 0)),
-            output_tokens=int(usage.get("output_tokens", 0)),
-            cost=usage.get("cost"),
-            estimated=bool(usage.get("estimated", False)),
-        ),
+        usage=_usage(meta),
         model_duration=float(meta.get("model_duration", 0.0)),
         kind="final" if meta.get("kind") == "final" else "action",
     )
