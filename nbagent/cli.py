@@ -175,30 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="send figures to the model as images (default: if litellm says the model takes images)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
-    run.add_argument(
-        "--tool",
-        action="append",
-        default=[],
-        metavar="SOURCE",
-        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
-    )
-    run.add_argument(
-        "--trust-tools",
-        action="store_true",
-        help="allow loading the --tool tools: their code runs here and in the kernel",
-    )
-    run.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
-    run.add_argument(
-        "--no-default-tools",
-        action="store_true",
-        help="leave out list_files, read_file and inspect_data",
-    )
-    run.add_argument(
-        "--planning-interval",
-        type=int,
-        metavar="N",
-        help="plan before the first step and every N steps (default: no planning)",
-    )
+    _add_tool_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
     run.add_argument(
         "--verify",
@@ -239,12 +216,40 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the kernel's working directory, holding the run's data files (default: the notebook's folder)",
     )
     add_sandbox_arguments(resume)
+    _add_tool_arguments(resume)
     resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
 
     sub.add_parser("kernels", help="list the kernels nbagent can run code in")
     _add_verify_parser(sub)
     _add_export_parser(sub)
     return parser
+
+
+def _add_tool_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
+    )
+    parser.add_argument(
+        "--trust-tools",
+        action="store_true",
+        help="allow loading the --tool tools: their code runs here and in the kernel",
+    )
+    parser.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
+    parser.add_argument(
+        "--no-default-tools",
+        action="store_true",
+        help="leave out list_files, read_file and inspect_data",
+    )
+    parser.add_argument(
+        "--planning-interval",
+        type=int,
+        metavar="N",
+        help="plan before the first step and every N steps (default: no planning)",
+    )
 
 
 def _size(text: str) -> int:
@@ -491,6 +496,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         listeners=[] if args.quiet else [StepLog()],
         sandbox=sandbox_from_args(args),
         max_restarts=args.max_restarts,
+        tools=_load_tools(args),
+        default_tools=not args.no_default_tools,
+        planning_interval=args.planning_interval,
     )
 
     async def go() -> int:

@@ -252,23 +252,27 @@ def test_sigkill_mid_run_leaves_a_valid_notebook_no_kernel_and_resume_reaches_th
 
 def test_agent_resume_rebuilds_memory_and_counts_steps_already_taken(tmp_path: Path) -> None:
     nb_path = tmp_path / "r.ipynb"
-    first = scripted(code("import numpy as np\nbase = np.arange(5)\nprint('sum is', base.sum())", "Start."))
-    with Agent(first, max_steps=1) as agent:
+    plan = "Facts known: nothing yet.\nPlan: make the array, then double its sum."
+    first = scripted(
+        plan, code("import numpy as np\nbase = np.arange(5)\nprint('sum is', base.sum())", "Start.")
+    )
+    with Agent(first, max_steps=1, planning_interval=10) as agent:
         stopped = agent.run("What is the sum doubled?", notebook=nb_path)
-    # max_steps=1: one step, then the final request, which the one-reply script cannot answer.
+    # A plan, one step, then the final request, which the two-reply script cannot answer.
     assert stopped.status == "error"
 
     model = ScriptedModel(
-        [code("print('unused: skipped on resume')"), code("final_answer(int(base.sum()) * 2)")]
+        ["(the plan: skipped)", "(step 1: skipped)", code("final_answer(int(base.sum()) * 2)")]
     )
-    with Agent(model, max_steps=3) as agent:
+    with Agent(model, max_steps=3, planning_interval=10) as agent:
         result = agent.resume(nb_path)
     assert result.status == "answered" and result.answer == 20
     assert [s.number for s in result.steps] == [1, 2]
-    assert model.skipped == 1 and len(model.calls) == 1
-    # The model saw the question and step 1 as they were, rebuilt from the notebook.
+    assert model.skipped == 2 and len(model.calls) == 1  # no new plan: 1 step done, interval 10
+    # The model saw the question, its plan and step 1 as they were, rebuilt from the notebook.
     sent = json.dumps(model.calls[0])
     assert "What is the sum doubled?" in sent and "sum is 10" in sent and "Start." in sent
+    assert "double its sum" in sent
     nb = nbformat.read(nb_path, as_version=4)
     assert nb.metadata.nbagent.runs[0]["status"] == "answered"
     assert "it ended: error" in cells_by_role(nb, "marker")[-1].source
@@ -378,7 +382,7 @@ def test_bad_replies_each_get_a_clear_observation_and_the_run_goes_on(tmp_path: 
     obs = [s.observation.text for s in result.steps]
     assert result.steps[0].execution is None and "had no ```python code block" in obs[0]
     assert "SyntaxError" in obs[1]
-    assert "characters cut" in obs[2] and "tail marker" in obs[2] and len(obs[2]) < 7000
+    assert "cut] …" in obs[2] and "tail marker" in obs[2] and len(obs[2]) < 7000
     assert "\x00" not in obs[3] and "\x07" not in obs[3] and "\x1b" not in obs[3]
     assert "SyntaxError" in obs[3] and "null" in obs[3]  # a NUL in source code does not compile
     assert result.steps[4].execution is not None and result.steps[4].execution.status == "ok"
