@@ -16,6 +16,8 @@ one note output. Errors are always kept.
 from __future__ import annotations
 
 import re
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,52 +110,77 @@ class Execution:
         }
 
 
-def _append_controlled(existing: str, text: str) -> str:
-    """``existing + text`` with terminal controls applied, re-reading only the last line.
-
-    ``\\r`` and ``\\b`` act within a line, so earlier lines are final; this keeps appending many
-    small chunks linear instead of quadratic.
-    """
-    if "\r" not in text and "\b" not in text and not existing.endswith("\r"):
-        return existing + text
-    cut = existing.rfind("\n") + 1
-    return existing[:cut] + apply_terminal_controls(existing[cut:] + text)
-
-
 class _StreamText:
-    """The text of one stream output: terminal controls applied, head and tail kept past ``limit``."""
+    """The text of one stream output, built from any number of messages in linear time.
+
+    ``\\r`` and ``\\b`` act within a line, so only the unfinished last line is ever re-read; a
+    line longer than ``LONG_LINE`` is taken as final. Past ``limit`` characters the first half is
+    kept, then the last half, with the cut marked. The output's ``text`` is refreshed at once
+    while it is small, else at most every ``REFRESH`` seconds and on :meth:`flush`.
+    """
+
+    LONG_LINE = 1 << 16
+    SMALL = 1 << 16
+    REFRESH = 0.2
 
     def __init__(self, out: NotebookNode, limit: int) -> None:
         self.out = out
-        self.limit = max(limit, 2)
-        self.head = ""
-        self.tail = ""
+        self.half = max(limit // 2, 1)
+        self.head: list[str] = []
+        self.head_len = 0
+        self.tail: deque[str] = deque()
+        self.tail_len = 0
         self.cut = 0
-        self.overflowed = False
+        self.line = ""
+        self.dirty = False
+        self.rendered_at = 0.0
 
     def add(self, text: str) -> None:
-        if not self.overflowed:
-            self.head = _append_controlled(self.head, text)
-            if len(self.head) > self.limit:
-                keep = self.limit // 2
-                self.head, self.tail = self.head[:keep], self.head[keep:]
-                self.overflowed = True
-                self._trim()
-        else:
-            self.tail = _append_controlled(self.tail, text)
-            self._trim()
-        self.out["text"] = self.render()
+        line = self.line + text
+        if "\r" in line or "\b" in line:
+            line = apply_terminal_controls(line)
+        end = line.rfind("\n") + 1
+        if len(line) - end > self.LONG_LINE:
+            end = len(line)
+        if end:
+            self._keep(line[:end])
+        self.line = line[end:]
+        self.dirty = True
+        now = time.monotonic()
+        if self.head_len + self.tail_len < self.SMALL or now - self.rendered_at >= self.REFRESH:
+            self.flush(now)
 
-    def _trim(self) -> None:
-        room = self.limit - len(self.head)
-        if len(self.tail) > room:
-            self.cut += len(self.tail) - room
-            self.tail = self.tail[-room:]
+    def _keep(self, text: str) -> None:
+        room = self.half - self.head_len
+        if room > 0:
+            self.head.append(text[:room])
+            self.head_len += len(self.head[-1])
+            text = text[room:]
+        if not text:
+            return
+        self.tail.append(text)
+        self.tail_len += len(text)
+        while self.tail_len - len(self.tail[0]) >= self.half:
+            self.cut += len(self.tail[0])
+            self.tail_len -= len(self.tail.popleft())
+        excess = self.tail_len - self.half
+        if excess > 0:
+            self.tail[0] = self.tail[0][excess:]
+            self.tail_len -= excess
+            self.cut += excess
 
-    def render(self) -> str:
-        if not self.overflowed:
-            return self.head
-        return f"{self.head}\n… [{self.cut:,} characters of output left out by nbagent] …\n{self.tail}"
+    def flush(self, now: float | None = None) -> None:
+        """Bring the output's ``text`` up to date."""
+        if not self.dirty:
+            return
+        head = "".join(self.head)
+        self.head = [head]
+        tail = "".join(self.tail)
+        self.tail = deque([tail] if tail else [])
+        marker = f"\n… [{self.cut:,} characters of output left out by nbagent] …\n" if self.cut else ""
+        self.out["text"] = head + marker + tail + self.line
+        self.dirty = False
+        self.rendered_at = time.monotonic() if now is None else now
 
 
 def _data_size(out: NotebookNode) -> int:
@@ -175,7 +202,7 @@ class OutputCollector:
 
     def __init__(
         self,
-        max_stream_chars: int = 500_000,
+        max_stream_chars: int = 20_000_000,
         max_outputs: int = 1_000,
         max_data_chars: int = 20_000_000,
     ) -> None:
@@ -194,6 +221,7 @@ class OutputCollector:
 
     def begin(self) -> list[NotebookNode]:
         """Start collecting for a new cell; returns the (live) list outputs are appended to."""
+        self.finish()
         self._outputs = []
         self._clear_before_next = False
         self._stream = None
@@ -228,6 +256,7 @@ class OutputCollector:
         if msg_type == "stream":
             self._append_stream(content["name"], content.get("text", ""))
             return
+        self.finish()
         out = output_from_msg(msg)
         if msg_type == "error":
             out["traceback"] = [strip_ansi(line) for line in out.get("traceback", [])]
@@ -239,6 +268,11 @@ class OutputCollector:
             self._displays.setdefault(display_id, []).append(out)
         self._outputs.append(out)
 
+    def finish(self) -> None:
+        """Bring the cell's outputs up to date; call when the cell is done (before reading them)."""
+        if self._stream is not None:
+            self._stream.flush()
+
     def _append_stream(self, name: str, text: str) -> None:
         last = self._outputs[-1] if self._outputs else None
         if (
@@ -247,6 +281,7 @@ class OutputCollector:
             or last.get("output_type") != "stream"
             or last.get("name") != name
         ):
+            self.finish()
             out = NotebookNode(output_type="stream", name=name, text="")
             self._outputs.append(out)
             self._stream = _StreamText(out, self.max_stream_chars)

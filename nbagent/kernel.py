@@ -308,6 +308,7 @@ class Kernel:
                 execution.execution_count = msg["content"].get("execution_count")
                 continue
             self._collector.handle(msg)
+        self._collector.finish()
 
         if status == "died":
             execution.note = f"the kernel process {self._death_cause()} and was restarted"
