@@ -309,7 +309,7 @@ async def main() -> None:
         rec = f"{recover:.2f}" if recover else "—"
         print(f"| {name} | {detect:.2f} | {rec} | {goal} | {'yes' if met else 'NO'} |")
     print()
-    print(f"restore: best of {args.repeat}")
+    print(f"Restore time against the number of cells replayed (best of {args.repeat}):")
     print()
     print("| cells replayed | restore, analysis cells (s) | restore, trivial cells (s) |")
     print("|---:|---:|---:|")
