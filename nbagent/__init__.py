@@ -2,7 +2,11 @@
 
 from nbagent import Agent
 result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], notebook="run.ipynb")
+
+In Jupyter: ``%load_ext nbagent``, then ask in a ``%%agent`` cell (see :mod:`nbagent.magic`).
 """
+
+from typing import Any as _Any
 
 from ._version import __version__
 from .agent import Agent, Executor, RunListener, RunResult
@@ -30,9 +34,26 @@ from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, S
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
 from .sandbox import Sandbox
+from .shell import ShellExecutor
 from .tool_sharing import load_tool
 from .tools import Tool, ToolParameter, ToolSpec, tool
 from .verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
+
+
+def load_ipython_extension(shell: _Any) -> None:
+    """``%load_ext nbagent``: register the ``%agent`` line magic and ``%%agent`` cell magic."""
+    # Imported here so that ``import nbagent`` stays light.
+    from .magic import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: _Any) -> None:
+    """``%unload_ext nbagent``: remove the magics."""
+    from .magic import unload_ipython_extension as unload
+
+    unload(shell)
+
 
 __all__ = [
     "Agent",
@@ -64,6 +85,7 @@ __all__ = [
     "Sandbox",
     "ScriptExhaustedError",
     "ScriptedModel",
+    "ShellExecutor",
     "Step",
     "Task",
     "TidyResult",
@@ -82,8 +104,10 @@ __all__ = [
     "averify_notebook",
     "export_html",
     "export_tidy",
+    "load_ipython_extension",
     "load_tool",
     "tidy_notebook",
     "tool",
+    "unload_ipython_extension",
     "verify_notebook",
 ]

@@ -66,7 +66,10 @@ class Executor(Protocol):
     cwd: Path
 
     async def astart(self) -> None: ...
-    async def aexecute(self, code: str, timeout: float | None = None) -> Execution: ...
+    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+        """Run ``code``; ``silent``: outside the history and unseen (no execution count, no echo)."""
+        ...
+
     async def ashutdown(self) -> None: ...
 
 
@@ -140,6 +143,8 @@ class Agent:
         tools: tools the code can call (:class:`~nbagent.Tool`, or plain typed, documented
             functions); defined in the kernel, or reached through the host bridge (``host=True``).
         default_tools: add the offline tools ``list_files``, ``read_file`` and ``inspect_data``.
+        seed: the setup cell seeds ``random`` and ``numpy.random`` with it, so a re-run draws
+            the same numbers; ``None`` leaves the generators alone.
         managed_agents: Agents (each with a ``name`` and ``description``) the code can call as
             ``name(task)``; each runs in its own kernel and writes its own notebook.
         planning_interval: plan (facts known, facts to find, plan) before the first step and
@@ -169,6 +174,7 @@ class Agent:
         executor: Executor | None = None,
         tools: Sequence[Tool | Callable[..., Any]] = (),
         default_tools: bool = True,
+        seed: int | None = 0,
         managed_agents: Sequence[Agent] = (),
         planning_interval: int | None = None,
         name: str | None = None,
@@ -192,7 +198,7 @@ class Agent:
         self.history = history or HistoryLimits()
         self.name, self.description = name, description
         self.planning_interval = check_planning_interval(planning_interval)
-        self.toolbox = Toolbox(tools, managed_agents, default_tools=default_tools)
+        self.toolbox = Toolbox(tools, managed_agents, default_tools=default_tools, seed=seed)
         prompt = system_prompt if system_prompt is not None else default_system_prompt()
         self.system_prompt = self.toolbox.apply_to_prompt(prompt, instructions)
         self.listeners = list(listeners)

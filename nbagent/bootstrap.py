@@ -17,15 +17,30 @@ from typing import Any, Protocol
 from .exceptions import KernelError
 from .execution import ANSWER_MIME, Execution
 
+SETUP_MARKER = "# nbagent setup"
+"""Every setup cell starts with this comment (executors use it to keep the setup out of history)."""
+
 SETUP_PARTS = ("final_answer.py", "formatters.py", "reproducibility.py")
 """Files of ``nbagent/kernel_code`` joined, in this order, into the setup cell."""
 
 
 @cache
-def setup_code() -> str:
-    """The source of the notebook's setup cell."""
+def setup_code(seed: int | None = 0) -> str:
+    """The source of the notebook's setup cell.
+
+    ``seed``: the value the global random generators are seeded with (``None``: not seeded, as in
+    ``%%agent``, where the session is the user's own and keeps its random state).
+    """
     base = resources.files("nbagent") / "kernel_code"
-    return "\n\n\n".join((base / part).read_text(encoding="utf-8").strip() for part in SETUP_PARTS) + "\n"
+    parts = []
+    for part in SETUP_PARTS:
+        text = (base / part).read_text(encoding="utf-8").strip()
+        if part == "reproducibility.py":
+            if seed is None:
+                continue
+            text = text.replace('{"seed": 0,', f'{{"seed": {int(seed)},', 1)
+        parts.append(text)
+    return "\n\n\n".join(parts) + "\n"
 
 
 FETCH_ANSWER_CODE = (

@@ -14,8 +14,6 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .kernel import Kernel
-
 if TYPE_CHECKING:
     from .agent import Executor
 
@@ -48,10 +46,7 @@ async def probe_environment(executor: Executor, kernel_name: str | None) -> dict
     the notebook is still valid, only less informative.
     """
     code = probe_code()
-    if isinstance(executor, Kernel):
-        execution = await executor.aexecute(code, timeout=60, silent=True)
-    else:
-        execution = await executor.aexecute(code, timeout=60)
+    execution = await executor.aexecute(code, timeout=60, silent=True)
     text = "".join(
         str(out.get("text", "")) for out in execution.outputs if out.get("output_type") == "stream"
     )

@@ -55,7 +55,9 @@ class Toolbox:
         managed_agents: Sequence[Agent] = (),
         *,
         default_tools: bool = True,
+        seed: int | None = 0,
     ) -> None:
+        self.seed = seed
         given = [as_tool(t) for t in tools]
         managed = [ManagedAgentTool(a) for a in managed_agents]
         names = [t.spec.name for t in [*given, *managed]]
@@ -115,7 +117,7 @@ class Toolbox:
 
     def setup_source(self) -> str:
         """The notebook's setup cell: core definitions, then the tools."""
-        core = setup_code()
+        core = setup_code(self.seed)
         return core if not self._kernel_source else f"{core}\n\n{self._kernel_source}"
 
     def live_source(self) -> str:

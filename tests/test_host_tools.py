@@ -249,7 +249,7 @@ class _InProcessExecutor:
     async def ashutdown(self) -> None:
         pass
 
-    async def aexecute(self, code: str, timeout: float | None = None) -> Execution:
+    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
         out = io.StringIO()
         error = None
         with contextlib.redirect_stdout(out):
