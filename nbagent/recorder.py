@@ -10,7 +10,8 @@ an answer cell. Per-cell facts live under ``metadata.nbagent``; cells that raise
 Every save writes a temporary file beside the target and renames it over the target, so the file
 on disk is always a complete, valid notebook, whatever happens to the process. Saving is
 incremental: each cell is validated and serialised once (again only when it changes), so the cost
-of a save does not grow with the length of the run.
+of a save does not grow with the length of the run. What is written has the values of the host's
+secret variables redacted (see :mod:`nbagent.redact`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from nbformat.validator import validate as validate_schema
 from ._version import __version__
 from .execution import Execution
 from .memory import Step, Task
+from .redact import Redactor
 
 RAISES = "raises-exception"
 SKIP = "skip-execution"
@@ -47,11 +50,14 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` by writing a temporary file beside it and renaming it."""
+def atomic_write_text(path: Path, text: str, errors: str = "strict") -> None:
+    """Write ``text`` to ``path`` by writing a temporary file beside it and renaming it.
+
+    ``errors`` is the UTF-8 encoder's error handler, as for :func:`open`.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.nbagent-tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
         os.replace(tmp, path)
     finally:
@@ -65,11 +71,19 @@ class NotebookRecorder:
     Args:
         path: where to save; ``None`` keeps the notebook in memory only.
         validate: check the notebook against the nbformat schema before each save.
+        secrets: values to redact besides those of the host's secret environment variables.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, validate: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        validate: bool = True,
+        secrets: Iterable[str | None] = (),
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self.validate = validate
+        self.secrets = [s for s in secrets if s]
         self._fragments: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._ids: set[str] = set()
         self.nb: NotebookNode = new_notebook(
@@ -79,6 +93,16 @@ class NotebookRecorder:
                 "nbagent": {"version": __version__, "runs": []},
             }
         )
+
+    @classmethod
+    def from_notebook(
+        cls, nb: NotebookNode, path: str | os.PathLike[str] | None, **kwargs: Any
+    ) -> NotebookRecorder:
+        """A recorder that goes on with ``nb`` (a notebook nbagent wrote), saving to ``path``."""
+        recorder = cls(path, **kwargs)
+        recorder.nb = nb
+        recorder._ids = {cell.get("id", "") for cell in nb.cells}
+        return recorder
 
     @property
     def runs(self) -> list[dict[str, Any]]:
@@ -177,10 +201,19 @@ class NotebookRecorder:
         """Write the notebook atomically (no-op without a path)."""
         if self.path is None:
             return
-        atomic_write_text(self.path, self.to_json())
+        # A lone surrogate (from a model reply or a kernel output) cannot be encoded as UTF-8;
+        # written as a \uXXXX escape it reads back as the same JSON string.
+        atomic_write_text(self.path, self.to_json(), errors="backslashreplace")
 
     def to_json(self) -> str:
-        """The notebook as nbformat writes it (lines split, keys sorted, one-space indent)."""
+        """The notebook as nbformat writes it (lines split, keys sorted, one-space indent).
+
+        The values of the host's secret variables (and of ``secrets``) are redacted.
+        """
+        text = self._unredacted_json()
+        return Redactor.from_environment(extra=self.secrets).redact_json(text)
+
+    def _unredacted_json(self) -> str:
         top = {k: v for k, v in self.nb.items() if k != "cells"}
         if self.validate:
             validate_schema({**top, "cells": []}, version=4, version_minor=5)
@@ -229,7 +262,11 @@ class NotebookRecorder:
         tags = []
         if execution.status != "ok":
             tags.append(RAISES)
-        if execution.status in ("timeout", "died", "interrupted"):
+        # A cell that never ran (no execution count: refused, e.g. for redefining final_answer)
+        # must not run on a re-run either.
+        if execution.status in ("timeout", "died", "interrupted") or (
+            execution.status != "ok" and execution.execution_count is None
+        ):
             tags.append(SKIP)
         if tags:
             cell.metadata["tags"] = tags
