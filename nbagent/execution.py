@@ -188,6 +188,18 @@ def _data_size(out: NotebookNode) -> int:
     return sum(len(v) if isinstance(v, str) else len(str(v)) for v in data.values())
 
 
+_display_updates = 0
+
+
+def display_updates() -> int:
+    """How many recorded outputs ``update_display_data`` has changed in this process so far.
+
+    Notebook writers compare it between saves: while it stays the same, no output of an earlier
+    cell has changed, and their cached serialisations of those cells are still right.
+    """
+    return _display_updates
+
+
 class OutputCollector:
     """Builds notebook outputs from kernel iopub messages.
 
@@ -310,10 +322,12 @@ class OutputCollector:
         return False
 
     def _update_display(self, display_id: str, msg: dict[str, Any]) -> None:
+        global _display_updates
         content = msg["content"]
         for out in self._displays.get(display_id, []):
             out["data"] = NotebookNode(content.get("data", {}))
             out["metadata"] = NotebookNode(content.get("metadata", {}))
+            _display_updates += 1
 
     def _clear(self) -> None:
         cleared = {id(o) for o in self._outputs}

@@ -23,17 +23,18 @@ import json
 import os
 import platform
 import textwrap
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_notebook
 from nbformat.v4.rwbase import split_lines
 from nbformat.validator import validate as validate_schema
 
 from ._version import __version__
-from .execution import Execution
+from .execution import Execution, display_updates
 from .memory import Step, Task
 from .redact import Redactor
 
@@ -48,6 +49,27 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _cell_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+# Cells are built directly rather than with nbformat.v4.new_*_cell, which validates each new cell
+# against the schema: the recorder validates every cell once, when it is first written.
+def _markdown_cell(source: str) -> NotebookNode:
+    return NotebookNode(cell_type="markdown", id=_cell_id(), metadata=NotebookNode(), source=source)
+
+
+def _code_cell_of(source: str) -> NotebookNode:
+    return NotebookNode(
+        cell_type="code",
+        id=_cell_id(),
+        metadata=NotebookNode(),
+        source=source,
+        outputs=[],
+        execution_count=None,
+    )
 
 
 def atomic_write_text(path: Path, text: str, errors: str = "strict") -> None:
@@ -84,6 +106,9 @@ class NotebookRecorder:
         self.path = Path(path) if path is not None else None
         self.validate = validate
         self.secrets = [s for s in secrets if s]
+        self._redactor: Redactor | None = None
+        self._validated_head = ""
+        self._seen_updates = display_updates()
         self._fragments: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._ids: set[str] = set()
         self.nb: NotebookNode = new_notebook(
@@ -122,7 +147,7 @@ class NotebookRecorder:
         if files:
             lines += ["", "Data files (in the notebook's folder):", ""]
             lines += [f"- `{name}` (sha256 `{digest[:12]}…`)" for name, digest in files.items()]
-        self._add(new_markdown_cell("\n".join(lines)), role="task")
+        self._add(_markdown_cell("\n".join(lines)), role="task")
         self.runs.append(
             {
                 "question": task.question,
@@ -161,12 +186,12 @@ class NotebookRecorder:
         if step.execution is None:
             meta["status"] = "no-code"
             self._add(
-                new_markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"),
+                _markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"),
                 role="thought",
                 **meta,
             )
             return
-        self._add(new_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
+        self._add(_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
         cell = self._code_cell(step.execution)
         self._add(cell, role="step", **meta, **step.execution.to_dict())
 
@@ -175,18 +200,18 @@ class NotebookRecorder:
         body = (
             f"**Answer:** {text}" if "\n" not in text.strip() else f"**Answer:**\n\n```\n{text.strip()}\n```"
         )
-        self._add(new_markdown_cell(body), role="answer")
+        self._add(_markdown_cell(body), role="answer")
 
     def add_marker(self, text: str) -> None:
         """Add a markdown cell reporting how a run ended abnormally (papermill's error marker)."""
         self._add(
-            new_markdown_cell(f'<div class="alert alert-warning">\n\n**nbagent:** {text}\n\n</div>'),
+            _markdown_cell(f'<div class="alert alert-warning">\n\n**nbagent:** {text}\n\n</div>'),
             role="marker",
         )
 
     def add_note(self, markdown: str, role: str, **meta: Any) -> None:
         """Add a markdown cell (a plan, the host calls of a step...) with ``metadata.nbagent.role``."""
-        self._add(new_markdown_cell(markdown), role=role, **meta)
+        self._add(_markdown_cell(markdown), role=role, **meta)
 
     def add_cell(self, cell: NotebookNode, role: str, **meta: Any) -> None:
         """Add a prepared cell with ``metadata.nbagent.role`` (it stays live: later edits are saved)."""
@@ -211,14 +236,22 @@ class NotebookRecorder:
         The values of the host's secret variables (and of ``secrets``) are redacted.
         """
         text = self._unredacted_json()
-        return Redactor.from_environment(extra=self.secrets).redact_json(text)
+        if self._redactor is None:
+            # Secrets are those of the environment when the notebook is first written.
+            self._redactor = Redactor.from_environment(extra=self.secrets)
+        return self._redactor.redact_json(text)
 
     def _unredacted_json(self) -> str:
         top = {k: v for k, v in self.nb.items() if k != "cells"}
-        if self.validate:
-            validate_schema({**top, "cells": []}, version=4, version_minor=5)
         head = json.dumps({**top, "cells": []}, indent=1, sort_keys=True, ensure_ascii=False)
-        cells = ",\n".join(self._fragment(cell) for cell in self.nb.cells)
+        if self.validate and head != self._validated_head:
+            validate_schema({**top, "cells": []}, version=4, version_minor=5)
+            self._validated_head = head
+        # Unless some display was updated since the last save, a cached cell only needs a cheap
+        # check; otherwise every cell's outputs are compared too.
+        updates = display_updates()
+        thorough, self._seen_updates = updates != self._seen_updates, updates
+        cells = ",\n".join(self._fragment(cell, thorough) for cell in self.nb.cells)
         body = f'"cells": [\n{cells}\n ]' if cells else '"cells": []'
         # "cells" sorts first among the top-level keys, so its placeholder is the first match.
         return head.replace('"cells": []', body, 1) + "\n"
@@ -234,15 +267,17 @@ class NotebookRecorder:
         else:
             self._fragments.pop(cell.get("id", ""), None)
 
-    def _fragment(self, cell: NotebookNode) -> str:
+    def _fragment(self, cell: NotebookNode, thorough: bool = True) -> str:
         outputs = cell.get("outputs") or ()
-        # update_display_data replaces an output's data dict, so its id changes with it.
-        signature = (
-            cell.get("source"),
-            cell.get("execution_count"),
-            tuple((id(o.get("data")), len(o.get("text", ""))) for o in outputs),
-        )
         cached = self._fragments.get(cell.id)
+        quick = (cell.get("source"), cell.get("execution_count"), len(outputs))
+        if cached is not None and not thorough:
+            source, count, n = cached[0][:3]
+            # Sources are immutable strings: a changed source is a different object.
+            if source is quick[0] and count == quick[1] and n == quick[2]:
+                return cached[1]
+        # update_display_data replaces an output's data dict, so its id changes with it.
+        signature = (*quick, tuple((id(o.get("data")), len(o.get("text", ""))) for o in outputs))
         if cached is not None and cached[0] == signature:
             return cached[1]
         if self.validate:
@@ -255,7 +290,7 @@ class NotebookRecorder:
         return text
 
     def _code_cell(self, execution: Execution) -> NotebookNode:
-        cell = new_code_cell(execution.code)
+        cell = _code_cell_of(execution.code)
         # The cell keeps the very same output objects, so a later update_display_data reaches it.
         cell.outputs = execution.outputs
         cell.execution_count = execution.execution_count
@@ -275,6 +310,6 @@ class NotebookRecorder:
     def _add(self, cell: NotebookNode, role: str, **meta: Any) -> None:
         cell.metadata["nbagent"] = {"role": role, **meta}
         while cell.id in self._ids:
-            cell.id = new_markdown_cell().id  # ids must be unique in a notebook
+            cell.id = _cell_id()  # ids must be unique in a notebook
         self._ids.add(cell.id)
         self.nb.cells.append(cell)
