@@ -13,6 +13,7 @@ from .agent import Agent, Executor, RunListener, RunResult
 from .bridge import HostCall
 from .default_tools import WebSearchTool
 from .exceptions import (
+    KernelDiedError,
     KernelError,
     KernelStartError,
     ModelError,
@@ -32,6 +33,7 @@ from .memory import HistoryLimits, Plan, Step, Task
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .observe import Observation, Observer
 from .recorder import NotebookRecorder
+from .sandbox import Sandbox
 from .shell import ShellExecutor
 from .tool_sharing import load_tool
 from .tools import Tool, ToolParameter, ToolSpec, tool
@@ -63,6 +65,7 @@ __all__ = [
     "HistoryLimits",
     "HostCall",
     "Kernel",
+    "KernelDiedError",
     "KernelError",
     "KernelStartError",
     "LiteLLMModel",
@@ -79,6 +82,7 @@ __all__ = [
     "RetryPolicy",
     "RunListener",
     "RunResult",
+    "Sandbox",
     "ScriptExhaustedError",
     "ScriptedModel",
     "ShellExecutor",

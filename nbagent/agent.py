@@ -7,6 +7,7 @@ interfaces; it never touches ZMQ or nbformat itself.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import time
@@ -20,26 +21,36 @@ from nbformat import NotebookNode
 
 from .bootstrap import complete_answer, decode_answer
 from .environment import probe_environment
-from .exceptions import KernelError, ModelError, UsageError
+from .exceptions import KernelDiedError, KernelError, ModelError, UsageError
 from .execution import ErrorInfo, Execution
 from .kernel import DEFAULT_KERNEL, Kernel
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
 from .parameters import check_parameters, parameters_code
-from .parsing import parse_reply
+from .parsing import assigns_name, parse_reply
 from .planning import check_planning_interval, make_plan, plan_due, record_plan
 from .recorder import NotebookRecorder, file_digest
+from .redact import Redactor
+from .restore import SavedRun, read_run, replay_steps
+from .sandbox import Sandbox
 from .toolbox import Toolbox
 from .tools import Tool
 
-RunStatus = Literal["answered", "max_steps", "error", "interrupted"]
+RunStatus = Literal["answered", "max_steps", "error", "interrupted", "kernel_died"]
 
 STOP_SEQUENCES = ("\nObservation:",)
 
 NO_CODE = (
     "Your reply had no ```python code block, so nothing ran. Reply with a short thought and one "
     "```python block. When you have the answer, call final_answer(value) in a code block."
+)
+
+
+RESERVED_FINAL_ANSWER = (
+    "This code was not run: it defines, assigns, imports or deletes `final_answer`, which the "
+    "environment provides and the run depends on. Do not redefine it; call final_answer(value) "
+    "when you have the answer. Reply with the code again without that part."
 )
 
 
@@ -90,7 +101,8 @@ class RunResult:
     """The outcome of :meth:`Agent.run`.
 
     ``status`` is ``"answered"``, ``"max_steps"`` (no answer within the step limit),
-    ``"error"`` (the model or kernel failed; see ``error``) or ``"interrupted"``.
+    ``"error"`` (the model or kernel failed; see ``error``), ``"interrupted"``, or
+    ``"kernel_died"`` (the kernel had to be restarted more than ``max_restarts`` times).
     ``answer`` is the value given to ``final_answer`` (JSON-able values as themselves, pandas
     objects as pandas objects, figures as PIL images, anything else as text); ``answer_text`` is
     its readable form.
@@ -140,6 +152,11 @@ class Agent:
             every N steps; ``None``: never.
         name: this agent's name, when it is managed by another agent.
         description: what this agent is good at, shown to a manager agent.
+        sandbox: limits of the sandboxed kernel (memory, CPU time, file size, network,
+            environment allow-list); default :class:`~nbagent.Sandbox()`. Other kernels ignore it.
+        max_restarts: kernel restarts (after a death or an ignored interrupt) one run survives,
+            each followed by restoring the kernel's state; one more ends the run with status
+            ``"kernel_died"``.
         model_kwargs: passed to the model's constructor when ``model`` is a string.
     """
 
@@ -163,8 +180,12 @@ class Agent:
         planning_interval: int | None = None,
         name: str | None = None,
         description: str | None = None,
+        sandbox: Sandbox | None = None,
+        max_restarts: int = 3,
         **model_kwargs: Any,
     ) -> None:
+        if max_restarts < 0:
+            raise UsageError(f"max_restarts cannot be negative ({max_restarts})")
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}")
         if timeout is not None and timeout <= 0:
@@ -187,6 +208,11 @@ class Agent:
         self._memory: Memory | None = None
         self._recorder: NotebookRecorder | None = None
         self._workdir: Path | None = executor.cwd if executor is not None else None
+        self.sandbox = sandbox
+        self.max_restarts = max_restarts
+        self._restarts = 0
+        self._gave_up: str | None = None
+        self._redactor = Redactor({})
 
     # -- public API ------------------------------------------------------------------------
 
@@ -250,12 +276,23 @@ class Agent:
 
         result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
         first_number = len(self._memory.steps) + 1
+        return await self._drive(result, first_number, first_number, 0, started)
+
+    async def _drive(
+        self, result: RunResult, first_number: int, number: int, done: int, started: float
+    ) -> RunResult:
+        """Run the loop from step ``number`` (``done`` of this task's steps taken), then close the task."""
+        assert self._memory is not None and self._recorder is not None
+        self._restarts, self._gave_up = 0, None
         try:
-            await self._loop(result, first_number)
+            await self._loop(result, number, done)
         except asyncio.CancelledError:
             result.status, result.error = "interrupted", "interrupted by the user"
             self._recorder.add_marker("the run was interrupted before it finished.")
             raise
+        except KernelDiedError as exc:
+            result.status, result.error = "kernel_died", str(exc)
+            self._recorder.add_marker(f"the run stopped: {exc}")
         except (ModelError, KernelError) as exc:
             result.status, result.error = "error", str(exc)
             self._recorder.add_marker(f"the run stopped: {exc}")
@@ -317,6 +354,95 @@ class Agent:
             parameters=parameters,
         )
 
+    async def aresume(
+        self, notebook: str | os.PathLike[str], *, workdir: str | os.PathLike[str] | None = None
+    ) -> RunResult:
+        """Go on with the last question of a notebook nbagent wrote; see :meth:`resume`."""
+        started = time.perf_counter()
+        saved = read_run(notebook, self.observer)
+        path = saved.path.resolve()
+        new_workdir = Path(workdir).resolve() if workdir is not None else path.parent
+        if self._given_executor is not None:
+            new_workdir = self._given_executor.cwd
+        missing = _check_recorded_files(saved, new_workdir)
+        task = [e for e in saved.entries if isinstance(e, Task)][-1]
+        result = RunResult(question=task.question, status="max_steps", notebook_path=path)
+        first_number = saved.task_steps[0].number if saved.task_steps else len(saved.steps) + 1
+        done = sum(1 for s in saved.task_steps if s.kind == "action")
+        secrets = self._model_secrets()
+        self._redactor = Redactor.from_environment(extra=secrets)
+        self._recorder = NotebookRecorder.from_notebook(saved.nb, path, secrets=secrets)
+        self._memory = Memory(self.system_prompt, self.history)
+        self._memory.entries = list(saved.entries)
+        self._workdir = new_workdir
+        payload = saved.answer_payload
+        if payload is not None:
+            # Answered already (perhaps the host died just after): report it, run nothing.
+            result.status = "answered"
+            result.answer_text = str(payload.get("text", ""))
+            # A deferred (large) value lived in the old kernel only: its text stands in for it.
+            result.answer = result.answer_text if payload.get("deferred") else decode_answer(payload)
+            result.steps = list(saved.task_steps)
+            for s in result.steps:
+                result.usage = result.usage + s.usage
+            result.notebook = saved.nb
+            if saved.last_run.get("status") != "answered":
+                if not any(c.metadata.get("nbagent", {}).get("role") == "answer" for c in saved.nb.cells):
+                    self._recorder.add_answer(result.answer_text)
+                self._recorder.finish_task(status="answered", answer=result.answer_text)
+                self._recorder.save()
+            return result
+
+        if self._given_executor is None:
+            if self._executor is not None:
+                await self._executor.ashutdown()
+            self._executor = Kernel(self.kernel_name, cwd=new_workdir, sandbox=self.sandbox)
+            await self._executor.astart()
+        assert self._executor is not None
+        await self.toolbox.start_session(path, new_workdir, overwrite=True)
+        self.model.resume([e.reply for e in saved.entries if isinstance(e, (Step, Plan))])
+        restoration = await replay_steps(
+            self._executor, saved.steps, self.timeout, setup=self._restore_source()
+        )
+        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+        previous = saved.last_run.get("status", "running")
+        ended = "the host process stopped mid-run" if previous == "running" else f"it ended: {previous}"
+        note = f"the run was resumed at {when} ({ended}); {restoration.describe()}."
+        if missing:
+            note += f" Data files changed since they were recorded: {', '.join(missing)}."
+        self._recorder.add_marker(note)
+        self._recorder.runs[-1].setdefault("resumed", []).append(when)
+        self._recorder.finish_task(status="running")
+        self._recorder.save()
+        if not restoration.complete and saved.steps:
+            last = saved.steps[-1]
+            last.observation = Observation(
+                f"{last.observation.text}\n[The run was resumed in a new kernel; {restoration.describe()}.]",
+                last.observation.images,
+            )
+        for listener in self.listeners:
+            listener.task_started(task, path)
+        return await self._drive(result, first_number, len(saved.steps) + 1, done, started)
+
+    def resume(
+        self, notebook: str | os.PathLike[str], *, workdir: str | os.PathLike[str] | None = None
+    ) -> RunResult:
+        """Go on with the last question of ``notebook``, a notebook nbagent wrote (after a crash, say).
+
+        The kernel's state is restored by re-running the setup code and the code of every step
+        that succeeded, in order; the agent's memory (the replies and observations the model saw)
+        is rebuilt from the cells' ``metadata.nbagent``; the run then goes on in the same notebook,
+        with a marker cell saying it was resumed. ``max_steps`` counts the steps already taken for
+        this question. A notebook whose question is already answered is left alone and its answer
+        returned.
+
+        Args:
+            notebook: the ``.ipynb`` file to resume; it is updated in place.
+            workdir: the kernel's working directory; default: the notebook's folder (where the
+                run's data files were copied).
+        """
+        return run_sync(self.aresume)(notebook, workdir=workdir)
+
     async def aclose(self) -> None:
         """Shut down the kernel this agent started, its managed agents' kernels, and the model if
         it made it from a string."""
@@ -345,14 +471,15 @@ class Agent:
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def _loop(self, result: RunResult, first_number: int) -> None:
-        number = first_number
-        for i in range(self.max_steps + 1):
+    async def _loop(self, result: RunResult, number: int, done: int = 0) -> None:
+        for i in range(min(done, self.max_steps), self.max_steps + 1):
             final = i == self.max_steps
             if plan_due(self.planning_interval, i, final):
                 await self._plan(number, remaining=self.max_steps - i, first=i == 0)
             step = await self._step(number, nudge=_final_nudge(self.max_steps) if final else None)
             number += 1
+            if self._gave_up:
+                raise KernelDiedError(self._gave_up)
             if step.execution is not None:
                 payload = step.execution.answer_bundle()
                 if payload is not None:
@@ -360,7 +487,7 @@ class Agent:
                     payload = await complete_answer(self._executor, payload)
                     result.status = "answered"
                     result.answer = decode_answer(payload)
-                    result.answer_text = str(payload.get("text", ""))
+                    result.answer_text = self._redactor.text(str(payload.get("text", "")))
                     assert self._recorder is not None
                     self._recorder.add_answer(result.answer_text)
                     self._recorder.save()
@@ -378,6 +505,14 @@ class Agent:
         execution: Execution | None = None
         if parsed.code is None:
             observation = Observation(text=NO_CODE)
+        elif assigns_name(parsed.code, "final_answer"):
+            execution = Execution(
+                code=parsed.code,
+                status="error",
+                error=ErrorInfo("ReservedName", "final_answer cannot be redefined; the cell was not run", ""),
+                note="not run: it redefines final_answer",
+            )
+            observation = Observation(text=RESERVED_FINAL_ANSWER)
         else:
             self.toolbox.before_step()
             try:
@@ -401,9 +536,10 @@ class Agent:
                     nudge,
                 )
                 raise
-            observation = self.observer.observe(execution)
             if execution.restarted:
-                await self._after_restart(observation)
+                await self._after_restart(execution)
+            observation = self.observer.observe(execution)
+        observation.text = self._redactor.text(observation.text)
         return self._record(number, reply, parsed.thought, execution, observation, model_duration, nudge)
 
     def _record(
@@ -459,12 +595,16 @@ class Agent:
         if self._given_executor is None:
             if self._executor is not None:
                 await self._executor.ashutdown()
-            self._executor = Kernel(self.kernel_name, cwd=new_workdir)
+            self._executor = Kernel(self.kernel_name, cwd=new_workdir, sandbox=self.sandbox)
             await self._executor.astart()
         self._workdir = new_workdir
         self._memory = Memory(self.system_prompt, self.history)
-        self._recorder = NotebookRecorder(path)
+        self._recorder = NotebookRecorder(path, secrets=self._model_secrets())
+        self._redactor = Redactor.from_environment(extra=self._model_secrets())
         await self.toolbox.start_session(path, new_workdir, overwrite)
+
+    def _model_secrets(self) -> list[str | None]:
+        return [getattr(self.model, "api_key", None)]
 
     async def _plan(self, number: int, remaining: int, first: bool) -> None:
         assert self._memory is not None and self._recorder is not None
@@ -494,17 +634,31 @@ class Agent:
             raise KernelError(f"setting the parameters failed: {execution.error or execution.status}")
         self._recorder.add_parameters(execution, parameters)
 
-    async def _after_restart(self, observation: Observation) -> None:
-        # The kernel lost its state: bring back the definitions every step relies on.
-        assert self._executor is not None and self._memory is not None
-        await self._executor.aexecute(self.toolbox.live_source(), timeout=60)
-        tasks = [e for e in self._memory.entries if isinstance(e, Task)]
+    def _restore_source(self) -> str:
+        # What a fresh kernel runs before the steps are replayed: setup, then the parameters.
+        source = self.toolbox.live_source()
+        tasks = [e for e in self._memory.entries if isinstance(e, Task)] if self._memory else []
         if tasks and tasks[-1].parameters:
-            await self._executor.aexecute(parameters_code(tasks[-1].parameters), timeout=60)
-        observation.text += (
-            "\n[The kernel was restarted: variables and imports from earlier steps are gone; "
-            "re-create what you need.]"
+            source = source.rstrip("\n") + "\n\n" + parameters_code(tasks[-1].parameters)
+        return source
+
+    async def _after_restart(self, execution: Execution) -> None:
+        # The kernel lost its state. The notebook is the recipe: re-run the cells that made it.
+        assert self._executor is not None and self._memory is not None
+        self._restarts += 1
+        if self._restarts > self.max_restarts:
+            self._gave_up = (
+                f"the kernel had to be restarted {self._restarts} times in this run "
+                f"(more than max_restarts={self.max_restarts}); last: {execution.note}"
+            )
+            execution.note += "; that is too many restarts, so the run stops"
+            return
+        restoration = await replay_steps(
+            self._executor, self._memory.steps, self.timeout, setup=self._restore_source()
         )
+        if restoration.died:
+            self._restarts += 1
+        execution.note += "; " + restoration.describe()
 
 
 async def _interrupt(executor: Executor) -> None:
@@ -548,6 +702,22 @@ def check_data_files(files: Iterable[str | os.PathLike[str]]) -> list[Path]:
             raise UsageError(f"two data files are named {src.name!r}; rename one of them")
         seen.add(src.name)
     return sources
+
+
+def _check_recorded_files(saved: SavedRun, workdir: Path) -> list[str]:
+    """Data files the notebook records must be in ``workdir``; returns those whose content changed."""
+    changed: list[str] = []
+    runs = saved.nb.metadata["nbagent"]["runs"]
+    for f in (f for run in runs for f in run.get("files", [])):
+        target = workdir / f["name"]
+        if not target.is_file():
+            raise UsageError(
+                f"data file {f['name']!r} recorded in {str(saved.path)!r} is missing from "
+                f"{str(workdir)!r}; put it back (or pass workdir=/--workdir where it is)"
+            )
+        if file_digest(target) != f.get("sha256") and f["name"] not in changed:
+            changed.append(f["name"])
+    return changed
 
 
 def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:

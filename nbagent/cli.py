@@ -1,14 +1,16 @@
 """The ``nbagent`` command. It parses arguments and reports; the agent logic lives in Agent.
 
 Exit codes: 0 the question was answered; 1 the run ended without an answer (step limit, model or
-kernel failure); 2 bad input (the message says which input and what to do); 130 interrupted.
-``verify`` (and ``run --verify``, ``export --tidy``) exit 1 when the notebook does not reproduce.
+kernel failure, a kernel that kept dying); 2 bad input (the message says which input and what to
+do); 130 interrupted. ``verify`` (and ``run --verify``, ``export --tidy``) exit 1 when the notebook
+does not reproduce.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import sys
@@ -22,8 +24,10 @@ from nbformat import NotebookNode
 from ._version import __version__
 from .agent import RunListener, RunResult
 from .exceptions import NbagentError, UsageError
+from .kernel import DEFAULT_KERNEL
 from .memory import Plan, Step, Task
 from .observe import Observer
+from .sandbox import DEFAULT_CPU_TIME, DEFAULT_FILE_SIZE, DEFAULT_MEMORY, Sandbox, format_size, parse_size
 from .tools import Tool
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -146,10 +150,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--kernel",
-        default="nbagent",
+        default=DEFAULT_KERNEL,
         metavar="NAME",
-        help="kernel spec to run the code in (default: nbagent)",
+        help=f"kernel spec to run the code in (default: {DEFAULT_KERNEL}; 'nbagent kernels' lists them)",
     )
+    add_sandbox_arguments(run)
     budget = run.add_mutually_exclusive_group()
     budget.add_argument(
         "--observation-chars",
@@ -170,30 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="send figures to the model as images (default: if litellm says the model takes images)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
-    run.add_argument(
-        "--tool",
-        action="append",
-        default=[],
-        metavar="SOURCE",
-        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
-    )
-    run.add_argument(
-        "--trust-tools",
-        action="store_true",
-        help="allow loading the --tool tools: their code runs here and in the kernel",
-    )
-    run.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
-    run.add_argument(
-        "--no-default-tools",
-        action="store_true",
-        help="leave out list_files, read_file and inspect_data",
-    )
-    run.add_argument(
-        "--planning-interval",
-        type=int,
-        metavar="N",
-        help="plan before the first step and every N steps (default: no planning)",
-    )
+    _add_tool_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
     run.add_argument(
         "--verify",
@@ -201,11 +183,149 @@ def _build_parser() -> argparse.ArgumentParser:
         help="re-run the finished notebook in a fresh kernel, compare, and record the result in it",
     )
 
+    resume = sub.add_parser(
+        "resume",
+        help="go on with a run that stopped (a crash, a kill, a step limit)",
+        description="Go on with the last question of NOTEBOOK: the kernel's state is restored by "
+        "re-running the notebook's successful cells, the model's memory is rebuilt from the "
+        "notebook's metadata, and the run continues in the same notebook.",
+    )
+    resume.add_argument("notebook", metavar="NOTEBOOK", help="a notebook written by 'nbagent run'")
+    resume.add_argument(
+        "-m",
+        "--model",
+        help="model to go on with (default: $NBAGENT_MODEL, else the model the notebook records)",
+    )
+    resume.add_argument("--api-base", metavar="URL", help="base URL of an OpenAI-compatible server")
+    resume.add_argument(
+        "--max-steps",
+        type=int,
+        default=10,
+        metavar="N",
+        help="steps for the question, counting those already taken (default 10)",
+    )
+    resume.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="time limit of one step (default 60)"
+    )
+    resume.add_argument(
+        "--kernel", default=DEFAULT_KERNEL, metavar="NAME", help=f"kernel spec (default: {DEFAULT_KERNEL})"
+    )
+    resume.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="the kernel's working directory, holding the run's data files (default: the notebook's folder)",
+    )
+    add_sandbox_arguments(resume)
+    _add_tool_arguments(resume)
+    resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+
     sub.add_parser("kernels", help="list the kernels nbagent can run code in")
     _add_verify_parser(sub)
     _add_export_parser(sub)
     _add_batch_parser(sub)
     return parser
+
+
+def _add_tool_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
+    )
+    parser.add_argument(
+        "--trust-tools",
+        action="store_true",
+        help="allow loading the --tool tools: their code runs here and in the kernel",
+    )
+    parser.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
+    parser.add_argument(
+        "--no-default-tools",
+        action="store_true",
+        help="leave out list_files, read_file and inspect_data",
+    )
+    parser.add_argument(
+        "--planning-interval",
+        type=int,
+        metavar="N",
+        help="plan before the first step and every N steps (default: no planning)",
+    )
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text) or 0
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds cannot be negative")
+    return value
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the sandbox's flags (limits, network, environment allow-list) to a command."""
+    group = parser.add_argument_group(
+        "sandbox", "limits of the sandboxed kernel (nbagent-sandbox); other kernels ignore them"
+    )
+    group.add_argument(
+        "--memory-limit",
+        type=_size,
+        default=DEFAULT_MEMORY,
+        metavar="SIZE",
+        help=f"address-space limit, e.g. 2G or 512M; 0 for none (default {format_size(DEFAULT_MEMORY)})",
+    )
+    group.add_argument(
+        "--cpu-limit",
+        type=_seconds,
+        default=DEFAULT_CPU_TIME,
+        metavar="SECONDS",
+        help=f"CPU seconds the kernel may use in all; 0 for none (default {DEFAULT_CPU_TIME})",
+    )
+    group.add_argument(
+        "--file-size-limit",
+        type=_size,
+        default=DEFAULT_FILE_SIZE,
+        metavar="SIZE",
+        help=f"largest file the kernel may write; 0 for none (default {format_size(DEFAULT_FILE_SIZE)})",
+    )
+    group.add_argument(
+        "--allow-network", action="store_true", help="let the kernel use the network (default: none)"
+    )
+    group.add_argument(
+        "--allow-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass this secret-looking environment variable to the kernel anyway (repeatable)",
+    )
+    group.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="kernel restarts (deaths, ignored interrupts) a run survives (default 3)",
+    )
+
+
+def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
+    """The :class:`~nbagent.Sandbox` the flags of :func:`add_sandbox_arguments` describe."""
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts cannot be negative ({args.max_restarts})")
+    return Sandbox(
+        memory=args.memory_limit or None,
+        cpu_time=args.cpu_limit or None,
+        file_size=args.file_size_limit or None,
+        network=args.allow_network,
+        allow_env=tuple(args.allow_env),
+    )
 
 
 def _add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -411,6 +531,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         observer=observer,
         listeners=listeners,
+        sandbox=sandbox_from_args(args),
+        max_restarts=args.max_restarts,
         tools=tools,
         default_tools=not args.no_default_tools,
         planning_interval=args.planning_interval,
@@ -428,6 +550,59 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.verify:
             print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
+        return EXIT_NO_ANSWER
+
+    return asyncio.run(go())
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from .agent import Agent
+    from .kernel import available_kernels
+    from .models import MODEL_ENV, LiteLLMModel, resolve_model
+    from .restore import read_notebook
+
+    if args.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, not {args.max_steps}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    if args.kernel not in available_kernels():
+        raise UsageError(
+            f"unknown kernel {args.kernel!r}; available kernels: {', '.join(available_kernels())}"
+        )
+    if args.workdir is not None and not Path(args.workdir).is_dir():
+        raise UsageError(f"--workdir {args.workdir!r} is not a folder")
+    nb = read_notebook(args.notebook)
+    spec = args.model or os.environ.get(MODEL_ENV) or nb.metadata["nbagent"]["runs"][-1].get("model")
+    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
+    try:
+        model = resolve_model(spec, **model_kwargs)
+    except UsageError as exc:
+        if args.model:
+            raise
+        raise UsageError(f"{exc} (the model the notebook records); pass --model") from None
+    if isinstance(model, LiteLLMModel):
+        model.check()
+    agent = Agent(
+        model,
+        max_steps=args.max_steps,
+        timeout=args.timeout,
+        kernel=args.kernel,
+        listeners=[] if args.quiet else [StepLog()],
+        sandbox=sandbox_from_args(args),
+        max_restarts=args.max_restarts,
+        tools=_load_tools(args),
+        default_tools=not args.no_default_tools,
+        planning_interval=args.planning_interval,
+    )
+
+    async def go() -> int:
+        try:
+            result = await agent.aresume(args.notebook, workdir=args.workdir)
+        finally:
+            await agent.aclose()
+        if result.answered:
+            print(result.answer_text)
+            return EXIT_OK
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
@@ -559,6 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     commands = {
         "run": _cmd_run,
+        "resume": _cmd_resume,
         "kernels": _cmd_kernels,
         "verify": _cmd_verify,
         "export": _cmd_export,

@@ -11,7 +11,8 @@ Every exception nbagent raises on purpose derives from :class:`NbagentError`::
     │   └── ScriptExhaustedError   a scripted model has no replies left
     ├── KernelError           the kernel could not be started or talked to
     │   ├── NoSuchKernelError      the kernel name is not in kernels/ or Jupyter's kernel specs
-    │   └── KernelStartError       the kernel process did not come up
+    │   ├── KernelStartError       the kernel process did not come up
+    │   └── KernelDiedError        the kernel died (or hung) more often than a run allows
     └── NotReproducedError    a notebook made from another (tidy export) does not reproduce it
 
 What happens *inside* a step (an exception, a timeout, the kernel dying) is not raised: it is
@@ -52,6 +53,13 @@ class NoSuchKernelError(KernelError, UsageError):
 
 class KernelStartError(KernelError):
     """Raised when the kernel process does not become ready in time."""
+
+
+class KernelDiedError(KernelError):
+    """Raised when a run's kernel had to be restarted more than ``max_restarts`` times.
+
+    :meth:`Agent.run <nbagent.Agent.run>` catches it and ends the run with status ``"kernel_died"``.
+    """
 
 
 class NotReproducedError(NbagentError):

@@ -6,11 +6,18 @@ consecutive stream messages of the same name are merged (with ``\\r`` and ``\\b`
 ``clear_output(wait=True)`` clears just before the next output, and ``update_display_data``
 rewrites every earlier output that carries the same ``display_id`` -- including outputs of earlier
 cells, which is why one collector lives as long as the kernel session.
+
+A cell's output is bounded, because a step that prints in a loop must not fill the host's memory
+or the notebook: a stream keeps its first and last ``max_stream_chars / 2`` characters with the cut
+marked, and rich outputs beyond ``max_outputs`` or ``max_data_chars`` are left out, counted in
+one note output. Errors are always kept.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -103,22 +110,135 @@ class Execution:
         }
 
 
+class _StreamText:
+    """The text of one stream output, built from any number of messages in linear time.
+
+    ``\\r`` and ``\\b`` act within a line, so only the unfinished last line is ever re-read; a
+    line longer than ``LONG_LINE`` is taken as final. Past ``limit`` characters the first half is
+    kept, then the last half, with the cut marked. The output's ``text`` is refreshed at once
+    while it is small, else at most every ``REFRESH`` seconds and on :meth:`flush`.
+    """
+
+    LONG_LINE = 1 << 16
+    SMALL = 1 << 16
+    REFRESH = 0.2
+
+    def __init__(self, out: NotebookNode, limit: int) -> None:
+        self.out = out
+        self.half = max(limit // 2, 1)
+        self.head: list[str] = []
+        self.head_len = 0
+        self.tail: deque[str] = deque()
+        self.tail_len = 0
+        self.cut = 0
+        self.line = ""
+        self.dirty = False
+        self.rendered_at = 0.0
+
+    def add(self, text: str) -> None:
+        line = self.line + text
+        if "\r" in line or "\b" in line:
+            line = apply_terminal_controls(line)
+        end = line.rfind("\n") + 1
+        if len(line) - end > self.LONG_LINE:
+            end = len(line)
+        if end:
+            self._keep(line[:end])
+        self.line = line[end:]
+        self.dirty = True
+        now = time.monotonic()
+        if self.head_len + self.tail_len < self.SMALL or now - self.rendered_at >= self.REFRESH:
+            self.flush(now)
+
+    def _keep(self, text: str) -> None:
+        room = self.half - self.head_len
+        if room > 0:
+            self.head.append(text[:room])
+            self.head_len += len(self.head[-1])
+            text = text[room:]
+        if not text:
+            return
+        self.tail.append(text)
+        self.tail_len += len(text)
+        while self.tail_len - len(self.tail[0]) >= self.half:
+            self.cut += len(self.tail[0])
+            self.tail_len -= len(self.tail.popleft())
+        excess = self.tail_len - self.half
+        if excess > 0:
+            self.tail[0] = self.tail[0][excess:]
+            self.tail_len -= excess
+            self.cut += excess
+
+    def flush(self, now: float | None = None) -> None:
+        """Bring the output's ``text`` up to date."""
+        if not self.dirty:
+            return
+        head = "".join(self.head)
+        self.head = [head]
+        tail = "".join(self.tail)
+        self.tail = deque([tail] if tail else [])
+        marker = f"\n… [{self.cut:,} characters of output left out by nbagent] …\n" if self.cut else ""
+        self.out["text"] = head + marker + tail + self.line
+        self.dirty = False
+        self.rendered_at = time.monotonic() if now is None else now
+
+
+def _data_size(out: NotebookNode) -> int:
+    data = out.get("data") or {}
+    return sum(len(v) if isinstance(v, str) else len(str(v)) for v in data.values())
+
+
+_display_updates = 0
+
+
+def display_updates() -> int:
+    """How many recorded outputs ``update_display_data`` has changed in this process so far.
+
+    Notebook writers compare it between saves: while it stays the same, no output of an earlier
+    cell has changed, and their cached serialisations of those cells are still right.
+    """
+    return _display_updates
+
+
 class OutputCollector:
     """Builds notebook outputs from kernel iopub messages.
 
     One collector per kernel session: it remembers which outputs carry which ``display_id`` so a
     later ``update_display_data`` can change them wherever they are.
+
+    Args:
+        max_stream_chars: characters one stream output keeps (head and tail); more are cut.
+        max_outputs: rich outputs (displays, results) one cell keeps; later ones are left out.
+        max_data_chars: characters of rich output data one cell keeps; later outputs are left out.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_stream_chars: int = 20_000_000,
+        max_outputs: int = 1_000,
+        max_data_chars: int = 20_000_000,
+    ) -> None:
+        self.max_stream_chars = max_stream_chars
+        self.max_outputs = max_outputs
+        self.max_data_chars = max_data_chars
         self._displays: dict[str, list[NotebookNode]] = {}
         self._outputs: list[NotebookNode] = []
         self._clear_before_next = False
+        self._stream: _StreamText | None = None
+        self._rich_count = 0
+        self._rich_chars = 0
+        self._left_out = 0
+        self._left_out_chars = 0
+        self._left_out_note: NotebookNode | None = None
 
     def begin(self) -> list[NotebookNode]:
         """Start collecting for a new cell; returns the (live) list outputs are appended to."""
+        self.finish()
         self._outputs = []
         self._clear_before_next = False
+        self._stream = None
+        self._rich_count = self._rich_chars = self._left_out = self._left_out_chars = 0
+        self._left_out_note = None
         return self._outputs
 
     def handle(self, msg: dict[str, Any]) -> None:
@@ -148,35 +268,76 @@ class OutputCollector:
         if msg_type == "stream":
             self._append_stream(content["name"], content.get("text", ""))
             return
+        self.finish()
         out = output_from_msg(msg)
         if msg_type == "error":
             out["traceback"] = [strip_ansi(line) for line in out.get("traceback", [])]
+        elif not self._within_budget(out):
+            return
         if display_id:
             # A new display with a known id also updates the earlier ones (JupyterLab behaviour).
             self._update_display(display_id, msg)
             self._displays.setdefault(display_id, []).append(out)
         self._outputs.append(out)
 
+    def finish(self) -> None:
+        """Bring the cell's outputs up to date; call when the cell is done (before reading them)."""
+        if self._stream is not None:
+            self._stream.flush()
+
     def _append_stream(self, name: str, text: str) -> None:
         last = self._outputs[-1] if self._outputs else None
-        if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
-            last["text"] = apply_terminal_controls(last["text"] + text)
-            return
-        self._outputs.append(
-            NotebookNode(output_type="stream", name=name, text=apply_terminal_controls(text))
+        if (
+            self._stream is None
+            or last is not self._stream.out
+            or last.get("output_type") != "stream"
+            or last.get("name") != name
+        ):
+            self.finish()
+            out = NotebookNode(output_type="stream", name=name, text="")
+            self._outputs.append(out)
+            self._stream = _StreamText(out, self.max_stream_chars)
+        self._stream.add(text)
+
+    def _within_budget(self, out: NotebookNode) -> bool:
+        size = _data_size(out)
+        if self._rich_count < self.max_outputs and self._rich_chars + size <= self.max_data_chars:
+            self._rich_count += 1
+            self._rich_chars += size
+            return True
+        self._left_out += 1
+        self._left_out_chars += size
+        text = (
+            f"[nbagent: {self._left_out:,} more output(s) of this cell ({self._left_out_chars:,} "
+            f"characters) were left out: over {self.max_outputs:,} outputs or "
+            f"{self.max_data_chars:,} characters]"
         )
+        # A new data dict each time, so notebook writers that cache cells see the change.
+        data = NotebookNode({"text/plain": text})
+        if self._left_out_note is None:
+            self._left_out_note = NotebookNode(output_type="display_data", data=data, metadata={})
+            self._outputs.append(self._left_out_note)
+        else:
+            self._left_out_note["data"] = data
+        return False
 
     def _update_display(self, display_id: str, msg: dict[str, Any]) -> None:
+        global _display_updates
         content = msg["content"]
         for out in self._displays.get(display_id, []):
             out["data"] = NotebookNode(content.get("data", {}))
             out["metadata"] = NotebookNode(content.get("metadata", {}))
+            _display_updates += 1
 
     def _clear(self) -> None:
         cleared = {id(o) for o in self._outputs}
         for did, outs in list(self._displays.items()):
             self._displays[did] = [o for o in outs if id(o) not in cleared]
         self._outputs.clear()
+        # What is cleared no longer counts: a loop that redraws one figure keeps its budget.
+        self._stream = None
+        self._left_out_note = None
+        self._rich_count = self._rich_chars = self._left_out = self._left_out_chars = 0
 
 
 def error_from_outputs(outputs: list[NotebookNode]) -> ErrorInfo | None:

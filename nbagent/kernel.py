@@ -13,8 +13,12 @@ Turning messages into notebook outputs is the job of :class:`~nbagent.execution.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import json
+import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 import weakref
@@ -30,9 +34,14 @@ from jupyter_core.utils import run_sync
 
 from .exceptions import KernelStartError, NoSuchKernelError
 from .execution import ErrorInfo, Execution, OutputCollector, Status, error_from_outputs
+from .sandbox import ENV_PREFIX, Sandbox
 
-DEFAULT_KERNEL = "nbagent"
-"""The kernel spec used when none is named: ``kernels/nbagent`` (plain tracebacks, inline PNGs)."""
+DEFAULT_KERNEL = "nbagent-sandbox"
+"""The kernel spec used when none is named: ``kernels/nbagent-sandbox`` (the ``nbagent`` kernel --
+plain tracebacks, inline PNGs -- run inside the sandbox: limits, no secrets, no network)."""
+
+log = logging.getLogger("nbagent")
+_warned_no_netns = False
 
 
 def bundled_kernels_dir() -> Path:
@@ -75,6 +84,8 @@ class Kernel:
         interrupt_grace: seconds a timed-out step gets to stop after SIGINT before the kernel is
             restarted.
         poll_interval: how often (seconds) a silent kernel is checked for being alive.
+        sandbox: limits for sandboxed kernel specs (``nbagent-sandbox``); default
+            :class:`~nbagent.sandbox.Sandbox()`. Ignored by other kernels.
         provisioner: a jupyter_client ``kernel_provisioner`` stanza used instead of the spec's
             (a warm pool passes :class:`nbagent.forking.ForkServer`'s to fork kernels).
     """
@@ -89,6 +100,7 @@ class Kernel:
         startup_timeout: float = 60.0,
         interrupt_grace: float = 5.0,
         poll_interval: float = 0.25,
+        sandbox: Sandbox | None = None,
         provisioner: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
@@ -98,6 +110,10 @@ class Kernel:
         self.startup_timeout = startup_timeout
         self.interrupt_grace = interrupt_grace
         self.poll_interval = poll_interval
+        self.sandbox = sandbox or Sandbox()
+        self.sandboxed = False
+        self.sandbox_report: dict[str, Any] | None = None
+        """What the sandbox launcher did at the last (re)start: limits, network, removed variables."""
         self.provisioner = dict(provisioner) if provisioner is not None else None
         self.restarts = 0
         self._km: AsyncKernelManager | None = None
@@ -125,7 +141,7 @@ class Kernel:
             return
         ksm = kernel_spec_manager()
         try:
-            ksm.get_kernel_spec(self.name)
+            spec = ksm.get_kernel_spec(self.name)
         except NoSuchKernel:
             known = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
             raise NoSuchKernelError(f"unknown kernel {self.name!r}; available kernels: {known}") from None
@@ -141,6 +157,12 @@ class Kernel:
         if self.provisioner is not None and km.kernel_spec is not None:
             km.kernel_spec.metadata["kernel_provisioner"] = self.provisioner
         env = {**os.environ, **self.env}
+        self.sandboxed = bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
+        if self.sandboxed:
+            # Variables given on purpose through ``env`` pass the sandbox's secret filter.
+            allow = (*self.sandbox.allow_env, *self.env)
+            env.update(dataclasses.replace(self.sandbox, allow_env=allow).to_env())
+            env[ENV_PREFIX + "REPORT"] = os.path.join(self._runtime_dir, "sandbox.json")
         try:
             await km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=self.extra_arguments)
         except Exception as exc:
@@ -161,6 +183,27 @@ class Kernel:
             raise KernelStartError(
                 f"kernel {self.name!r} did not become ready within {self.startup_timeout:.0f} s: {exc}"
             ) from exc
+        if self.sandboxed:
+            self._read_sandbox_report()
+
+    def _read_sandbox_report(self) -> None:
+        global _warned_no_netns
+        assert self._runtime_dir is not None
+        try:
+            with open(os.path.join(self._runtime_dir, "sandbox.json"), encoding="utf-8") as f:
+                self.sandbox_report = json.load(f)
+        except (OSError, ValueError):
+            self.sandbox_report = None
+            return
+        report = self.sandbox_report
+        if not report["network_allowed"] and not report["network_isolated"] and not _warned_no_netns:
+            # Said once per process: every kernel on this machine would say the same.
+            _warned_no_netns = True
+            log.warning(
+                "nbagent: network namespaces are not permitted here (%s); kernels run WITH "
+                "network access, and with the other sandbox limits.",
+                report["network"],
+            )
 
     async def arestart(self) -> None:
         """Restart the kernel process; all state in it is lost."""
@@ -220,6 +263,12 @@ class Kernel:
         """
         await self.astart()
         kc = self._kc
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (say, from a model reply) cannot go over the wire as UTF-8, and
+            # jupyter_client would raise; it becomes "?" instead.
+            code = code.encode("utf-8", "replace").decode("utf-8")
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         t0 = time.perf_counter()
@@ -244,7 +293,8 @@ class Kernel:
             if interrupted_at is not None and now - interrupted_at >= self.interrupt_grace:
                 status = "timeout"
                 execution.note = (
-                    f"the kernel ignored the interrupt for {self.interrupt_grace:g} s and was restarted"
+                    f"the step ran over {timeout:g} s and ignored the interrupt for "
+                    f"{self.interrupt_grace:g} s; the kernel was restarted"
                 )
                 await self.arestart()
                 execution.restarted = True
@@ -265,9 +315,10 @@ class Kernel:
                 execution.execution_count = msg["content"].get("execution_count")
                 continue
             self._collector.handle(msg)
+        self._collector.finish()
 
         if status == "died":
-            execution.note = "the kernel process died and was restarted; its state was lost"
+            execution.note = f"the kernel process {self._death_cause()} and was restarted"
             await self.arestart()
             execution.restarted = True
         elif status is None:
@@ -281,6 +332,25 @@ class Kernel:
         if status == "timeout" and execution.error is None:
             execution.error = ErrorInfo("TimeoutError", f"step exceeded {timeout:g} s", "")
         return execution
+
+    def _death_cause(self) -> str:
+        process = getattr(getattr(self._km, "provisioner", None), "process", None)
+        code = getattr(process, "returncode", None)
+        if code is None:
+            return "died"
+        if code >= 0:
+            return f"exited with code {code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = {
+            "SIGSEGV": " (a segmentation fault)",
+            "SIGXCPU": f" (its CPU-time limit of {self.sandbox.cpu_time} s)" if self.sandboxed else "",
+            "SIGKILL": " (killed from outside, e.g. out of memory)",
+            "SIGABRT": " (aborted)",
+        }.get(name, "")
+        return f"was killed by {name}{why}"
 
     async def _read_reply(self, msg_id: str, execution: Execution) -> None:
         # The reply normally arrives before idle; a missing one must not hang the run.

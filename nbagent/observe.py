@@ -37,6 +37,24 @@ _TOKEN_PIECES = re.compile(r"[A-Za-z]{1,8}|\d{1,3}|[^\sA-Za-z\d]{1,2}|\n| {2,}")
 _DEFAULT_REPR = re.compile(r"^<[\w.]+( object)? at 0x[0-9a-f]+>$|^<[\w.]+ object>$")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def escape_controls(text: str) -> str:
+    """Show control characters (and lone surrogates) as ``\\xNN`` / ``\\uNNNN`` escapes.
+
+    Models and their APIs take them badly (a NUL can make a request fail), and they carry no
+    meaning a reader needs; newlines and tabs stay as they are.
+    """
+    text = text.replace("\r\n", "\n")
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(escape, text)
+
+
 @dataclass
 class Observation:
     """What the model is shown after a step: text, plus PNG images (base64) for vision models."""
@@ -160,7 +178,7 @@ class Observer:
             pieces.append(f"[Kernel died: {execution.note}.]")
         if not pieces:
             pieces.append("[The code ran without output. Use print() to see values.]")
-        return Observation(text=self.fit(pieces), images=images)
+        return Observation(text=escape_controls(self.fit(pieces)), images=images)
 
     def fit(self, pieces: list[str]) -> str:
         """Join ``pieces`` (one per output) within the budget."""

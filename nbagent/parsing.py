@@ -7,6 +7,7 @@ after the code (a hallucinated ``Observation:`` is cut off, never run).
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -67,3 +68,56 @@ def _dedent_block(body: str) -> str:
     indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
     cut = min(indents) if indents else 0
     return "\n".join(line[cut:] for line in lines)
+
+
+def assigns_name(code: str, name: str) -> bool:
+    """True if ``code`` binds or deletes the global ``name``: ``def``/``class``, assignment,
+    ``import ... as``, ``del``, ``for`` target, ``with ... as``, ``:=``, or any of these inside a
+    function that declares it ``global``. Code that does not parse gives ``False`` (the kernel
+    reports the syntax error).
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return _Binder(name).binds(tree)
+
+
+class _Binder(ast.NodeVisitor):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.found = False
+        self.global_scope = True
+
+    def binds(self, tree: ast.AST) -> bool:
+        self.visit(tree)
+        return self.found
+
+    def _scope(self, node: ast.AST, own_name: str | None) -> None:
+        if self.global_scope and own_name == self.name:
+            self.found = True
+        declared = any(isinstance(n, ast.Global) and self.name in n.names for n in ast.walk(node))
+        outer, self.global_scope = self.global_scope, declared
+        self.generic_visit(node)
+        self.global_scope = outer
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._scope(node, node.name)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._scope(node, node.name)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._scope(node, node.name)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._scope(node, None)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if self.global_scope and node.id == self.name and isinstance(node.ctx, (ast.Store, ast.Del)):
+            self.found = True
+
+    def visit_alias(self, node: ast.alias) -> None:
+        bound = node.asname or node.name.split(".")[0]
+        if self.global_scope and bound == self.name:
+            self.found = True

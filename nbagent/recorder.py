@@ -10,7 +10,8 @@ an answer cell. Per-cell facts live under ``metadata.nbagent``; cells that raise
 Every save writes a temporary file beside the target and renames it over the target, so the file
 on disk is always a complete, valid notebook, whatever happens to the process. Saving is
 incremental: each cell is validated and serialised once (again only when it changes), so the cost
-of a save does not grow with the length of the run.
+of a save does not grow with the length of the run. What is written has the values of the host's
+secret variables redacted (see :mod:`nbagent.redact`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ import json
 import os
 import platform
 import textwrap
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_notebook
 from nbformat.v4.rwbase import split_lines
 from nbformat.validator import validate as validate_schema
 
 from ._version import __version__
-from .execution import Execution
+from .execution import Execution, display_updates
 from .memory import Step, Task
+from .redact import Redactor
 
 RAISES = "raises-exception"
 SKIP = "skip-execution"
@@ -47,11 +51,35 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` by writing a temporary file beside it and renaming it."""
+def _cell_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+# Cells are built directly rather than with nbformat.v4.new_*_cell, which validates each new cell
+# against the schema: the recorder validates every cell once, when it is first written.
+def _markdown_cell(source: str) -> NotebookNode:
+    return NotebookNode(cell_type="markdown", id=_cell_id(), metadata=NotebookNode(), source=source)
+
+
+def _code_cell_of(source: str) -> NotebookNode:
+    return NotebookNode(
+        cell_type="code",
+        id=_cell_id(),
+        metadata=NotebookNode(),
+        source=source,
+        outputs=[],
+        execution_count=None,
+    )
+
+
+def atomic_write_text(path: Path, text: str, errors: str = "strict") -> None:
+    """Write ``text`` to ``path`` by writing a temporary file beside it and renaming it.
+
+    ``errors`` is the UTF-8 encoder's error handler, as for :func:`open`.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.nbagent-tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
         os.replace(tmp, path)
     finally:
@@ -65,11 +93,22 @@ class NotebookRecorder:
     Args:
         path: where to save; ``None`` keeps the notebook in memory only.
         validate: check the notebook against the nbformat schema before each save.
+        secrets: values to redact besides those of the host's secret environment variables.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, validate: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        validate: bool = True,
+        secrets: Iterable[str | None] = (),
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self.validate = validate
+        self.secrets = [s for s in secrets if s]
+        self._redactor: Redactor | None = None
+        self._validated_head = ""
+        self._seen_updates = display_updates()
         self._fragments: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._ids: set[str] = set()
         self.nb: NotebookNode = new_notebook(
@@ -79,6 +118,16 @@ class NotebookRecorder:
                 "nbagent": {"version": __version__, "runs": []},
             }
         )
+
+    @classmethod
+    def from_notebook(
+        cls, nb: NotebookNode, path: str | os.PathLike[str] | None, **kwargs: Any
+    ) -> NotebookRecorder:
+        """A recorder that goes on with ``nb`` (a notebook nbagent wrote), saving to ``path``."""
+        recorder = cls(path, **kwargs)
+        recorder.nb = nb
+        recorder._ids = {cell.get("id", "") for cell in nb.cells}
+        return recorder
 
     @property
     def runs(self) -> list[dict[str, Any]]:
@@ -98,7 +147,7 @@ class NotebookRecorder:
         if files:
             lines += ["", "Data files (in the notebook's folder):", ""]
             lines += [f"- `{name}` (sha256 `{digest[:12]}…`)" for name, digest in files.items()]
-        self._add(new_markdown_cell("\n".join(lines)), role="task")
+        self._add(_markdown_cell("\n".join(lines)), role="task")
         self.runs.append(
             {
                 "question": task.question,
@@ -145,12 +194,12 @@ class NotebookRecorder:
         if step.execution is None:
             meta["status"] = "no-code"
             self._add(
-                new_markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"),
+                _markdown_cell(f"**{label}.** {thought}\n\n*(the reply had no code to run)*"),
                 role="thought",
                 **meta,
             )
             return
-        self._add(new_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
+        self._add(_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
         cell = self._code_cell(step.execution)
         self._add(cell, role="step", **meta, **step.execution.to_dict())
 
@@ -159,18 +208,18 @@ class NotebookRecorder:
         body = (
             f"**Answer:** {text}" if "\n" not in text.strip() else f"**Answer:**\n\n```\n{text.strip()}\n```"
         )
-        self._add(new_markdown_cell(body), role="answer")
+        self._add(_markdown_cell(body), role="answer")
 
     def add_marker(self, text: str) -> None:
         """Add a markdown cell reporting how a run ended abnormally (papermill's error marker)."""
         self._add(
-            new_markdown_cell(f'<div class="alert alert-warning">\n\n**nbagent:** {text}\n\n</div>'),
+            _markdown_cell(f'<div class="alert alert-warning">\n\n**nbagent:** {text}\n\n</div>'),
             role="marker",
         )
 
     def add_note(self, markdown: str, role: str, **meta: Any) -> None:
         """Add a markdown cell (a plan, the host calls of a step...) with ``metadata.nbagent.role``."""
-        self._add(new_markdown_cell(markdown), role=role, **meta)
+        self._add(_markdown_cell(markdown), role=role, **meta)
 
     def add_cell(self, cell: NotebookNode, role: str, **meta: Any) -> None:
         """Add a prepared cell with ``metadata.nbagent.role`` (it stays live: later edits are saved)."""
@@ -185,15 +234,32 @@ class NotebookRecorder:
         """Write the notebook atomically (no-op without a path)."""
         if self.path is None:
             return
-        atomic_write_text(self.path, self.to_json())
+        # A lone surrogate (from a model reply or a kernel output) cannot be encoded as UTF-8;
+        # written as a \uXXXX escape it reads back as the same JSON string.
+        atomic_write_text(self.path, self.to_json(), errors="backslashreplace")
 
     def to_json(self) -> str:
-        """The notebook as nbformat writes it (lines split, keys sorted, one-space indent)."""
+        """The notebook as nbformat writes it (lines split, keys sorted, one-space indent).
+
+        The values of the host's secret variables (and of ``secrets``) are redacted.
+        """
+        text = self._unredacted_json()
+        if self._redactor is None:
+            # Secrets are those of the environment when the notebook is first written.
+            self._redactor = Redactor.from_environment(extra=self.secrets)
+        return self._redactor.redact_json(text)
+
+    def _unredacted_json(self) -> str:
         top = {k: v for k, v in self.nb.items() if k != "cells"}
-        if self.validate:
-            validate_schema({**top, "cells": []}, version=4, version_minor=5)
         head = json.dumps({**top, "cells": []}, indent=1, sort_keys=True, ensure_ascii=False)
-        cells = ",\n".join(self._fragment(cell) for cell in self.nb.cells)
+        if self.validate and head != self._validated_head:
+            validate_schema({**top, "cells": []}, version=4, version_minor=5)
+            self._validated_head = head
+        # Unless some display was updated since the last save, a cached cell only needs a cheap
+        # check; otherwise every cell's outputs are compared too.
+        updates = display_updates()
+        thorough, self._seen_updates = updates != self._seen_updates, updates
+        cells = ",\n".join(self._fragment(cell, thorough) for cell in self.nb.cells)
         body = f'"cells": [\n{cells}\n ]' if cells else '"cells": []'
         # "cells" sorts first among the top-level keys, so its placeholder is the first match.
         return head.replace('"cells": []', body, 1) + "\n"
@@ -209,15 +275,17 @@ class NotebookRecorder:
         else:
             self._fragments.pop(cell.get("id", ""), None)
 
-    def _fragment(self, cell: NotebookNode) -> str:
+    def _fragment(self, cell: NotebookNode, thorough: bool = True) -> str:
         outputs = cell.get("outputs") or ()
-        # update_display_data replaces an output's data dict, so its id changes with it.
-        signature = (
-            cell.get("source"),
-            cell.get("execution_count"),
-            tuple((id(o.get("data")), len(o.get("text", ""))) for o in outputs),
-        )
         cached = self._fragments.get(cell.id)
+        quick = (cell.get("source"), cell.get("execution_count"), len(outputs))
+        if cached is not None and not thorough:
+            source, count, n = cached[0][:3]
+            # Sources are immutable strings: a changed source is a different object.
+            if source is quick[0] and count == quick[1] and n == quick[2]:
+                return cached[1]
+        # update_display_data replaces an output's data dict, so its id changes with it.
+        signature = (*quick, tuple((id(o.get("data")), len(o.get("text", ""))) for o in outputs))
         if cached is not None and cached[0] == signature:
             return cached[1]
         if self.validate:
@@ -230,14 +298,18 @@ class NotebookRecorder:
         return text
 
     def _code_cell(self, execution: Execution) -> NotebookNode:
-        cell = new_code_cell(execution.code)
+        cell = _code_cell_of(execution.code)
         # The cell keeps the very same output objects, so a later update_display_data reaches it.
         cell.outputs = execution.outputs
         cell.execution_count = execution.execution_count
         tags = []
         if execution.status != "ok":
             tags.append(RAISES)
-        if execution.status in ("timeout", "died", "interrupted"):
+        # A cell that never ran (no execution count: refused, e.g. for redefining final_answer)
+        # must not run on a re-run either.
+        if execution.status in ("timeout", "died", "interrupted") or (
+            execution.status != "ok" and execution.execution_count is None
+        ):
             tags.append(SKIP)
         if tags:
             cell.metadata["tags"] = tags
@@ -246,6 +318,6 @@ class NotebookRecorder:
     def _add(self, cell: NotebookNode, role: str, **meta: Any) -> None:
         cell.metadata["nbagent"] = {"role": role, **meta}
         while cell.id in self._ids:
-            cell.id = new_markdown_cell().id  # ids must be unique in a notebook
+            cell.id = _cell_id()  # ids must be unique in a notebook
         self._ids.add(cell.id)
         self.nb.cells.append(cell)

@@ -130,6 +130,7 @@ class ShellExecutor:
                 # The interrupt landed in IPython's own bookkeeping after the code ran.
                 interrupter.running = False
         saved.restore()
+        self._collector.finish()  # long streams are brought up to date here, not on every write
         if any(out.get("output_type") == "stream" for out in outputs):
             _flush_streams()
         execution.duration = time.perf_counter() - t0
@@ -167,6 +168,7 @@ class ShellExecutor:
         for name, buffer in (("stdout", out), ("stderr", err)):
             if buffer.getvalue():
                 self._collector.handle(_message("stream", name=name, text=buffer.getvalue()))
+        self._collector.finish()
         raised = result.error_before_exec or result.error_in_exec
         if raised is not None:
             execution.status = "error"

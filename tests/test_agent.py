@@ -238,3 +238,15 @@ def test_incremental_save_writes_exactly_what_nbformat_writes(tmp_path: Path) ->
         result = agent.run("formatting", notebook=nb_path)
     assert result.notebook is not None
     assert nb_path.read_text(encoding="utf-8") == nbformat.writes(result.notebook) + "\n"
+
+
+def test_an_invalid_cell_is_caught_before_it_reaches_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "invalid.ipynb"
+    rec = NotebookRecorder(path)
+    rec.add_marker("fine")
+    rec.save()
+    good = path.read_text()
+    rec.nb.cells.append(nbformat.NotebookNode(cell_type="markdown", id="bad-tags", metadata={"tags": "x"}, source=""))
+    with pytest.raises(nbformat.ValidationError):
+        rec.save()
+    assert path.read_text() == good  # the file on disk is still the last valid notebook

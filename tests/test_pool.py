@@ -19,7 +19,8 @@ from nbagent.pool import KernelPool
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])
 def test_pool_hands_out_warm_kernels_once_each_in_the_task_folder(tmp_path: Path, fork: bool) -> None:
     async def go() -> None:
-        async with KernelPool(2, tmp_path / ".pool", fork=fork) as pool:
+        # The plain nbagent spec runs -m ipykernel_launcher, so it can be forked.
+        async with KernelPool(2, tmp_path / ".pool", kernel="nbagent", fork=fork) as pool:
             # Wait for the pool to warm up, then check a task's wait is short.
             for _ in range(400):
                 if pool.warm == 2:

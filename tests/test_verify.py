@@ -15,6 +15,7 @@ from conftest import PENGUINS, REPO, code, scripted
 from nbagent import Agent, UsageError, verify_notebook
 from nbagent.cli import main
 from nbagent.execution import ANSWER_MIME
+from nbagent.kernel import DEFAULT_KERNEL
 from nbagent.recorder import file_digest
 
 PENGUIN_REPLIES = json.loads((REPO / "examples" / "penguins" / "replies.json").read_text())
@@ -74,7 +75,7 @@ def test_run_records_what_a_rerun_needs(penguins_run: Path) -> None:
     assert {"pandas", "numpy", "matplotlib"} <= set(env["packages"])
     assert env["random_seed"] == {"seed": 0, "seeded": ["random", "numpy.random"]}
     assert env["python_hash_seed"] == "0"
-    assert env["kernel"] == "nbagent"
+    assert env["kernel"] == DEFAULT_KERNEL
     assert meta["runs"][0]["files"] == [{"name": "penguins.csv", "sha256": file_digest(PENGUINS)}]
     # The environment was asked for silently: execution counts run on without a gap.
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
@@ -84,7 +85,7 @@ def test_run_records_what_a_rerun_needs(penguins_run: Path) -> None:
 def test_notebook_of_a_scripted_run_reproduces(penguins_run: Path) -> None:
     report = verify_notebook(penguins_run)
     assert report.ok, report.summary()
-    assert report.kernel == "nbagent"
+    assert report.kernel == DEFAULT_KERNEL
     assert [c.status for c in report.cells] == ["same"] * 5
     assert report.answer_reproduced and [c.label for c in report.answer_cells] == ["step 4 · answer"]
     # Step 2 raised KeyError in the run, is tagged raises-exception, and raises it again.
@@ -173,7 +174,7 @@ def test_record_stores_the_result_in_the_notebook(unseeded_run: Path, tmp_path: 
     nbformat.validate(after)
     record = after.metadata["nbagent"]["verification"]
     assert record["ok"] is False and record["answer_reproduced"] is False
-    assert record["kernel"] == "nbagent" and record["counts"]["differs"] == 2
+    assert record["kernel"] == DEFAULT_KERNEL and record["counts"]["differs"] == 2
     assert {c["label"] for c in record["cells"] if c["status"] == "differs"} == {"step 2", "step 3 · answer"}
     assert after.cells == before.cells  # only the metadata changed
 

@@ -67,6 +67,13 @@ class Model(ABC):
         """Blocking form of :meth:`acomplete`."""
         return run_sync(self.acomplete)(messages, stop)
 
+    def resume(self, replies: Sequence[str]) -> None:  # noqa: B027  (optional hook, not abstract)
+        """Told, when a run is resumed from its notebook, the replies this model gave before.
+
+        Models that answer from the messages alone ignore it; a :class:`ScriptedModel` moves past
+        that many replies of its script.
+        """
+
     async def aclose(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release connections the model holds (nothing by default)."""
 

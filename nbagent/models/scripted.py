@@ -38,6 +38,8 @@ class ScriptedModel(Model):
         self.supports_images = vision
         self.replies = [_check_item(item, i) for i, item in enumerate(replies)]
         self.calls: list[list[Message]] = []
+        self.skipped = 0
+        """Replies passed over because a resumed run had already used them (see :meth:`resume`)."""
 
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptedModel:
@@ -67,10 +69,14 @@ class ScriptedModel(Model):
     @property
     def remaining(self) -> int:
         """How many replies are left."""
-        return len(self.replies) - len(self.calls)
+        return len(self.replies) - self.skipped - len(self.calls)
+
+    def resume(self, replies: Sequence[str]) -> None:
+        """Skip the first ``len(replies)`` replies of the script: the resumed run already had them."""
+        self.skipped = min(len(replies), len(self.replies))
 
     async def acomplete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
-        index = len(self.calls)
+        index = self.skipped + len(self.calls)
         if index >= len(self.replies):
             raise ScriptExhaustedError(
                 f"scripted model {self.name!r} has no reply left (it holds {len(self.replies)})"
