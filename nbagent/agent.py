@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,6 +27,7 @@ from .kernel import DEFAULT_KERNEL, Kernel
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .models import Model, Reply, Usage, resolve_model
 from .observe import Observation, Observer
+from .parameters import check_parameters, parameters_code
 from .parsing import assigns_name, parse_reply
 from .planning import check_planning_interval, make_plan, plan_due, record_plan
 from .recorder import NotebookRecorder, file_digest
@@ -239,12 +240,14 @@ class Agent:
         reset: bool = True,
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``question``; see :meth:`run`."""
         if not question or not question.strip():
             raise UsageError("the question is empty: say what you want the agent to find out")
         started = time.perf_counter()
         sources = check_data_files(files)
+        params = check_parameters(parameters or {})
         follow_up = not reset and self._memory is not None
         if follow_up:
             if (
@@ -260,11 +263,13 @@ class Agent:
             await self._new_session(notebook, overwrite, workdir)
         assert self._memory is not None and self._recorder is not None and self._workdir is not None
         digests = _bring_files(sources, self._workdir)
-        task = Task(question=question.strip(), files=list(digests))
+        task = Task(question=question.strip(), files=list(digests), parameters=params)
         self._memory.entries.append(task)
         self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up)
         if not follow_up:
             await self._setup_kernel()
+        if params:
+            await self._set_parameters(params)
         self._recorder.save()
         for listener in self.listeners:
             listener.task_started(task, self._recorder.path)
@@ -322,6 +327,7 @@ class Agent:
         reset: bool = True,
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``question`` by running code in the kernel, step by step.
 
@@ -334,9 +340,18 @@ class Agent:
             overwrite: allow replacing an existing notebook file.
             workdir: the kernel's working directory; default: the notebook's folder, else the
                 current directory.
+            parameters: variables set in the kernel before the first step (JSON-like values),
+                written as a cell tagged ``parameters`` (papermill's convention) and named in
+                the task given to the model.
         """
         return run_sync(self.arun)(
-            question, files, notebook, reset=reset, overwrite=overwrite, workdir=workdir
+            question,
+            files,
+            notebook,
+            reset=reset,
+            overwrite=overwrite,
+            workdir=workdir,
+            parameters=parameters,
         )
 
     async def aresume(
@@ -387,7 +402,7 @@ class Agent:
         await self.toolbox.start_session(path, new_workdir, overwrite=True)
         self.model.resume([e.reply for e in saved.entries if isinstance(e, (Step, Plan))])
         restoration = await replay_steps(
-            self._executor, saved.steps, self.timeout, setup=self.toolbox.live_source()
+            self._executor, saved.steps, self.timeout, setup=self._restore_source()
         )
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         previous = saved.last_run.get("status", "running")
@@ -612,6 +627,21 @@ class Agent:
         self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
         self.toolbox.add_replay_cell(self._recorder)
 
+    async def _set_parameters(self, parameters: dict[str, Any]) -> None:
+        assert self._executor is not None and self._recorder is not None
+        execution = await self._executor.aexecute(parameters_code(parameters), timeout=60)
+        if not execution.ok:
+            raise KernelError(f"setting the parameters failed: {execution.error or execution.status}")
+        self._recorder.add_parameters(execution, parameters)
+
+    def _restore_source(self) -> str:
+        # What a fresh kernel runs before the steps are replayed: setup, then the parameters.
+        source = self.toolbox.live_source()
+        tasks = [e for e in self._memory.entries if isinstance(e, Task)] if self._memory else []
+        if tasks and tasks[-1].parameters:
+            source = source.rstrip("\n") + "\n\n" + parameters_code(tasks[-1].parameters)
+        return source
+
     async def _after_restart(self, execution: Execution) -> None:
         # The kernel lost its state. The notebook is the recipe: re-run the cells that made it.
         assert self._executor is not None and self._memory is not None
@@ -624,7 +654,7 @@ class Agent:
             execution.note += "; that is too many restarts, so the run stops"
             return
         restoration = await replay_steps(
-            self._executor, self._memory.steps, self.timeout, setup=self.toolbox.live_source()
+            self._executor, self._memory.steps, self.timeout, setup=self._restore_source()
         )
         if restoration.died:
             self._restarts += 1

@@ -222,6 +222,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("kernels", help="list the kernels nbagent can run code in")
     _add_verify_parser(sub)
     _add_export_parser(sub)
+    _add_batch_parser(sub)
     return parser
 
 
@@ -393,6 +394,99 @@ def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     export.add_argument(
         "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
     )
+
+
+def _add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .kernel import DEFAULT_KERNEL
+
+    batch = sub.add_parser(
+        "batch",
+        help="run many tasks from a JSONL/YAML file, one notebook each",
+        description="Run every task of TASKS (a .jsonl or .yaml file), each in its own kernel, "
+        "writing OUT/<id>/<id>.ipynb and one line per finished task to OUT/status.jsonl. "
+        "Exit codes: 0 every task ok, 1 some task not ok, 2 bad input, 130 interrupted.",
+    )
+    batch.add_argument("tasks", metavar="TASKS", help="task file: .jsonl (one JSON object a line) or .yaml")
+    batch.add_argument(
+        "-o", "--out", default="runs", metavar="DIR", help="folder for notebooks and status.jsonl"
+    )
+    batch.add_argument(
+        "-j", "--jobs", type=int, metavar="N", help="tasks run at once, and kernels kept warm (default 1)"
+    )
+    batch.add_argument("-m", "--model", help="model for tasks that name none (default: $NBAGENT_MODEL)")
+    batch.add_argument(
+        "--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint"
+    )
+    batch.add_argument(
+        "--max-steps", type=int, default=10, metavar="N", help="step limit of a task (default 10)"
+    )
+    batch.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="time limit of one step (default 60)"
+    )
+    batch.add_argument(
+        "--task-timeout", type=float, metavar="SECONDS", help="time limit of a whole task (default: none)"
+    )
+    batch.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="NAME", help="kernel spec to run code in")
+    batch.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="start every kernel as a fresh process instead of forking it from a pre-imported one",
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an earlier batch in OUT: run only tasks without a status",
+    )
+    batch.add_argument(
+        "--cluster", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786); needs nbagent[dask]"
+    )
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchSettings, run_batch
+    from .batch_report import progress_for, summary
+    from .kernel import available_kernels
+    from .tasks import load_tasks
+
+    if args.cluster is not None:
+        if args.jobs is not None:
+            raise UsageError(
+                "--jobs sets local concurrency; with --cluster each worker runs as many tasks as it has "
+                "threads (dask worker --nthreads N)"
+            )
+        from .cluster import import_distributed
+
+        import_distributed()
+    elif args.kernel not in available_kernels():
+        raise UsageError(
+            f"unknown kernel {args.kernel!r}; available kernels: {', '.join(available_kernels())}"
+        )
+    tasks = load_tasks(args.tasks)
+    settings = BatchSettings(
+        out=Path(args.out),
+        model=args.model,
+        api_base=args.api_base,
+        max_steps=args.max_steps,
+        timeout=args.timeout,
+        task_timeout=args.task_timeout,
+        kernel=args.kernel,
+        jobs=args.jobs if args.jobs is not None else 1,
+        fork=not args.no_fork,
+    )
+    outcome = asyncio.run(
+        run_batch(
+            tasks,
+            settings,
+            resume=args.resume,
+            cluster=args.cluster,
+            listener=progress_for(sys.stderr, quiet=args.quiet),
+        )
+    )
+    print(summary(outcome, tasks, args.out))
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.all_ok else EXIT_NO_ANSWER
 
 
 def _read_question(arg: str) -> str:
@@ -644,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kernels": _cmd_kernels,
         "verify": _cmd_verify,
         "export": _cmd_export,
+        "batch": _cmd_batch,
     }
     try:
         return commands[args.command](args)

@@ -86,6 +86,8 @@ class Kernel:
         poll_interval: how often (seconds) a silent kernel is checked for being alive.
         sandbox: limits for sandboxed kernel specs (``nbagent-sandbox``); default
             :class:`~nbagent.sandbox.Sandbox()`. Ignored by other kernels.
+        provisioner: a jupyter_client ``kernel_provisioner`` stanza used instead of the spec's
+            (a warm pool passes :class:`nbagent.forking.ForkServer`'s to fork kernels).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Kernel:
         interrupt_grace: float = 5.0,
         poll_interval: float = 0.25,
         sandbox: Sandbox | None = None,
+        provisioner: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.cwd = Path(cwd or os.getcwd()).resolve()
@@ -111,6 +114,7 @@ class Kernel:
         self.sandboxed = False
         self.sandbox_report: dict[str, Any] | None = None
         """What the sandbox launcher did at the last (re)start: limits, network, removed variables."""
+        self.provisioner = dict(provisioner) if provisioner is not None else None
         self.restarts = 0
         self._km: AsyncKernelManager | None = None
         self._kc: Any = None
@@ -150,6 +154,8 @@ class Kernel:
             ip=os.path.join(self._runtime_dir, "k"),
             connection_file=os.path.join(self._runtime_dir, "connection.json"),
         )
+        if self.provisioner is not None and km.kernel_spec is not None:
+            km.kernel_spec.metadata["kernel_provisioner"] = self.provisioner
         env = {**os.environ, **self.env}
         self.sandboxed = bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
         if self.sandboxed:
@@ -206,7 +212,8 @@ class Kernel:
             return
         if self._kc is not None:
             self._kc.stop_channels()
-        await self._km.restart_kernel(now=True)
+        # cwd is passed again because a pool may have moved the kernel's folder since it started.
+        await self._km.restart_kernel(now=True, cwd=str(self.cwd))
         self.restarts += 1
         await self._connect()
 

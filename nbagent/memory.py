@@ -17,6 +17,7 @@ from .exceptions import UsageError
 from .execution import Execution
 from .models.base import Message, Usage
 from .observe import Observation, truncate_middle
+from .parameters import describe_parameters
 
 StepKind = Literal["action", "final"]
 
@@ -33,17 +34,23 @@ class Task:
 
     question: str
     files: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     def prompt(self, follow_up: bool = False) -> str:
         """The user message that states this task."""
         lines = [("New task (the kernel keeps its state): " if follow_up else "Task: ") + self.question]
         if self.files:
             lines.append("Data files in the working directory: " + ", ".join(self.files))
+        if self.parameters:
+            lines.append(
+                "Parameters (already defined as variables in the kernel): "
+                + describe_parameters(self.parameters)
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"question": self.question, "files": list(self.files)}
+        return {"question": self.question, "files": list(self.files), "parameters": dict(self.parameters)}
 
 
 @dataclass

@@ -165,6 +165,14 @@ class NotebookRecorder:
         cell.metadata["tags"] = ["nbagent-setup"]
         self._add(cell, role="setup")
 
+    def add_parameters(self, execution: Execution, parameters: dict[str, Any]) -> None:
+        """Add the cell that sets the task's parameters, tagged ``parameters`` (papermill's tag)."""
+        cell = self._code_cell(execution)
+        cell.metadata["tags"] = ["parameters", *cell.metadata.get("tags", [])]
+        self._add(cell, role="parameters")
+        if self.runs:
+            self.runs[-1]["parameters"] = dict(parameters)
+
     def set_environment(self, environment: dict[str, Any]) -> None:
         """Record the kernel's environment (versions, random seed policy) for re-runs."""
         self.nb.metadata["nbagent"]["environment"] = environment

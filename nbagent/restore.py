@@ -176,7 +176,13 @@ def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> 
                 if tasks >= len(runs):
                     raise KeyError("runs")
                 run = runs[tasks]
-                entries.append(Task(question=run["question"], files=[f["name"] for f in run["files"]]))
+                entries.append(
+                    Task(
+                        question=run["question"],
+                        files=[f["name"] for f in run["files"]],
+                        parameters=dict(run.get("parameters") or {}),
+                    )
+                )
                 tasks += 1
                 task_steps = []
             elif role == "plan":

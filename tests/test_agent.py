@@ -246,7 +246,9 @@ def test_an_invalid_cell_is_caught_before_it_reaches_the_file(tmp_path: Path) ->
     rec.add_marker("fine")
     rec.save()
     good = path.read_text()
-    rec.nb.cells.append(nbformat.NotebookNode(cell_type="markdown", id="bad-tags", metadata={"tags": "x"}, source=""))
+    rec.nb.cells.append(
+        nbformat.NotebookNode(cell_type="markdown", id="bad-tags", metadata={"tags": "x"}, source="")
+    )
     with pytest.raises(nbformat.ValidationError):
         rec.save()
     assert path.read_text() == good  # the file on disk is still the last valid notebook
