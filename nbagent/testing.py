@@ -10,6 +10,9 @@ Each script item is a reply string, or a dict:
 
 - ``{"reply": "...", "prompt_tokens": 10, "completion_tokens": 5}``: a reply with given usage;
 - ``{"status": 429, "retry_after": 0}``: an HTTP error (any status), optionally with Retry-After.
+
+:class:`LoopbackHTTPServer` is the scaffolding (port, thread, context manager) it shares with
+:class:`nbagent.testing_hub.LoopbackHub`.
 """
 
 from __future__ import annotations
@@ -20,19 +23,21 @@ import time
 import uuid
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
+
+_Server = TypeVar("_Server", bound="LoopbackHTTPServer")
 
 
-class OpenAICompatibleServer:
-    """Serves ``POST /v1/chat/completions`` (non-streaming) on 127.0.0.1 from a script.
+class LoopbackHTTPServer:
+    """An HTTP server on 127.0.0.1 (a free port) that serves from a background thread.
 
-    ``requests`` holds the JSON bodies received, in order, so tests can check what was sent.
+    A subclass gives the request handler (a :class:`LoopbackRequestHandler`) in ``_handler_class``;
+    use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, script: Sequence[str | dict[str, Any]], *, model: str = "scripted-model") -> None:
-        self.script = list(script)
-        self.model = model
-        self.requests: list[dict[str, Any]] = []
+    thread_name = "loopback"
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -40,13 +45,13 @@ class OpenAICompatibleServer:
 
     @property
     def url(self) -> str:
-        """Base URL to give clients (``http://127.0.0.1:PORT/v1``)."""
+        """Base URL to give clients (``http://127.0.0.1:PORT``)."""
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"http://{host!s}:{port}"
 
-    def start(self) -> OpenAICompatibleServer:
+    def start(self: _Server) -> _Server:
         """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-loopback", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
@@ -55,11 +60,55 @@ class OpenAICompatibleServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> OpenAICompatibleServer:
+    def __enter__(self: _Server) -> _Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _handler_class(self) -> type[LoopbackRequestHandler]:
+        raise NotImplementedError
+
+
+class LoopbackRequestHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler with helpers to send a body or JSON (no body in reply to HEAD)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a test's output is not the place for an access log
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._reply(status, json.dumps(payload).encode(), headers)
+
+
+class OpenAICompatibleServer(LoopbackHTTPServer):
+    """Serves ``POST /v1/chat/completions`` (non-streaming) on 127.0.0.1 from a script.
+
+    ``requests`` holds the JSON bodies received, in order, so tests can check what was sent.
+    """
+
+    thread_name = "openai-loopback"
+
+    def __init__(self, script: Sequence[str | dict[str, Any]], *, model: str = "scripted-model") -> None:
+        self.script = list(script)
+        self.model = model
+        self.requests: list[dict[str, Any]] = []
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        """Base URL to give clients (``http://127.0.0.1:PORT/v1``)."""
+        return f"{super().url}/v1"
 
     def _next(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -69,27 +118,10 @@ class OpenAICompatibleServer:
             item = self.script.pop(0)
         return {"reply": item} if isinstance(item, str) else dict(item)
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[LoopbackRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _send_json(
-                self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(LoopbackRequestHandler):
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     self._send_json(

@@ -24,11 +24,11 @@ import base64
 import hashlib
 import json
 import re
-import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .testing import LoopbackHTTPServer, LoopbackRequestHandler
 
 _API = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/(preupload|commit)/([^/?]+)$")
 _RESOLVE = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
@@ -45,65 +45,26 @@ class HubRepo:
     sdk: str | None = None
 
 
-class LoopbackHub:
-    """An in-memory Hub on 127.0.0.1 (see the module docstring for what it serves)."""
+class LoopbackHub(LoopbackHTTPServer):
+    """An in-memory Hub on 127.0.0.1 (see the module docstring for what it serves).
+
+    ``url`` is the endpoint to give huggingface_hub (``http://127.0.0.1:PORT``).
+    """
+
+    thread_name = "hub-loopback"
 
     def __init__(self, *, token: str | None = "hf_test") -> None:
         self.token = token
         self.repos: dict[tuple[str, str], HubRepo] = {}
         self.requests: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        """The endpoint to give huggingface_hub (``http://127.0.0.1:PORT``)."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> LoopbackHub:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-loopback", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> LoopbackHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[LoopbackRequestHandler]:
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                headers = {"Content-Type": "application/json", **(headers or {})}
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                self._reply(status, json.dumps(payload).encode(), headers)
-
+        class Handler(LoopbackRequestHandler):
             def _error(self, status: int, message: str) -> None:
-                self._json(status, {"error": message}, {"X-Error-Message": message})
+                self._send_json(status, {"error": message}, {"X-Error-Message": message})
 
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -152,7 +113,7 @@ class LoopbackHub:
                 hub.requests.append(("POST", path))
                 body = self._body()
                 if path == "/api/validate-yaml":
-                    self._json(200, {"errors": [], "warnings": []})
+                    self._send_json(200, {"errors": [], "warnings": []})
                     return
                 if not self._authorized():
                     return
@@ -170,7 +131,7 @@ class LoopbackHub:
                     return
                 if action == "preupload":
                     files = json.loads(body)["files"]
-                    self._json(
+                    self._send_json(
                         200,
                         {
                             "files": [
@@ -190,14 +151,14 @@ class LoopbackHub:
                 with hub._lock:
                     if (repo_type, repo_id) in hub.repos:  # the Hub names the repo in its 409 too
                         message = "You already created this repo"
-                        self._json(409, {"error": message, "url": url}, {"X-Error-Message": message})
+                        self._send_json(409, {"error": message, "url": url}, {"X-Error-Message": message})
                         return
                     hub.repos[(repo_type, repo_id)] = HubRepo(
                         repo_type=repo_type,
                         private=payload.get("visibility") == "private",
                         sdk=payload.get("sdk"),
                     )
-                self._json(200, {"url": url, "name": repo_id})
+                self._send_json(200, {"url": url, "name": repo_id})
 
             def _commit(self, repo: HubRepo, kind: str, repo_id: str, body: bytes) -> None:
                 with hub._lock:
@@ -213,7 +174,7 @@ class LoopbackHub:
                             return
                     digest = hashlib.sha1(repo.commit.encode() + body).hexdigest()
                     repo.commit = digest
-                self._json(
+                self._send_json(
                     200,
                     {
                         "commitUrl": f"{hub.url}/{kind}/{repo_id}/commit/{digest}",

@@ -1,0 +1,88 @@
+"""The ``nbagent`` command. It parses arguments and reports; the agent logic lives in Agent.
+
+Exit codes: 0 the question was answered; 1 the run ended without an answer (step limit, model or
+kernel failure, a kernel that kept dying); 2 bad input (the message says which input and what to
+do); 130 interrupted. ``verify`` (and ``run --verify``, ``export --tidy``) exit 1 when the notebook
+does not reproduce.
+
+This module assembles the parser and turns errors into exit codes; each command has its own module
+(``run`` holds run and resume), and the flags several commands share are in ``arguments``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .._version import __version__
+from ..exceptions import NbagentError, UsageError
+from .arguments import add_sandbox_arguments, sandbox_from_args
+from .batch import add_batch_parser, batch_command
+from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, EXIT_USAGE
+from .export import add_export_parser, export_command
+from .kernels import add_kernels_parser, kernels_command
+from .run import add_resume_parser, add_run_parser, resume_command, run_command
+from .steplog import StepLog
+from .verify import add_verify_parser, verify_command
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_ANSWER",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "StepLog",
+    "add_sandbox_arguments",
+    "main",
+    "sandbox_from_args",
+]
+
+# Every command: how to add its parser, and the function that runs it (in the order --help lists them).
+_COMMANDS: dict[
+    str,
+    tuple[
+        Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None],
+        Callable[[argparse.Namespace], int],
+    ],
+] = {
+    "run": (add_run_parser, run_command),
+    "resume": (add_resume_parser, resume_command),
+    "kernels": (add_kernels_parser, kernels_command),
+    "verify": (add_verify_parser, verify_command),
+    "export": (add_export_parser, export_command),
+    "batch": (add_batch_parser, batch_command),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbagent",
+        description="A code-first agent: every step is a cell in a real IPython kernel, "
+        "and every run is a notebook that re-runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbagent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_parser, _ in _COMMANDS.values():
+        add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nbagent`` command; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _, command = _COMMANDS[args.command]
+    try:
+        return command(args)
+    except UsageError as exc:
+        print(f"nbagent {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NbagentError as exc:
+        print(f"nbagent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except KeyboardInterrupt:
+        print(f"nbagent {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,166 @@
+"""Flags shared by several commands (model and limits, tools, sandbox) and the checks that read them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..exceptions import UsageError
+from ..kernel import DEFAULT_KERNEL, available_kernels
+from ..sandbox import DEFAULT_CPU_TIME, DEFAULT_FILE_SIZE, DEFAULT_MEMORY, Sandbox, format_size, parse_size
+from ..tools import Tool
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser, *, model_help: str, max_steps_help: str) -> None:
+    """Add the flags that choose the model and kernel and bound each step: ``-m``, ``--api-base``,
+    ``--max-steps``, ``--timeout``, ``--kernel``. Only the help of ``-m`` and ``--max-steps`` differs
+    between commands."""
+    parser.add_argument("-m", "--model", help=model_help)
+    parser.add_argument(
+        "--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=10, metavar="N", help=f"{max_steps_help} (default 10)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="time limit of one step (default 60)"
+    )
+    parser.add_argument(
+        "--kernel",
+        default=DEFAULT_KERNEL,
+        metavar="NAME",
+        help=f"kernel spec to run the code in (default: {DEFAULT_KERNEL}; 'nbagent kernels' lists them)",
+    )
+
+
+def check_step_limits(args: argparse.Namespace) -> None:
+    """Refuse a ``--max-steps`` or ``--timeout`` (of :func:`add_agent_arguments`) that cannot work."""
+    if args.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, not {args.max_steps}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+
+
+def check_kernel(name: str) -> None:
+    """Refuse a kernel spec that is not installed, listing those that are."""
+    kernels = available_kernels()
+    if name not in kernels:
+        raise UsageError(f"unknown kernel {name!r}; available kernels: {', '.join(kernels)}")
+
+
+def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that choose an agent's tools and planning."""
+    parser.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a saved tool: a folder or a Hugging Face Hub repo id (repeatable; needs --trust-tools)",
+    )
+    parser.add_argument(
+        "--trust-tools",
+        action="store_true",
+        help="allow loading the --tool tools: their code runs here and in the kernel",
+    )
+    parser.add_argument("--web-search", action="store_true", help="add the web_search tool (needs network)")
+    parser.add_argument(
+        "--no-default-tools",
+        action="store_true",
+        help="leave out list_files, read_file and inspect_data",
+    )
+    parser.add_argument(
+        "--planning-interval",
+        type=int,
+        metavar="N",
+        help="plan before the first step and every N steps (default: no planning)",
+    )
+
+
+def load_tools(args: argparse.Namespace) -> list[Tool]:
+    """The extra tools the flags of :func:`add_tool_arguments` ask for (the default tools aside)."""
+    from ..default_tools import WebSearchTool
+    from ..tool_sharing import load_tool
+
+    if args.tool and not args.trust_tools:
+        raise UsageError(
+            f"--tool {args.tool[0]} runs that tool's code here and in the kernel; "
+            "read its tool.py, then add --trust-tools"
+        )
+    tools: list[Tool] = [load_tool(source, trust_remote_code=True) for source in args.tool]
+    if args.web_search:
+        tools.append(WebSearchTool())
+    return tools
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text) or 0
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds cannot be negative")
+    return value
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the sandbox's flags (limits, network, environment allow-list) to a command."""
+    group = parser.add_argument_group(
+        "sandbox", "limits of the sandboxed kernel (nbagent-sandbox); other kernels ignore them"
+    )
+    group.add_argument(
+        "--memory-limit",
+        type=_size,
+        default=DEFAULT_MEMORY,
+        metavar="SIZE",
+        help=f"address-space limit, e.g. 2G or 512M; 0 for none (default {format_size(DEFAULT_MEMORY)})",
+    )
+    group.add_argument(
+        "--cpu-limit",
+        type=_seconds,
+        default=DEFAULT_CPU_TIME,
+        metavar="SECONDS",
+        help=f"CPU seconds the kernel may use in all; 0 for none (default {DEFAULT_CPU_TIME})",
+    )
+    group.add_argument(
+        "--file-size-limit",
+        type=_size,
+        default=DEFAULT_FILE_SIZE,
+        metavar="SIZE",
+        help=f"largest file the kernel may write; 0 for none (default {format_size(DEFAULT_FILE_SIZE)})",
+    )
+    group.add_argument(
+        "--allow-network", action="store_true", help="let the kernel use the network (default: none)"
+    )
+    group.add_argument(
+        "--allow-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass this secret-looking environment variable to the kernel anyway (repeatable)",
+    )
+    group.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="kernel restarts (deaths, ignored interrupts) a run survives (default 3)",
+    )
+
+
+def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
+    """The :class:`~nbagent.Sandbox` the flags of :func:`add_sandbox_arguments` describe."""
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts cannot be negative ({args.max_restarts})")
+    return Sandbox(
+        memory=args.memory_limit or None,
+        cpu_time=args.cpu_limit or None,
+        file_size=args.file_size_limit or None,
+        network=args.allow_network,
+        allow_env=tuple(args.allow_env),
+    )

@@ -1,0 +1,103 @@
+"""``nbagent batch``: run many tasks from a task file, one notebook each, and summarise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ..exceptions import UsageError
+from ..kernel import DEFAULT_KERNEL
+from .arguments import check_kernel
+from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
+
+
+def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``batch`` command."""
+    batch = sub.add_parser(
+        "batch",
+        help="run many tasks from a JSONL/YAML file, one notebook each",
+        description="Run every task of TASKS (a .jsonl or .yaml file), each in its own kernel, "
+        "writing OUT/<id>/<id>.ipynb and one line per finished task to OUT/status.jsonl. "
+        "Exit codes: 0 every task ok, 1 some task not ok, 2 bad input, 130 interrupted.",
+    )
+    batch.add_argument("tasks", metavar="TASKS", help="task file: .jsonl (one JSON object a line) or .yaml")
+    batch.add_argument(
+        "-o", "--out", default="runs", metavar="DIR", help="folder for notebooks and status.jsonl"
+    )
+    batch.add_argument(
+        "-j", "--jobs", type=int, metavar="N", help="tasks run at once, and kernels kept warm (default 1)"
+    )
+    batch.add_argument("-m", "--model", help="model for tasks that name none (default: $NBAGENT_MODEL)")
+    batch.add_argument(
+        "--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint"
+    )
+    batch.add_argument(
+        "--max-steps", type=int, default=10, metavar="N", help="step limit of a task (default 10)"
+    )
+    batch.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="time limit of one step (default 60)"
+    )
+    batch.add_argument(
+        "--task-timeout", type=float, metavar="SECONDS", help="time limit of a whole task (default: none)"
+    )
+    batch.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="NAME", help="kernel spec to run code in")
+    batch.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="start every kernel as a fresh process instead of forking it from a pre-imported one",
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an earlier batch in OUT: run only tasks without a status",
+    )
+    batch.add_argument(
+        "--cluster", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786); needs nbagent[dask]"
+    )
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    """``nbagent batch``: run the tasks, print the summary; exit 1 unless every task is ok."""
+    from ..batch import BatchSettings, run_batch
+    from ..batch_report import progress_for, summary
+    from ..tasks import load_tasks
+
+    if args.cluster is not None:
+        if args.jobs is not None:
+            raise UsageError(
+                "--jobs sets local concurrency; with --cluster each worker runs as many tasks as it has "
+                "threads (dask worker --nthreads N)"
+            )
+        from ..cluster import import_distributed
+
+        import_distributed()
+    else:
+        check_kernel(args.kernel)
+    tasks = load_tasks(args.tasks)
+    settings = BatchSettings(
+        out=Path(args.out),
+        model=args.model,
+        api_base=args.api_base,
+        max_steps=args.max_steps,
+        timeout=args.timeout,
+        task_timeout=args.task_timeout,
+        kernel=args.kernel,
+        jobs=args.jobs if args.jobs is not None else 1,
+        fork=not args.no_fork,
+    )
+    outcome = asyncio.run(
+        run_batch(
+            tasks,
+            settings,
+            resume=args.resume,
+            cluster=args.cluster,
+            listener=progress_for(sys.stderr, quiet=args.quiet),
+        )
+    )
+    print(summary(outcome, tasks, args.out))
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.all_ok else EXIT_NO_ANSWER

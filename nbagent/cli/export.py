@@ -1,0 +1,107 @@
+"""``nbagent export``: write a tidy notebook (--tidy) or an HTML report (--html) of a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..exceptions import NotReproducedError, UsageError
+from .exit_codes import EXIT_OK
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+
+def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``export`` command."""
+    export = sub.add_parser(
+        "export",
+        help="write a tidy notebook (--tidy) or an HTML report (--html) of a run",
+        description="--tidy: the same analysis without failed cells and cells whose results nothing later "
+        "uses; it is verified before it is written. --html: a standalone HTML report, figures embedded. "
+        "Both: an HTML report of the tidy notebook.",
+    )
+    export.add_argument("notebook", metavar="NOTEBOOK", help="the notebook a run wrote")
+    export.add_argument("--tidy", action="store_true", help="drop the dead ends (writes a notebook)")
+    export.add_argument("--html", action="store_true", help="write an HTML report")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write (default: NOTEBOOK's name with .tidy.ipynb, .html or .tidy.html)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    export.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --tidy: a data file to verify with instead of the one beside the notebook (repeatable)",
+    )
+    export.add_argument("--kernel", metavar="NAME", help="with --tidy: kernel spec to verify in")
+    export.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="with --tidy: time limit of one cell"
+    )
+    export.add_argument(
+        "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
+    )
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``nbagent export``: write the tidy notebook, the HTML report, or the report of the tidy notebook."""
+    from ..export import export_html, export_tidy
+
+    if not args.tidy and not args.html:
+        raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
+    if not args.tidy and (args.data or args.kernel or args.no_verify):
+        raise UsageError("--data, --kernel and --no-verify apply to --tidy only")
+    source = Path(args.notebook)
+    suffix = {(True, False): ".tidy.ipynb", (False, True): ".html", (True, True): ".tidy.html"}
+    output = (
+        Path(args.output) if args.output else source.with_name(source.stem + suffix[args.tidy, args.html])
+    )
+    if not args.html:
+        try:
+            result = export_tidy(
+                source,
+                output,
+                data=args.data,
+                kernel=args.kernel,
+                verify=not args.no_verify,
+                overwrite=args.overwrite,
+                timeout=args.timeout,
+            )
+        except NotReproducedError as exc:
+            print(exc.report.summary(all_cells=False), file=sys.stderr)
+            raise
+        kept = ", ".join(map(str, sorted(set(result.kept_steps)))) or "none"
+        print(
+            f"{output}: {result.cells_after} cells (was {result.cells_before}); steps kept: {kept}; "
+            f"left out: {'; '.join(d.describe() for d in result.dropped) or 'nothing'}"
+            + ("; verified" if result.verification else "; not verified")
+        )
+        return EXIT_OK
+    notebook: Path | NotebookNode = source
+    if args.tidy:
+        from ..export import check_output_path
+
+        check_output_path(output, source, args.overwrite)  # fail before the slow verification
+        try:
+            result = export_tidy(
+                source,
+                None,
+                data=args.data,
+                kernel=args.kernel,
+                verify=not args.no_verify,
+                timeout=args.timeout,
+            )
+        except NotReproducedError as exc:
+            print(exc.report.summary(all_cells=False), file=sys.stderr)
+            raise
+        notebook = result.notebook
+    written = export_html(notebook, output, overwrite=args.overwrite)
+    print(f"{written}: HTML report")
+    return EXIT_OK

@@ -1,0 +1,241 @@
+"""``nbagent run`` (answer a question in a new notebook) and ``nbagent resume`` (go on with one)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+from ..exceptions import UsageError
+from ..observe import Observer
+from .arguments import (
+    add_agent_arguments,
+    add_sandbox_arguments,
+    add_tool_arguments,
+    check_kernel,
+    check_step_limits,
+    load_tools,
+    sandbox_from_args,
+)
+from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
+from .steplog import StepLog
+
+
+def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``run`` command."""
+    run = sub.add_parser(
+        "run",
+        help="answer a question with a notebook",
+        description="Answer QUESTION by running code in a kernel; the whole run is saved as a notebook.",
+    )
+    run.add_argument("question", help="the question; '-' reads it from standard input")
+    run.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a data file to work on (repeatable); copied into the notebook's folder",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        metavar="NOTEBOOK",
+        help="where to write the notebook (default: a name made from the question)",
+    )
+    add_agent_arguments(
+        run,
+        model_help="litellm model string, 'hf:MODEL_ID' or 'scripted:FILE.json' (default: $NBAGENT_MODEL)",
+        max_steps_help="steps before a final answer is demanded",
+    )
+    add_sandbox_arguments(run)
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--observation-chars",
+        type=int,
+        metavar="N",
+        help="budget of what the model is shown after each step, in characters (default 6000)",
+    )
+    budget.add_argument(
+        "--observation-tokens",
+        type=int,
+        metavar="N",
+        help="the same budget in (estimated) tokens instead of characters",
+    )
+    run.add_argument(
+        "--vision",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send figures to the model as images (default: if litellm says the model takes images)",
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
+    add_tool_arguments(run)
+    run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-run the finished notebook in a fresh kernel, compare, and record the result in it",
+    )
+
+
+def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``resume`` command."""
+    resume = sub.add_parser(
+        "resume",
+        help="go on with a run that stopped (a crash, a kill, a step limit)",
+        description="Go on with the last question of NOTEBOOK: the kernel's state is restored by "
+        "re-running the notebook's successful cells, the model's memory is rebuilt from the "
+        "notebook's metadata, and the run continues in the same notebook.",
+    )
+    resume.add_argument("notebook", metavar="NOTEBOOK", help="a notebook written by 'nbagent run'")
+    add_agent_arguments(
+        resume,
+        model_help="model to go on with (default: $NBAGENT_MODEL, else the model the notebook records)",
+        max_steps_help="steps for the question, counting those already taken",
+    )
+    resume.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="the kernel's working directory, holding the run's data files (default: the notebook's folder)",
+    )
+    add_sandbox_arguments(resume)
+    add_tool_arguments(resume)
+    resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``nbagent run``: answer the question, write the notebook, print the answer."""
+    from ..agent import Agent, check_data_files, check_notebook_path
+    from ..models import LiteLLMModel, resolve_model
+
+    question = _read_question(args.question)
+    check_step_limits(args)
+    observer = _observer(args)
+    check_data_files(args.data)
+    output = Path(args.output or f"{_slug(question)}.ipynb")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    check_notebook_path(output, args.overwrite)
+    check_kernel(args.kernel)
+    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
+    model = resolve_model(args.model, **model_kwargs)
+    if isinstance(model, LiteLLMModel):
+        model.check()
+    if args.vision is not None:
+        model.supports_images = args.vision  # an explicit choice wins over asking litellm
+
+    tools = load_tools(args)
+    listeners = [] if args.quiet else [StepLog()]
+    agent = Agent(
+        model,
+        max_steps=args.max_steps,
+        timeout=args.timeout,
+        kernel=args.kernel,
+        observer=observer,
+        listeners=listeners,
+        sandbox=sandbox_from_args(args),
+        max_restarts=args.max_restarts,
+        tools=tools,
+        default_tools=not args.no_default_tools,
+        planning_interval=args.planning_interval,
+    )
+
+    async def go() -> int:
+        try:
+            result = await agent.arun(question, files=args.data, notebook=output, overwrite=args.overwrite)
+        finally:
+            await agent.aclose()
+        if result.answered:
+            print(result.answer_text)
+            if args.verify:
+                return await _verify_after_run(output, args)
+            return EXIT_OK
+        if args.verify:
+            print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
+        return EXIT_NO_ANSWER
+
+    return asyncio.run(go())
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    """``nbagent resume``: restore the notebook's run and go on with its last question."""
+    from ..agent import Agent
+    from ..models import MODEL_ENV, LiteLLMModel, resolve_model
+    from ..restore import read_notebook
+
+    check_step_limits(args)
+    check_kernel(args.kernel)
+    if args.workdir is not None and not Path(args.workdir).is_dir():
+        raise UsageError(f"--workdir {args.workdir!r} is not a folder")
+    nb = read_notebook(args.notebook)
+    spec = args.model or os.environ.get(MODEL_ENV) or nb.metadata["nbagent"]["runs"][-1].get("model")
+    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
+    try:
+        model = resolve_model(spec, **model_kwargs)
+    except UsageError as exc:
+        if args.model:
+            raise
+        raise UsageError(f"{exc} (the model the notebook records); pass --model") from None
+    if isinstance(model, LiteLLMModel):
+        model.check()
+    agent = Agent(
+        model,
+        max_steps=args.max_steps,
+        timeout=args.timeout,
+        kernel=args.kernel,
+        listeners=[] if args.quiet else [StepLog()],
+        sandbox=sandbox_from_args(args),
+        max_restarts=args.max_restarts,
+        tools=load_tools(args),
+        default_tools=not args.no_default_tools,
+        planning_interval=args.planning_interval,
+    )
+
+    async def go() -> int:
+        try:
+            result = await agent.aresume(args.notebook, workdir=args.workdir)
+        finally:
+            await agent.aclose()
+        if result.answered:
+            print(result.answer_text)
+            return EXIT_OK
+        return EXIT_NO_ANSWER
+
+    return asyncio.run(go())
+
+
+def _read_question(arg: str) -> str:
+    question = sys.stdin.read() if arg == "-" else arg
+    if not question.strip():
+        raise UsageError("the question is empty: pass it as an argument, or '-' to read it from stdin")
+    return question.strip()
+
+
+def _slug(question: str) -> str:
+    words = re.findall(r"[a-z0-9]+", question.lower())[:6]
+    return "-".join(words) or "nbagent-run"
+
+
+def _observer(args: argparse.Namespace) -> Observer:
+    if args.observation_chars is not None:
+        if args.observation_chars < 200:
+            raise UsageError(f"--observation-chars must be at least 200, not {args.observation_chars}")
+        return Observer(max_chars=args.observation_chars)
+    if args.observation_tokens is not None:
+        if args.observation_tokens < 50:
+            raise UsageError(f"--observation-tokens must be at least 50, not {args.observation_tokens}")
+        return Observer(max_tokens=args.observation_tokens)
+    return Observer()
+
+
+async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
+    from ..verify import averify_notebook
+
+    report = await averify_notebook(
+        notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
+    )
+    if not args.quiet or not report.ok:
+        print(report.summary(all_cells=not args.quiet), file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_NO_ANSWER
