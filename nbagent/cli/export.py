@@ -13,6 +13,8 @@ from .exit_codes import EXIT_OK
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
+    from ..export import TidyResult
+
 
 def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``export`` command."""
@@ -52,7 +54,7 @@ def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def export_command(args: argparse.Namespace) -> int:
     """``nbagent export``: write the tidy notebook, the HTML report, or the report of the tidy notebook."""
-    from ..export import export_html, export_tidy
+    from ..export import export_html
 
     if not args.tidy and not args.html:
         raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
@@ -64,19 +66,7 @@ def export_command(args: argparse.Namespace) -> int:
         Path(args.output) if args.output else source.with_name(source.stem + suffix[args.tidy, args.html])
     )
     if not args.html:
-        try:
-            result = export_tidy(
-                source,
-                output,
-                data=args.data,
-                kernel=args.kernel,
-                verify=not args.no_verify,
-                overwrite=args.overwrite,
-                timeout=args.timeout,
-            )
-        except NotReproducedError as exc:
-            print(exc.report.summary(all_cells=False), file=sys.stderr)
-            raise
+        result = _tidy(args, source, output)
         kept = ", ".join(map(str, sorted(set(result.kept_steps)))) or "none"
         print(
             f"{output}: {result.cells_after} cells (was {result.cells_before}); steps kept: {kept}; "
@@ -89,19 +79,26 @@ def export_command(args: argparse.Namespace) -> int:
         from ..export import check_output_path
 
         check_output_path(output, source, args.overwrite)  # fail before the slow verification
-        try:
-            result = export_tidy(
-                source,
-                None,
-                data=args.data,
-                kernel=args.kernel,
-                verify=not args.no_verify,
-                timeout=args.timeout,
-            )
-        except NotReproducedError as exc:
-            print(exc.report.summary(all_cells=False), file=sys.stderr)
-            raise
-        notebook = result.notebook
+        notebook = _tidy(args, source, None).notebook
     written = export_html(notebook, output, overwrite=args.overwrite)
     print(f"{written}: HTML report")
     return EXIT_OK
+
+
+def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyResult:
+    """Make (and, unless --no-verify, verify) the tidy notebook; written only when ``output`` is given."""
+    from ..export import export_tidy
+
+    try:
+        return export_tidy(
+            source,
+            output,
+            data=args.data,
+            kernel=args.kernel,
+            verify=not args.no_verify,
+            overwrite=args.overwrite,
+            timeout=args.timeout,
+        )
+    except NotReproducedError as exc:
+        print(exc.report.summary(all_cells=False), file=sys.stderr)
+        raise
