@@ -129,7 +129,7 @@ def papermill_notebooks(root: Path, n: int) -> list[tuple[str, str, str, dict[st
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from nbagent.bootstrap import setup_code
+    from nbagent.agent.bootstrap import setup_code
 
     root.mkdir(parents=True)
     jobs = []
@@ -196,7 +196,7 @@ def main() -> None:
     except ImportError:
         raise SystemExit("papermill is needed: pip install -e '.[bench]'") from None
 
-    from nbagent.kernel import bundled_kernels_dir
+    from nbagent.execution.kernel import bundled_kernels_dir
 
     with tempfile.TemporaryDirectory(prefix="nbagent-bench-") as tmp:
         root = Path(tmp)

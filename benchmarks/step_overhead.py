@@ -21,7 +21,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 from nbagent import Agent, RunListener, ScriptedModel, Step
-from nbagent.kernel import DEFAULT_KERNEL, kernel_spec_manager
+from nbagent.execution.kernel import DEFAULT_KERNEL, kernel_spec_manager
 
 CODE = "x = 1"
 

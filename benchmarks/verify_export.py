@@ -30,8 +30,8 @@ from pathlib import Path
 import nbformat
 
 from nbagent import Agent, ScriptedModel, export_html, export_tidy, tidy_notebook, verify_notebook
-from nbagent.compare import compare_outputs
-from nbagent.kernel import kernel_spec_manager
+from nbagent.execution.kernel import kernel_spec_manager
+from nbagent.repro.compare import compare_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 PENGUINS = REPO / "examples" / "data" / "penguins.csv"

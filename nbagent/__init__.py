@@ -3,15 +3,15 @@
 from nbagent import Agent
 result = Agent(model="openai/gpt-4o-mini").run("question", files=["data.csv"], notebook="run.ipynb")
 
-In Jupyter: ``%load_ext nbagent``, then ask in a ``%%agent`` cell (see :mod:`nbagent.magic`).
+In Jupyter: ``%load_ext nbagent``, then ask in a ``%%agent`` cell (see :mod:`nbagent.magic.magics`).
 """
 
 from typing import Any as _Any
 
 from ._version import __version__
-from .agent import Agent, Executor, RunListener, RunResult
-from .bridge import HostCall
-from .default_tools import WebSearchTool
+from .agent.agent import Agent, Executor, RunListener, RunResult
+from .agent.memory import HistoryLimits, Plan, Step, Task
+from .agent.observe import Observation, Observer
 from .exceptions import (
     KernelDiedError,
     KernelError,
@@ -26,31 +26,31 @@ from .exceptions import (
     UntrustedToolError,
     UsageError,
 )
-from .execution import ErrorInfo, Execution
-from .export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
-from .kernel import Kernel
-from .memory import HistoryLimits, Plan, Step, Task
+from .execution.kernel import Kernel
+from .execution.outputs import ErrorInfo, Execution
+from .execution.sandbox import Sandbox
+from .execution.shell import ShellExecutor
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
-from .observe import Observation, Observer
-from .recorder import NotebookRecorder
-from .sandbox import Sandbox
-from .shell import ShellExecutor
-from .tool_sharing import load_tool
-from .tools import Tool, ToolParameter, ToolSpec, tool
-from .verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
+from .notebook.recorder import NotebookRecorder
+from .repro.export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
+from .repro.verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
+from .tools.bridge import HostCall
+from .tools.defaults import WebSearchTool
+from .tools.sharing import load_tool
+from .tools.tool import Tool, ToolParameter, ToolSpec, tool
 
 
 def load_ipython_extension(shell: _Any) -> None:
     """``%load_ext nbagent``: register the ``%agent`` line magic and ``%%agent`` cell magic."""
     # Imported here so that ``import nbagent`` stays light.
-    from .magic import load_ipython_extension as load
+    from .magic.magics import load_ipython_extension as load
 
     load(shell)
 
 
 def unload_ipython_extension(shell: _Any) -> None:
     """``%unload_ext nbagent``: remove the magics."""
-    from .magic import unload_ipython_extension as unload
+    from .magic.magics import unload_ipython_extension as unload
 
     unload(shell)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .verify import VerifyReport
+    from .repro.verify import VerifyReport
 
 
 class NbagentError(Exception):
@@ -65,7 +65,7 @@ class KernelDiedError(KernelError):
 class NotReproducedError(NbagentError):
     """Raised when a tidy export does not reproduce its source notebook; nothing is written.
 
-    ``report`` is the :class:`~nbagent.verify.VerifyReport` saying which cells differ.
+    ``report`` is the :class:`~nbagent.repro.verify.VerifyReport` saying which cells differ.
     """
 
     def __init__(self, message: str, report: VerifyReport) -> None:

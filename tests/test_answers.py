@@ -14,8 +14,8 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from nbagent import Agent, Kernel, RunResult
-from nbagent.execution import ANSWER_MIME
-from nbagent.observe import SUMMARY_MIME
+from nbagent.agent.observe import SUMMARY_MIME
+from nbagent.execution.outputs import ANSWER_MIME
 
 
 def answer(kernel: Kernel, tmp_path: Path, *steps: str) -> RunResult:

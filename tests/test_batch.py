@@ -24,7 +24,7 @@ from batch_helpers import (
 from conftest import PENGUINS, code
 
 from nbagent.cli import main
-from nbagent.testing import OpenAICompatibleServer
+from nbagent.testing.openai_server import OpenAICompatibleServer
 
 ROWS = len(pd.read_csv(PENGUINS))
 

@@ -32,7 +32,7 @@ def test_cluster_runs_tasks_on_two_dask_workers_with_their_own_kernels(tmp_path:
         )
         assert done.returncode == 0, done.stderr
         assert processes_in(out) == []  # the workers stopped their kernels at the end
-        leftover = client.run(lambda: list(importlib.import_module("nbagent.cluster")._POOLS))
+        leftover = client.run(lambda: list(importlib.import_module("nbagent.batch.cluster")._POOLS))
         assert all(not pools for pools in leftover.values())
     records = read_status(out)
     assert sorted(r["id"] for r in records) == ["c0", "c1", "c2", "c3"]

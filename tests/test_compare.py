@@ -11,7 +11,7 @@ import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 
-from nbagent.compare import (
+from nbagent.repro.compare import (
     DEFAULT_IMAGE_TOLERANCE,
     answers_match,
     compare_outputs,

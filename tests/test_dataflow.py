@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbagent.dataflow import RANDOM_STATE, analyse_cell, needed_cells
+from nbagent.repro.dataflow import RANDOM_STATE, analyse_cell, needed_cells
 
 
 def needed(*sources: str, roots: tuple[int, ...] = ()) -> set[int]:

@@ -10,8 +10,8 @@ import pytest
 from conftest import PENGUINS
 
 from nbagent import Kernel
-from nbagent.default_tools import inspect_data, list_files, read_file
-from nbagent.toolbox import Toolbox
+from nbagent.tools.defaults import inspect_data, list_files, read_file
+from nbagent.tools.toolbox import Toolbox
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from PIL import Image
 
 from nbagent import Agent, NotReproducedError, export_html, export_tidy, verify_notebook
 from nbagent.cli import main
-from nbagent.verify import answer_payload
+from nbagent.repro.verify import answer_payload
 
 QUESTION = "Which penguin species has the highest mean body mass?"
 

@@ -19,8 +19,8 @@ import pytest
 from conftest import PENGUINS, code, scripted
 
 from nbagent import Agent, Sandbox, ScriptedModel
-from nbagent.agent import RESERVED_FINAL_ANSWER
-from nbagent.execution import OutputCollector
+from nbagent.agent.agent import RESERVED_FINAL_ANSWER
+from nbagent.execution.outputs import OutputCollector
 
 
 def cells_by_role(nb: nbformat.NotebookNode, role: str) -> list[nbformat.NotebookNode]:

@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 from nbformat import NotebookNode
 
 from nbagent import Agent, ErrorInfo, Execution, WebSearchTool, tool
-from nbagent.toolbox import REPLAY_TAG
+from nbagent.tools.toolbox import REPLAY_TAG
 
 
 def _role(cell: Any) -> str | None:
@@ -217,8 +217,8 @@ def test_values_cross_the_bridge_with_their_types() -> None:
     import numpy as np
     from PIL import Image
 
-    from nbagent.bootstrap import decode_answer
-    from nbagent.bridge import decode_value, encode_value
+    from nbagent.agent.bootstrap import decode_answer
+    from nbagent.tools.bridge import decode_value, encode_value
 
     frame = pd.DataFrame({"city": ["Lyon", "Nice"], "pop": [522250, 342669]}).set_index("city")
     series = frame["pop"]
@@ -289,7 +289,7 @@ def _can_unshare_network() -> bool:
 @pytest.mark.skipif(not _can_unshare_network(), reason="needs `unshare -n` (root or user namespaces)")
 def test_the_bridge_reaches_a_kernel_side_process_that_has_no_network() -> None:
     import nbagent.kernel_code.host_bridge as kernel_side
-    from nbagent.bridge import HostBridge
+    from nbagent.tools.bridge import HostBridge
 
     async def scenario() -> str:
         bridge = HostBridge({"double": lambda n: n * 2})

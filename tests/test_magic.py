@@ -17,8 +17,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from nbagent import Execution, Kernel
 from nbagent.exceptions import UsageError
-from nbagent.magic import parse_options, question_mark_transform
-from nbagent.testing import OpenAICompatibleServer
+from nbagent.magic.magics import parse_options, question_mark_transform
+from nbagent.testing.openai_server import OpenAICompatibleServer
 
 SALES = (
     "import pandas as pd\n"

@@ -10,7 +10,7 @@ import pytest
 from conftest import PENGUINS, code, scripted
 
 from nbagent import Agent, ToolDefinitionError
-from nbagent.bootstrap import decode_answer
+from nbagent.agent.bootstrap import decode_answer
 
 
 def test_manager_delegates_to_a_sub_agent_with_its_own_kernel_and_linked_notebook(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import pytest
 from conftest import code
 
 from nbagent import Agent, HistoryLimits, Kernel, LiteLLMModel, Step, Task, Usage
-from nbagent.memory import Memory
-from nbagent.observe import Observation
-from nbagent.testing import OpenAICompatibleServer
+from nbagent.agent.memory import Memory
+from nbagent.agent.observe import Observation
+from nbagent.testing.openai_server import OpenAICompatibleServer
 
 PLOT_STEPS = [
     code(

@@ -10,7 +10,7 @@ from conftest import code
 from jupyter_core.utils import run_sync
 
 from nbagent import Agent, HFInferenceModel, LiteLLMModel, ModelError, RetryPolicy, UsageError
-from nbagent.testing import OpenAICompatibleServer
+from nbagent.testing.openai_server import OpenAICompatibleServer
 
 
 @pytest.fixture(autouse=True)

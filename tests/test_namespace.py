@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from nbagent.namespace import describe_namespace, describe_value
+from nbagent.magic.namespace import describe_namespace, describe_value
 
 
 def test_dataframes_arrays_and_plain_values_are_described() -> None:

@@ -18,9 +18,9 @@ from conftest import code, scripted
 from PIL import Image
 
 from nbagent import Agent, Execution, HistoryLimits, Kernel, Observer, UsageError
-from nbagent.bootstrap import setup_code
+from nbagent.agent.bootstrap import setup_code
+from nbagent.agent.observe import SUMMARY_MIME, Observation
 from nbagent.cli import main
-from nbagent.observe import SUMMARY_MIME, Observation
 
 
 @pytest.fixture(scope="module")

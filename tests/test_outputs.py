@@ -10,7 +10,7 @@ from typing import Any
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nbagent.execution import OutputCollector, apply_terminal_controls
+from nbagent.execution.outputs import OutputCollector, apply_terminal_controls
 
 
 def msg(msg_type: str, **content: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from conftest import code, scripted
 
 from nbagent import Agent, Kernel, UsageError
-from nbagent.parameters import check_parameters, parameters_code
+from nbagent.agent.parameters import check_parameters, parameters_code
 
 
 def test_parameters_code_is_python_that_rebuilds_the_values() -> None:

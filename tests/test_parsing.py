@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbagent.parsing import parse_reply
+from nbagent.agent.parsing import parse_reply
 
 
 def test_thought_and_python_block() -> None:

@@ -11,9 +11,9 @@ import pytest
 from batch_helpers import processes_in
 
 from nbagent.exceptions import KernelError, UsageError
-from nbagent.forking import zygote_command
-from nbagent.kernel import kernel_spec_manager
-from nbagent.pool import KernelPool
+from nbagent.execution.forking import zygote_command
+from nbagent.execution.kernel import kernel_spec_manager
+from nbagent.execution.pool import KernelPool
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])

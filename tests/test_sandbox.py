@@ -17,9 +17,8 @@ import pytest
 from conftest import code
 
 from nbagent import Kernel, NotebookRecorder, Sandbox
-from nbagent.kernel import DEFAULT_KERNEL
-from nbagent.redact import Redactor
-from nbagent.sandbox import (
+from nbagent.execution.kernel import DEFAULT_KERNEL
+from nbagent.execution.sandbox import (
     DEFAULT_CPU_TIME,
     DEFAULT_FILE_SIZE,
     DEFAULT_MEMORY,
@@ -27,6 +26,7 @@ from nbagent.sandbox import (
     parse_size,
     scrub_environment,
 )
+from nbagent.notebook.redact import Redactor
 
 HOST_SECRETS = {
     "OPENAI_API_KEY": "sk-nbagent-test-0123456789abcdef",
@@ -379,7 +379,7 @@ def test_the_launcher_module_runs_standalone_without_importing_nbagent() -> None
     probe = (
         "import importlib.util, os, sys\n"
         "p = importlib.util.find_spec('nbagent')\n"
-        "path = os.path.join(next(iter(p.submodule_search_locations)), 'sandbox.py')\n"
+        "path = os.path.join(next(iter(p.submodule_search_locations)), 'execution', 'sandbox.py')\n"
         "spec = importlib.util.spec_from_file_location('_s', path)\n"
         "m = importlib.util.module_from_spec(spec); sys.modules['_s'] = m; spec.loader.exec_module(m)\n"
         "print(m.Sandbox().describe(), 'nbagent' in sys.modules)\n"

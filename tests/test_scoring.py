@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbagent.scoring import choose_method, score_answer
+from nbagent.batch.scoring import choose_method, score_answer
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import PENGUINS
 
-from nbagent.tasks import TaskFileError, load_tasks
+from nbagent.batch.tasks import TaskFileError, load_tasks
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -10,7 +10,7 @@ from conftest import code, scripted
 from test_tools import WordCounter, great_circle_km
 
 from nbagent import Agent, Tool, UntrustedToolError, UsageError, load_tool, tool
-from nbagent.testing_hub import LoopbackHub
+from nbagent.testing.hub import LoopbackHub
 
 
 def test_a_function_tool_saved_to_a_folder_loads_back_and_runs_in_the_kernel(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from conftest import code, scripted
 from nbclient import NotebookClient
 
 from nbagent import Agent, Tool, ToolDefinitionError, ToolRequirementError, tool
-from nbagent.toolbox import Toolbox
+from nbagent.tools.toolbox import Toolbox
 
 EARTH_RADIUS_KM = 6371.0
 

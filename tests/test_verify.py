@@ -14,9 +14,9 @@ from conftest import PENGUINS, REPO, code, scripted
 
 from nbagent import Agent, UsageError, verify_notebook
 from nbagent.cli import main
-from nbagent.execution import ANSWER_MIME
-from nbagent.kernel import DEFAULT_KERNEL
-from nbagent.recorder import file_digest
+from nbagent.execution.kernel import DEFAULT_KERNEL
+from nbagent.execution.outputs import ANSWER_MIME
+from nbagent.notebook.recorder import file_digest
 
 PENGUIN_REPLIES = json.loads((REPO / "examples" / "penguins" / "replies.json").read_text())
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..exceptions import UsageError
-from ..kernel import DEFAULT_KERNEL, available_kernels
-from ..sandbox import DEFAULT_CPU_TIME, DEFAULT_FILE_SIZE, DEFAULT_MEMORY, Sandbox, format_size, parse_size
-from ..tools import Tool
+from ..execution.kernel import DEFAULT_KERNEL, available_kernels
+from ..execution.sandbox import (
+    DEFAULT_CPU_TIME,
+    DEFAULT_FILE_SIZE,
+    DEFAULT_MEMORY,
+    Sandbox,
+    format_size,
+    parse_size,
+)
+from ..tools.tool import Tool
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser, *, model_help: str, max_steps_help: str) -> None:
@@ -77,8 +84,8 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_tools(args: argparse.Namespace) -> list[Tool]:
     """The extra tools the flags of :func:`add_tool_arguments` ask for (the default tools aside)."""
-    from ..default_tools import WebSearchTool
-    from ..tool_sharing import load_tool
+    from ..tools.defaults import WebSearchTool
+    from ..tools.sharing import load_tool
 
     if args.tool and not args.trust_tools:
         raise UsageError(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..exceptions import UsageError
-from ..kernel import DEFAULT_KERNEL
+from ..execution.kernel import DEFAULT_KERNEL
 from .arguments import check_kernel
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
@@ -61,9 +61,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def batch_command(args: argparse.Namespace) -> int:
     """``nbagent batch``: run the tasks, print the summary; exit 1 unless every task is ok."""
-    from ..batch import BatchSettings, run_batch
-    from ..batch_report import progress_for, summary
-    from ..tasks import load_tasks
+    from ..batch.report import progress_for, summary
+    from ..batch.runner import BatchSettings, run_batch
+    from ..batch.tasks import load_tasks
 
     if args.cluster is not None:
         if args.jobs is not None:
@@ -71,7 +71,7 @@ def batch_command(args: argparse.Namespace) -> int:
                 "--jobs sets local concurrency; with --cluster each worker runs as many tasks as it has "
                 "threads (dask worker --nthreads N)"
             )
-        from ..cluster import import_distributed
+        from ..batch.cluster import import_distributed
 
         import_distributed()
     else:

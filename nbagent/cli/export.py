@@ -13,7 +13,7 @@ from .exit_codes import EXIT_OK
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-    from ..export import TidyResult
+    from ..repro.export import TidyResult
 
 
 def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +54,7 @@ def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def export_command(args: argparse.Namespace) -> int:
     """``nbagent export``: write the tidy notebook, the HTML report, or the report of the tidy notebook."""
-    from ..export import export_html
+    from ..repro.export import export_html
 
     if not args.tidy and not args.html:
         raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
@@ -76,7 +76,7 @@ def export_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     notebook: Path | NotebookNode = source
     if args.tidy:
-        from ..export import check_output_path
+        from ..repro.export import check_output_path
 
         check_output_path(output, source, args.overwrite)  # fail before the slow verification
         notebook = _tidy(args, source, None).notebook
@@ -87,7 +87,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyResult:
     """Make (and, unless --no-verify, verify) the tidy notebook; written only when ``output`` is given."""
-    from ..export import export_tidy
+    from ..repro.export import export_tidy
 
     try:
         return export_tidy(

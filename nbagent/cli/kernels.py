@@ -14,7 +14,7 @@ def add_kernels_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def kernels_command(args: argparse.Namespace) -> int:
     """``nbagent kernels``: one line a kernel spec: name, display name, folder."""
-    from ..kernel import available_kernels, kernel_spec_manager
+    from ..execution.kernel import available_kernels, kernel_spec_manager
 
     ksm = kernel_spec_manager()
     for name in available_kernels():

@@ -9,8 +9,8 @@ import re
 import sys
 from pathlib import Path
 
+from ..agent.observe import Observer
 from ..exceptions import UsageError
-from ..observe import Observer
 from .arguments import (
     add_agent_arguments,
     add_sandbox_arguments,
@@ -108,7 +108,7 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run_command(args: argparse.Namespace) -> int:
     """``nbagent run``: answer the question, write the notebook, print the answer."""
-    from ..agent import Agent, check_data_files, check_notebook_path
+    from ..agent.agent import Agent, check_data_files, check_notebook_path
     from ..models import LiteLLMModel, resolve_model
 
     question = _read_question(args.question)
@@ -161,9 +161,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def resume_command(args: argparse.Namespace) -> int:
     """``nbagent resume``: restore the notebook's run and go on with its last question."""
-    from ..agent import Agent
+    from ..agent.agent import Agent
+    from ..agent.restore import read_notebook
     from ..models import MODEL_ENV, LiteLLMModel, resolve_model
-    from ..restore import read_notebook
 
     check_step_limits(args)
     check_kernel(args.kernel)
@@ -231,7 +231,7 @@ def _observer(args: argparse.Namespace) -> Observer:
 
 
 async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
-    from ..verify import averify_notebook
+    from ..repro.verify import averify_notebook
 
     report = await averify_notebook(
         notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .._version import __version__
-from ..agent import RunListener, RunResult
-from ..memory import Plan, Step, Task
+from ..agent.agent import RunListener, RunResult
+from ..agent.memory import Plan, Step, Task
 
 
 class StepLog(RunListener):

@@ -44,7 +44,7 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def verify_command(args: argparse.Namespace) -> int:
     """``nbagent verify``: print the comparison; exit 1 if the notebook does not reproduce."""
-    from ..verify import verify_notebook
+    from ..repro.verify import verify_notebook
 
     report = verify_notebook(
         args.notebook, data=args.data, kernel=args.kernel, timeout=args.timeout, record=args.record

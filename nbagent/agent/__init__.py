@@ -1,0 +1,1 @@
+"""The agent: the loop, its memory, reading replies, observations, planning, restoring a run."""

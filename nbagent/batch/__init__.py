@@ -1,0 +1,1 @@
+"""Batch runs: task files, the runner and status.jsonl, progress and summary, scoring, Dask."""

@@ -1,0 +1,432 @@
+"""Batch runs: many tasks, one notebook each, run concurrently from a warm kernel pool.
+
+Layout of ``--out``::
+
+    runs/
+      status.jsonl          one JSON line per finished task, appended as tasks finish
+      <id>/<id>.ipynb       a task's notebook, beside the task's data files (its kernel's folder)
+      .pool/                spare folders of warm kernels (removed at the end)
+
+A task's folder is its kernel's working directory, so a notebook re-runs from its own folder and
+tasks never see each other's files. ``status.jsonl`` is the record of what is done: a task with
+a line there is finished (whatever its status) and ``--resume`` skips it; any other task is run
+again from scratch, its folder (a half-written notebook of an interrupted run) replaced.
+
+One task's failure (model error, kernel crash, timeout) is written down and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from ..agent.agent import Agent, RunResult
+from ..exceptions import NbagentError, UsageError
+from ..execution.kernel import DEFAULT_KERNEL
+from ..execution.pool import KernelPool
+from ..models import LiteLLMModel, Usage, resolve_model
+from .scoring import score_answer
+from .tasks import BatchTask, resolve_scripted_path
+
+TaskStatus = Literal["ok", "failed", "timeout", "error"]
+STATUS_FILE = "status.jsonl"
+_STATUS_OF_RUN: dict[str, TaskStatus] = {"answered": "ok", "max_steps": "failed"}
+POOL_FOLDER = ".pool"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batch runs its tasks; a task's own fields override ``model`` to ``task_timeout``.
+
+    Args:
+        out: folder of the notebooks and ``status.jsonl``.
+        model: model string for tasks that name none.
+        api_base: base URL for the model (OpenAI-compatible servers, endpoints).
+        max_steps: step limit of a task.
+        timeout: time limit of one step, in seconds.
+        task_timeout: time limit of a whole task, in seconds (``None``: none).
+        kernel: kernel spec the pool starts.
+        jobs: tasks run at once (and kernels kept warm) on this machine.
+        fork: let the pool fork kernels from a pre-imported process where it can
+            (:mod:`nbagent.execution.forking`); ``False``: start every kernel as a fresh process.
+    """
+
+    out: Path
+    model: str | None = None
+    api_base: str | None = None
+    max_steps: int = 10
+    timeout: float | None = 60.0
+    task_timeout: float | None = None
+    kernel: str = DEFAULT_KERNEL
+    jobs: int = 1
+    fork: bool = True
+
+
+@dataclass
+class TaskRecord:
+    """One line of ``status.jsonl``: how a task ended."""
+
+    id: str
+    status: TaskStatus
+    answer: str | None = None
+    expected: str | int | float | None = None
+    correct: bool | None = None
+    score: float | None = None
+    scoring: str | None = None
+    steps: int = 0
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    duration: float = 0.0
+    notebook: str | None = None
+    model: str | None = None
+    error: str | None = None
+    finished: str = ""
+    metadata: Any = None
+
+    def to_json(self) -> str:
+        """The record as one line of JSON (no newline)."""
+        data = {k: v for k, v in self.__dict__.items() if not (k == "metadata" and v is None)}
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
+        """A record read back from ``status.jsonl`` (unknown keys ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class StatusFile:
+    """``status.jsonl``: appended one whole line per finished task, flushed to disk each time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, TaskRecord]:
+        """Records by task id (the last line of an id wins); a torn or foreign line is skipped."""
+        records: dict[str, TaskRecord] = {}
+        if not self.path.exists():
+            return records
+        for text in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                data = json.loads(text)
+                record = TaskRecord.from_dict(data)
+            except (json.JSONDecodeError, TypeError):
+                continue  # a line cut short by a crash: that task simply runs again
+            records[record.id] = record
+        return records
+
+    def append(self, record: TaskRecord) -> None:
+        """Add ``record`` as one line and make sure it is on disk before returning."""
+        line = record.to_json() + "\n"
+        with open(self.path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line  # the previous writer died mid-line
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class BatchListener:
+    """Receives a batch's progress; every method does nothing by default."""
+
+    def batch_started(self, total: int, skipped: int) -> None:
+        """``total`` tasks will run now; ``skipped`` were already finished (``--resume``)."""
+
+    def task_finished(self, record: TaskRecord) -> None:
+        """A task ended and its line was written."""
+
+    def message(self, text: str) -> None:
+        """Something worth telling the user (an unexpected error, a warning)."""
+
+    def batch_finished(self) -> None:
+        """The batch ended (all done, or interrupted)."""
+
+
+@dataclass
+class BatchOutcome:
+    """What :func:`run_batch` did: the records of every task of the file that has one."""
+
+    records: dict[str, TaskRecord]
+    ran: list[TaskRecord] = field(default_factory=list)
+    skipped: int = 0
+    missing: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    duration: float = 0.0
+
+    @property
+    def all_ok(self) -> bool:
+        """Every task of the file finished with status ``ok``."""
+        return not self.missing and all(r.status == "ok" for r in self.records.values())
+
+
+def task_folder(out: Path, task: BatchTask) -> Path:
+    """Where a task's notebook and data live."""
+    return out / task.id
+
+
+def notebook_path(out: Path, task: BatchTask) -> Path:
+    """A task's notebook."""
+    return task_folder(out, task) / f"{task.id}.ipynb"
+
+
+def prepare(
+    tasks: Sequence[BatchTask], settings: BatchSettings, resume: bool, check_models: bool = True
+) -> tuple[BatchSettings, list[BatchTask], dict[str, TaskRecord]]:
+    """Check the batch before anything runs; returns (settings, tasks to run, records so far).
+
+    Raises :class:`UsageError` for a bad setting, a model that cannot be used, or an ``--out``
+    folder that already holds a batch when ``resume`` is false (so nothing is overwritten).
+    """
+    if settings.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {settings.jobs}")
+    if settings.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, not {settings.max_steps}")
+    for name, value in (("--timeout", settings.timeout), ("--task-timeout", settings.task_timeout)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{name} must be a positive number of seconds, not {value:g}")
+    out = settings.out.expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(settings.out)!r} is a file; give a folder for the notebooks")
+    model = settings.model
+    if model is not None:
+        model = resolve_scripted_path(model, Path.cwd())
+    settings = replace(settings, out=out, model=model)
+
+    needed = sorted({t.model or settings.model or "" for t in tasks})
+    for spec in needed:
+        if not spec and not os.environ.get("NBAGENT_MODEL"):
+            raise UsageError(
+                "no model given for some tasks: pass --model, set NBAGENT_MODEL, or give each task a 'model'"
+            )
+        resolved = resolve_model(spec or None, **_model_kwargs(settings))
+        if check_models and isinstance(resolved, LiteLLMModel):
+            resolved.check()
+
+    status = StatusFile(out / STATUS_FILE)
+    done = status.read()
+    if not resume:
+        if status.path.exists():
+            raise UsageError(
+                f"{str(settings.out)!r} already holds a batch ({STATUS_FILE}); pass --resume to finish it, "
+                "or choose another --out folder"
+            )
+        taken = [t.id for t in tasks if task_folder(out, t).exists()]
+        if taken:
+            raise UsageError(
+                f"{str(settings.out)!r} already has a folder for task {taken[0]!r}; pass --resume to "
+                "replace unfinished tasks, or choose another --out folder"
+            )
+    todo = [t for t in tasks if t.id not in done]
+    return settings, todo, done
+
+
+async def run_task(task: BatchTask, pool: KernelPool, settings: BatchSettings) -> TaskRecord:
+    """Run one task in a kernel from ``pool``; never raises for a failure of the task itself."""
+    started = time.perf_counter()
+    folder = task_folder(settings.out, task)
+    nb_path = notebook_path(settings.out, task)
+    spec = task.model or settings.model
+    timeout = task.timeout if task.timeout is not None else settings.timeout
+    task_timeout = task.task_timeout if task.task_timeout is not None else settings.task_timeout
+    record = TaskRecord(
+        id=task.id, status="error", model=spec, expected=task.expected, metadata=task.metadata
+    )
+    agent: Agent | None = None
+    result: RunResult | None = None
+    kernel = None
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)  # an unfinished earlier attempt: replaced, never merged
+        kernel = await pool.acquire(folder)
+        agent = Agent(
+            resolve_model(spec, **_model_kwargs(settings)),
+            max_steps=task.max_steps or settings.max_steps,
+            timeout=timeout,
+            kernel=settings.kernel,
+            executor=kernel,
+        )
+        run = agent.arun(
+            task.question, files=task.files, notebook=nb_path, overwrite=True, parameters=task.parameters
+        )
+        result = await asyncio.wait_for(run, task_timeout)
+        record.status = _STATUS_OF_RUN.get(result.status, "error")
+        record.answer = result.answer_text
+        record.error = result.error
+        if result.status == "max_steps":
+            record.error = f"no final answer within {agent.max_steps} steps"
+    except asyncio.TimeoutError:
+        record.status = "timeout"
+        record.error = f"the task ran past its time limit of {task_timeout:g} s and was stopped"
+        if agent is not None and agent.recorder is not None:
+            agent.recorder.add_marker(f"the batch stopped this task: {record.error}.")
+            agent.recorder.finish_task(status="timeout", error=record.error)
+            agent.recorder.save()
+    except NbagentError as exc:
+        record.status, record.error = "error", str(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug must cost one task, not the batch
+        record.status = "error"
+        record.error = f"internal error: {type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        if kernel is not None:
+            await pool.release(kernel)
+
+    usage = Usage()
+    steps = 0
+    if agent is not None and agent.memory is not None:
+        for step in agent.memory.steps:
+            usage = usage + step.usage
+            steps += 1
+    record.steps = steps
+    record.tokens, record.input_tokens, record.output_tokens = (
+        usage.total_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
+    )
+    record.cost = usage.cost
+    if task.expected is not None:
+        score = score_answer(
+            record.answer if record.status == "ok" else None, task.expected, task.scoring, task.tolerance
+        )
+        record.correct, record.score, record.scoring = score.correct, round(score.score, 6), score.method
+    record.duration = round(time.perf_counter() - started, 3)
+    record.notebook = str(nb_path.relative_to(settings.out)) if nb_path.exists() else None
+    record.finished = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return record
+
+
+async def run_local(
+    tasks: Sequence[BatchTask],
+    settings: BatchSettings,
+    on_record: Callable[[TaskRecord], None],
+) -> None:
+    """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool."""
+    pool = KernelPool(
+        settings.jobs,
+        settings.out / POOL_FOLDER,
+        kernel=settings.kernel,
+        limit=len(tasks),
+        fork=None if settings.fork else False,
+    )
+    queue: asyncio.Queue[BatchTask] = asyncio.Queue()
+    for task in tasks:
+        queue.put_nowait(task)
+
+    async def worker() -> None:
+        while True:
+            try:
+                task = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            on_record(await run_task(task, pool, settings))
+
+    await pool.astart()
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(settings.jobs, len(tasks)))]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await pool.aclose()
+
+
+async def run_batch(
+    tasks: Sequence[BatchTask],
+    settings: BatchSettings,
+    *,
+    resume: bool = False,
+    cluster: str | None = None,
+    listener: BatchListener | None = None,
+) -> BatchOutcome:
+    """Run a batch to the end, or until SIGINT/SIGTERM; see the module docstring.
+
+    ``cluster``: address of a Dask scheduler to send the tasks to (``nbagent[dask]``).
+    Raises :class:`UsageError` for bad input before anything runs.
+    """
+    listener = listener or BatchListener()
+    started = time.perf_counter()
+    settings, todo, done = prepare(tasks, settings, resume, check_models=cluster is None)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    status = StatusFile(settings.out / STATUS_FILE)
+    if not status.path.exists():
+        status.path.touch()
+    outcome = BatchOutcome(
+        records={t.id: done[t.id] for t in tasks if t.id in done}, skipped=len(tasks) - len(todo)
+    )
+
+    def on_record(record: TaskRecord) -> None:
+        status.append(record)
+        outcome.records[record.id] = record
+        outcome.ran.append(record)
+        listener.task_finished(record)
+
+    if cluster is not None:
+        from .cluster import run_on_cluster
+
+        runner = run_on_cluster(todo, settings, cluster, on_record)
+    else:
+        runner = run_local(todo, settings, on_record)
+
+    listener.batch_started(len(todo), outcome.skipped)
+    main = asyncio.ensure_future(runner)
+    with _stop_on_signals(main) as stopped:
+        try:
+            await main
+        except asyncio.CancelledError:
+            if not stopped():
+                raise
+            outcome.interrupted = True
+    listener.batch_finished()
+    outcome.missing = [t.id for t in tasks if t.id not in outcome.records]
+    outcome.duration = time.perf_counter() - started
+    return outcome
+
+
+@contextlib.contextmanager
+def _stop_on_signals(main: asyncio.Future[Any]) -> Any:
+    """SIGINT/SIGTERM cancel ``main`` once (tasks end, kernels stop); a second SIGINT kills."""
+    loop = asyncio.get_running_loop()
+    hit: list[int] = []
+
+    def stop(signum: int) -> None:
+        hit.append(signum)
+        for s in installed:
+            loop.remove_signal_handler(s)  # a second Ctrl-C gets Python's default: stop at once
+        main.cancel()
+
+    installed: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or a platform without signal handlers
+    try:
+        yield lambda: bool(hit)
+    finally:
+        for s in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(s)
+
+
+def _model_kwargs(settings: BatchSettings) -> dict[str, Any]:
+    return {"api_base": settings.api_base} if settings.api_base else {}

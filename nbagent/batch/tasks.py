@@ -1,0 +1,292 @@
+"""Batch task files: JSONL or YAML in, checked :class:`BatchTask` objects out.
+
+A task file holds one task per JSONL line (``.jsonl``, ``.ndjson``) or one item of a YAML list
+(``.yaml``, ``.yml``). Every problem is reported as one :class:`TaskFileError` naming the file,
+the line and the field, before anything runs. Relative paths (data files, ``scripted:`` models)
+are relative to the task file's folder, so a task file and its data travel together.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..agent.parameters import check_parameters
+from ..exceptions import UsageError
+
+Scoring = Literal["exact", "numeric", "dabench"]
+SCORINGS: tuple[Scoring, ...] = ("exact", "numeric", "dabench")
+
+FIELDS = {
+    "id": "a short name, used for the task's folder and notebook",
+    "question": "what to find out",
+    "files": "data files copied into the task's folder",
+    "parameters": "variables set in the kernel, written as a cell tagged 'parameters'",
+    "model": "model string for this task (overrides --model)",
+    "max_steps": "step limit for this task (overrides --max-steps)",
+    "timeout": "time limit of one step, in seconds (overrides --timeout)",
+    "task_timeout": "time limit of the whole task, in seconds (overrides --task-timeout)",
+    "expected": "the right answer, to score the task",
+    "scoring": "exact, numeric or dabench (default: chosen from expected)",
+    "tolerance": "for numeric scoring: allowed relative and absolute difference",
+    "metadata": "anything of yours; copied to the task's status line",
+}
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class TaskFileError(UsageError):
+    """Raised when a task file cannot be read or a task in it is wrong; says where and what."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None, field: str | None = None) -> None:
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if field is not None:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+        self.field = field
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One task of a batch, checked; ``None`` fields fall back to the batch's settings."""
+
+    id: str
+    question: str
+    files: tuple[Path, ...] = ()
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    max_steps: int | None = None
+    timeout: float | None = None
+    task_timeout: float | None = None
+    expected: str | int | float | None = None
+    scoring: Scoring | None = None
+    tolerance: float | None = None
+    metadata: Any = None
+    line: int = 0
+
+
+def load_tasks(path: str | Path) -> list[BatchTask]:
+    """Read and check every task of a ``.jsonl`` or ``.yaml``/``.yml`` file.
+
+    Raises :class:`TaskFileError` (a :class:`~nbagent.UsageError`) for the first problem found:
+    unreadable file, bad syntax, a missing or wrong field, a missing data file, a repeated id.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TaskFileError(path, "the task file does not exist")
+    if not path.is_file():
+        raise TaskFileError(path, "is not a file; give a .jsonl or .yaml task file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        items = _read_jsonl(path)
+    elif suffix in (".yaml", ".yml"):
+        items = _read_yaml(path)
+    else:
+        raise TaskFileError(path, "unknown task file type; name it .jsonl (one JSON object a line) or .yaml")
+    if not items:
+        raise TaskFileError(path, "holds no tasks")
+    tasks: list[BatchTask] = []
+    seen: dict[str, int] = {}
+    for line, raw, lines in items:
+        task = _check_task(path, line, raw, lines)
+        folded = task.id.casefold()
+        if folded in seen:
+            raise TaskFileError(
+                path, f"id {task.id!r} is already used on line {seen[folded]}; ids must be unique", line, "id"
+            )
+        seen[folded] = line
+        tasks.append(task)
+    return tasks
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+_Item = tuple[int, Any, dict[str, int]]
+"""(line of the task, the task's value, line of each of its fields)."""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(path, f"is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise TaskFileError(path, f"cannot be read: {exc.strerror}") from None
+
+
+def _read_jsonl(path: Path) -> list[_Item]:
+    items: list[_Item] = []
+    for number, text in enumerate(_read_text(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TaskFileError(
+                path,
+                f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
+                number,
+            ) from None
+        items.append((number, value, {}))
+    return items
+
+
+def _read_yaml(path: Path) -> list[_Item]:
+    import yaml
+
+    text = _read_text(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise TaskFileError(path, f"not valid YAML ({exc.problem or exc.context})", line) from None
+    except yaml.YAMLError as exc:
+        raise TaskFileError(path, f"not valid YAML ({exc})") from None
+    if data is None:
+        return []
+    if not isinstance(data, list) or not isinstance(root, yaml.SequenceNode):
+        raise TaskFileError(path, "must be a YAML list of tasks (each item starting with '- id: ...')", 1)
+    items: list[_Item] = []
+    for node, value in zip(root.value, data, strict=True):
+        lines: dict[str, int] = {}
+        if isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                lines[str(key_node.value)] = key_node.start_mark.line + 1
+        items.append((node.start_mark.line + 1, value, lines))
+    return items
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> BatchTask:
+    if not isinstance(raw, dict):
+        raise TaskFileError(
+            path, f"a task must be an object with 'id' and 'question', not a {_kind(raw)}", line
+        )
+
+    def fail(name: str, message: str) -> TaskFileError:
+        return TaskFileError(path, message, lines.get(name, line), name)
+
+    unknown = [str(k) for k in raw if k not in FIELDS]
+    if unknown:
+        close = ", ".join(sorted(FIELDS))
+        raise fail(unknown[0], f"unknown field; the fields are: {close}")
+    for required in ("id", "question"):
+        if required not in raw:
+            raise TaskFileError(path, f"missing field {required!r} ({FIELDS[required]})", line)
+
+    task_id = raw["id"]
+    if isinstance(task_id, int) and not isinstance(task_id, bool):
+        task_id = str(task_id)
+    if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
+        raise fail(
+            "id",
+            f"{task_id!r} is not a usable id: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    if task_id.casefold() == "status.jsonl":
+        raise fail("id", "'status.jsonl' is the name of the batch's status file; choose another id")
+
+    question = raw["question"]
+    if not isinstance(question, str) or not question.strip():
+        raise fail("question", "must be a non-empty string")
+
+    folder = path.resolve().parent
+    files = raw.get("files", [])
+    if isinstance(files, str):
+        files = [files]
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise fail("files", "must be a list of file paths (strings)")
+    resolved: list[Path] = []
+    names: set[str] = set()
+    for name in files:
+        file = (folder / Path(name).expanduser()).resolve()
+        if not file.is_file():
+            raise fail("files", f"data file {name!r} does not exist (looked for {str(file)!r})")
+        if file.name in names:
+            raise fail("files", f"two data files are named {file.name!r}; rename one of them")
+        names.add(file.name)
+        resolved.append(file)
+
+    try:
+        parameters = check_parameters(raw.get("parameters") or {})
+    except UsageError as exc:
+        raise fail("parameters", str(exc)) from None
+
+    model = raw.get("model")
+    if model is not None:
+        if not isinstance(model, str) or not model.strip():
+            raise fail(
+                "model", "must be a model string such as 'openai/gpt-4o-mini' or 'scripted:replies.json'"
+            )
+        model = resolve_scripted_path(model, folder)
+        if model.startswith("scripted:") and not Path(model[len("scripted:") :]).is_file():
+            raise fail("model", f"scripted model file {model[len('scripted:') :]!r} does not exist")
+
+    max_steps = raw.get("max_steps")
+    if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
+        raise fail("max_steps", f"must be a whole number of at least 1, not {max_steps!r}")
+    timeouts: dict[str, float | None] = {}
+    for name in ("timeout", "task_timeout"):
+        value = raw.get(name)
+        if value is not None and (not _is_number(value) or value <= 0):
+            raise fail(name, f"must be a positive number of seconds, not {value!r}")
+        timeouts[name] = None if value is None else float(value)
+
+    expected = raw.get("expected")
+    if expected is not None and not (isinstance(expected, str) or _is_number(expected)):
+        raise fail("expected", f"must be a string or a number, not a {_kind(expected)}")
+    scoring = raw.get("scoring")
+    if scoring is not None and scoring not in SCORINGS:
+        raise fail("scoring", f"must be one of {', '.join(SCORINGS)}, not {scoring!r}")
+    tolerance = raw.get("tolerance")
+    if tolerance is not None and (not _is_number(tolerance) or tolerance < 0):
+        raise fail("tolerance", f"must be a number of at least 0, not {tolerance!r}")
+
+    return BatchTask(
+        id=task_id,
+        question=question.strip(),
+        files=tuple(resolved),
+        parameters=parameters,
+        model=model,
+        max_steps=max_steps,
+        timeout=timeouts["timeout"],
+        task_timeout=timeouts["task_timeout"],
+        expected=expected,
+        scoring=scoring,
+        tolerance=None if tolerance is None else float(tolerance),
+        metadata=raw.get("metadata"),
+        line=line,
+    )
+
+
+def resolve_scripted_path(model: str, folder: Path) -> str:
+    """``scripted:REL`` made absolute against ``folder``; other model strings unchanged."""
+    if not model.startswith("scripted:"):
+        return model
+    file = Path(model[len("scripted:") :]).expanduser()
+    return "scripted:" + str(file if file.is_absolute() else (folder / file).resolve())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,1 @@
+"""Running code: the Execution record, the kernel and in-shell executors, the sandbox, pools, forks."""

@@ -1,0 +1,396 @@
+"""The kernel executor: a real IPython kernel process driven through jupyter_client.
+
+The core is ``async``; every public coroutine has a blocking twin made with
+``jupyter_core.utils.run_sync`` (``aexecute`` / ``execute``), which also works when called from
+inside a running event loop such as a Jupyter kernel.
+
+Waiting has one place (:meth:`Kernel.aexecute`): it reads iopub messages until the kernel is idle
+again, and on the way checks the deadline (interrupt, then restart if the interrupt is ignored)
+and the kernel process (a dead kernel is noticed within ``poll_interval`` seconds, not waited on).
+Turning messages into notebook outputs is the job of :class:`~nbagent.execution.outputs.OutputCollector`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_path
+from jupyter_core.utils import run_sync
+
+from ..exceptions import KernelStartError, NoSuchKernelError
+from .outputs import ErrorInfo, Execution, OutputCollector, Status, error_from_outputs
+from .sandbox import ENV_PREFIX, Sandbox
+
+DEFAULT_KERNEL = "nbagent-sandbox"
+"""The kernel spec used when none is named: ``kernels/nbagent-sandbox`` (the ``nbagent`` kernel --
+plain tracebacks, inline PNGs -- run inside the sandbox: limits, no secrets, no network)."""
+
+log = logging.getLogger("nbagent")
+_warned_no_netns = False
+
+
+def bundled_kernels_dir() -> Path:
+    """The folder holding nbagent's own kernel specs (``kernels/`` in a checkout)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_kernels", package.parent / "kernels"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("nbagent's kernels/ folder is missing from this installation")
+
+
+def kernel_spec_manager() -> KernelSpecManager:
+    """A spec manager that knows nbagent's kernels first, then every Jupyter kernel spec."""
+    return KernelSpecManager(kernel_dirs=[str(bundled_kernels_dir()), *jupyter_path("kernels")])
+
+
+def available_kernels() -> list[str]:
+    """Names of every kernel spec :class:`Kernel` can start."""
+    return sorted(kernel_spec_manager().find_kernel_specs())
+
+
+_live_kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftover_kernels() -> None:
+    # A library user who never calls close() must not leave kernel processes behind.
+    for kernel in list(_live_kernels):
+        kernel._kill_now()
+
+
+class Kernel:
+    """A kernel process that runs code and returns :class:`~nbagent.Execution` records.
+
+    Args:
+        name: kernel spec name; nbagent's own specs (``kernels/``) are searched first.
+        cwd: working directory of the kernel process (default: the current directory).
+        env: extra environment variables for the kernel process.
+        startup_timeout: seconds to wait for a new kernel to answer.
+        interrupt_grace: seconds a timed-out step gets to stop after SIGINT before the kernel is
+            restarted.
+        poll_interval: how often (seconds) a silent kernel is checked for being alive.
+        sandbox: limits for sandboxed kernel specs (``nbagent-sandbox``); default
+            :class:`~nbagent.execution.sandbox.Sandbox()`. Ignored by other kernels.
+        provisioner: a jupyter_client ``kernel_provisioner`` stanza used instead of the spec's
+            (a warm pool passes :class:`nbagent.execution.forking.ForkServer`'s to fork kernels).
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_KERNEL,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        extra_arguments: Sequence[str] = (),
+        startup_timeout: float = 60.0,
+        interrupt_grace: float = 5.0,
+        poll_interval: float = 0.25,
+        sandbox: Sandbox | None = None,
+        provisioner: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.cwd = Path(cwd or os.getcwd()).resolve()
+        self.env = dict(env or {})
+        self.extra_arguments = list(extra_arguments)
+        self.startup_timeout = startup_timeout
+        self.interrupt_grace = interrupt_grace
+        self.poll_interval = poll_interval
+        self.sandbox = sandbox or Sandbox()
+        self.sandboxed = False
+        self.sandbox_report: dict[str, Any] | None = None
+        """What the sandbox launcher did at the last (re)start: limits, network, removed variables."""
+        self.provisioner = dict(provisioner) if provisioner is not None else None
+        self.restarts = 0
+        self._km: AsyncKernelManager | None = None
+        self._kc: Any = None
+        self._runtime_dir: str | None = None
+        self._collector = OutputCollector()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True once the kernel process has been started (and not shut down)."""
+        return self._km is not None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the kernel, when it runs locally."""
+        provisioner = getattr(self._km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    async def astart(self) -> None:
+        """Start the kernel process and wait until it answers."""
+        if self._km is not None:
+            return
+        ksm = kernel_spec_manager()
+        try:
+            spec = ksm.get_kernel_spec(self.name)
+        except NoSuchKernel:
+            known = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
+            raise NoSuchKernelError(f"unknown kernel {self.name!r}; available kernels: {known}") from None
+        # ipc transport: no TCP ports, and it keeps working when the kernel has no network.
+        self._runtime_dir = tempfile.mkdtemp(prefix="nbagent-kernel-")
+        km = AsyncKernelManager(
+            kernel_name=self.name,
+            kernel_spec_manager=ksm,
+            transport="ipc",
+            ip=os.path.join(self._runtime_dir, "k"),
+            connection_file=os.path.join(self._runtime_dir, "connection.json"),
+        )
+        if self.provisioner is not None and km.kernel_spec is not None:
+            km.kernel_spec.metadata["kernel_provisioner"] = self.provisioner
+        env = {**os.environ, **self.env}
+        self.sandboxed = bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
+        if self.sandboxed:
+            # Variables given on purpose through ``env`` pass the sandbox's secret filter.
+            allow = (*self.sandbox.allow_env, *self.env)
+            env.update(dataclasses.replace(self.sandbox, allow_env=allow).to_env())
+            env[ENV_PREFIX + "REPORT"] = os.path.join(self._runtime_dir, "sandbox.json")
+        try:
+            await km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=self.extra_arguments)
+        except Exception as exc:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            raise KernelStartError(f"could not start kernel {self.name!r}: {exc}") from exc
+        self._km = km
+        _live_kernels.add(self)
+        await self._connect()
+
+    async def _connect(self) -> None:
+        assert self._km is not None
+        self._kc = self._km.client()
+        self._kc.start_channels()
+        try:
+            await self._kc.wait_for_ready(timeout=self.startup_timeout)
+        except RuntimeError as exc:
+            await self.ashutdown()
+            raise KernelStartError(
+                f"kernel {self.name!r} did not become ready within {self.startup_timeout:.0f} s: {exc}"
+            ) from exc
+        if self.sandboxed:
+            self._read_sandbox_report()
+
+    def _read_sandbox_report(self) -> None:
+        global _warned_no_netns
+        assert self._runtime_dir is not None
+        try:
+            with open(os.path.join(self._runtime_dir, "sandbox.json"), encoding="utf-8") as f:
+                self.sandbox_report = json.load(f)
+        except (OSError, ValueError):
+            self.sandbox_report = None
+            return
+        report = self.sandbox_report
+        if not report["network_allowed"] and not report["network_isolated"] and not _warned_no_netns:
+            # Said once per process: every kernel on this machine would say the same.
+            _warned_no_netns = True
+            log.warning(
+                "nbagent: network namespaces are not permitted here (%s); kernels run WITH "
+                "network access, and with the other sandbox limits.",
+                report["network"],
+            )
+
+    async def arestart(self) -> None:
+        """Restart the kernel process; all state in it is lost."""
+        if self._km is None:
+            await self.astart()
+            return
+        if self._kc is not None:
+            self._kc.stop_channels()
+        # cwd is passed again because a pool may have moved the kernel's folder since it started.
+        await self._km.restart_kernel(now=True, cwd=str(self.cwd))
+        self.restarts += 1
+        await self._connect()
+
+    async def ainterrupt(self) -> None:
+        """Send the kernel an interrupt (SIGINT for local ipykernels)."""
+        if self._km is not None:
+            await self._km.interrupt_kernel()
+
+    async def ais_alive(self) -> bool:
+        """True while the kernel process runs."""
+        return self._km is not None and bool(await self._km.is_alive())
+
+    async def ashutdown(self) -> None:
+        """Stop the kernel process and remove its connection files."""
+        km, self._km = self._km, None
+        if self._kc is not None:
+            self._kc.stop_channels()
+            self._kc = None
+        if km is not None:
+            try:
+                await km.shutdown_kernel(now=True)
+            except Exception:  # the process may already be gone; cleanup must not fail
+                pass
+        if self._runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            self._runtime_dir = None
+        _live_kernels.discard(self)
+
+    def _kill_now(self) -> None:
+        if self.pid:
+            try:
+                os.kill(self.pid, 9)
+            except OSError:
+                pass
+        if self._runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+
+    # -- running code ----------------------------------------------------------------------
+
+    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+        """Run ``code`` and return what it did.
+
+        ``timeout`` (seconds) bounds the run: when it passes the kernel is interrupted; if it
+        has not stopped ``interrupt_grace`` seconds later, it is restarted. A kernel that dies
+        is restarted too, so the next call works; ``Execution.restarted`` tells the caller.
+        ``silent`` runs it outside the history: the execution count does not move.
+        """
+        await self.astart()
+        kc = self._kc
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (say, from a model reply) cannot go over the wire as UTF-8, and
+            # jupyter_client would raise; it becomes "?" instead.
+            code = code.encode("utf-8", "replace").decode("utf-8")
+        outputs = self._collector.begin()
+        execution = Execution(code=code, outputs=outputs, started=time.time())
+        t0 = time.perf_counter()
+        msg_id = kc.execute(
+            code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False
+        )
+
+        deadline = None if timeout is None else t0 + timeout
+        interrupted_at: float | None = None
+        next_alive_check = t0 + self.poll_interval
+        status: Status | None = None
+        while True:
+            now = time.perf_counter()
+            if now >= next_alive_check:
+                next_alive_check = now + self.poll_interval
+                if not await self.ais_alive():
+                    status = "died"
+                    break
+            if deadline is not None and interrupted_at is None and now >= deadline:
+                interrupted_at = now
+                await self.ainterrupt()
+            if interrupted_at is not None and now - interrupted_at >= self.interrupt_grace:
+                status = "timeout"
+                execution.note = (
+                    f"the step ran over {timeout:g} s and ignored the interrupt for "
+                    f"{self.interrupt_grace:g} s; the kernel was restarted"
+                )
+                await self.arestart()
+                execution.restarted = True
+                break
+            wait = next_alive_check - now
+            if deadline is not None and interrupted_at is None:
+                wait = min(wait, deadline - now)
+            try:
+                msg = await kc.get_iopub_msg(timeout=max(wait, 0.0))
+            except Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            msg_type = msg["header"]["msg_type"]
+            if msg_type == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if msg_type == "execute_input":
+                execution.execution_count = msg["content"].get("execution_count")
+                continue
+            self._collector.handle(msg)
+        self._collector.finish()
+
+        if status == "died":
+            execution.note = f"the kernel process {self._death_cause()} and was restarted"
+            await self.arestart()
+            execution.restarted = True
+        elif status is None:
+            await self._read_reply(msg_id, execution)
+            status = "ok" if execution.error is None else "error"
+            if interrupted_at is not None:
+                status = "timeout"
+                execution.note = f"interrupted after {timeout:g} s; the kernel kept its state"
+        execution.status = status
+        execution.duration = time.perf_counter() - t0
+        if status == "timeout" and execution.error is None:
+            execution.error = ErrorInfo("TimeoutError", f"step exceeded {timeout:g} s", "")
+        return execution
+
+    def _death_cause(self) -> str:
+        process = getattr(getattr(self._km, "provisioner", None), "process", None)
+        code = getattr(process, "returncode", None)
+        if code is None:
+            return "died"
+        if code >= 0:
+            return f"exited with code {code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = {
+            "SIGSEGV": " (a segmentation fault)",
+            "SIGXCPU": f" (its CPU-time limit of {self.sandbox.cpu_time} s)" if self.sandboxed else "",
+            "SIGKILL": " (killed from outside, e.g. out of memory)",
+            "SIGABRT": " (aborted)",
+        }.get(name, "")
+        return f"was killed by {name}{why}"
+
+    async def _read_reply(self, msg_id: str, execution: Execution) -> None:
+        # The reply normally arrives before idle; a missing one must not hang the run.
+        while True:
+            try:
+                reply = await self._kc.get_shell_msg(timeout=max(self.poll_interval, 1.0) * 4)
+            except Empty:
+                break
+            if reply["parent_header"].get("msg_id") != msg_id:
+                continue
+            content = reply["content"]
+            if execution.execution_count is None:
+                execution.execution_count = content.get("execution_count")
+            if content.get("status") == "error":
+                execution.error = error_from_outputs(execution.outputs) or ErrorInfo(
+                    content.get("ename", "Error"),
+                    content.get("evalue", ""),
+                    "\n".join(content.get("traceback", [])),
+                )
+            break
+
+    # -- blocking twins and context managers ---------------------------------------------------
+
+    start = run_sync(astart)
+    execute = run_sync(aexecute)
+    restart = run_sync(arestart)
+    interrupt = run_sync(ainterrupt)
+    is_alive = run_sync(ais_alive)
+    shutdown = run_sync(ashutdown)
+
+    def __enter__(self) -> Kernel:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> Kernel:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ashutdown()

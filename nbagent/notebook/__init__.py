@@ -1,0 +1,1 @@
+"""The notebook a run writes: the recorder and the redaction of secrets."""

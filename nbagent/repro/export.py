@@ -1,0 +1,381 @@
+"""Exports of a run's notebook: the tidy analysis without its dead ends, and an HTML report.
+
+**Tidy** (:func:`export_tidy`): the same analysis, top to bottom, without the cells that did not
+contribute. A code cell is dropped when it failed (raised, timed out, stopped the kernel) or when
+nothing the answer depends on uses what it computed; this is decided by :mod:`nbagent.repro.dataflow`
+from the names each cell defines and uses. The header, the setup cell, the thoughts of the kept
+steps (as markdown) and the answer stay; a note after the header lists what was dropped and why.
+The tidy notebook is then verified (:mod:`nbagent.repro.verify`) against the source's outputs: it is
+written only if it reproduces them, and then with the outputs and execution counts of that
+top-to-bottom re-run.
+
+**HTML** (:func:`export_html`): a standalone report made by nbconvert's ``lab`` template, figures
+embedded as base64 ``data:`` URIs, so one file can be mailed or archived. nbagent's setup cell is
+left out of the report (it is in the ``.ipynb``) and a closing note states the environment, the
+data files with their SHA-256, the random seed policy and the last verification.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_core.utils import run_sync
+from nbformat import NotebookNode
+from nbformat.v4 import new_markdown_cell
+
+from .._version import __version__
+from ..agent.agent import check_notebook_path
+from ..exceptions import NotReproducedError, UsageError
+from ..notebook.recorder import RAISES, SKIP, atomic_write_text
+from .dataflow import CellNames, analyse_cell, needed_cells
+from .verify import (
+    VerifyReport,
+    answer_payload,
+    averify_notebook,
+    read_notebook,
+    record_verification,
+    recorded_files,
+)
+
+KEEP_TAGS = frozenset({"nbagent-setup", "parameters", "injected-parameters"})
+"""Code cells with one of these tags are always kept."""
+
+_RAISED_AT = re.compile(r"Cell In\[\d+\], line (\d+)")
+
+
+@dataclass
+class DroppedCell:
+    """A code cell the tidy export left out, and why."""
+
+    cell: int
+    """Position of the cell in the source notebook, counting from 1."""
+    step: int | None
+    reason: str
+
+    def describe(self) -> str:
+        """``step 2 (raised KeyError)``."""
+        name = f"step {self.step}" if self.step is not None else f"cell {self.cell}"
+        return f"{name} ({self.reason})"
+
+
+@dataclass
+class TidyResult:
+    """The outcome of :func:`export_tidy` (or :func:`tidy_notebook`).
+
+    ``notebook`` is the tidy notebook; ``kept_failed`` lists steps kept although they raised
+    (a kept cell uses a name they defined before raising); ``verification`` is the report of the
+    tidy notebook's re-run against the source's outputs (``None`` when not verified).
+    """
+
+    notebook: NotebookNode
+    source: Path | None = None
+    output: Path | None = None
+    kept_steps: list[int] = field(default_factory=list)
+    dropped: list[DroppedCell] = field(default_factory=list)
+    kept_failed: list[int] = field(default_factory=list)
+    cells_before: int = 0
+    verification: VerifyReport | None = None
+
+    @property
+    def cells_after(self) -> int:
+        """Number of cells in the tidy notebook."""
+        return len(self.notebook.cells)
+
+
+def _role(cell: NotebookNode) -> str | None:
+    role = cell.metadata.get("nbagent", {}).get("role")
+    return str(role) if role is not None else None
+
+
+def _step(cell: NotebookNode) -> int | None:
+    step = cell.metadata.get("nbagent", {}).get("step")
+    return int(step) if isinstance(step, int) else None
+
+
+def _failure(cell: NotebookNode) -> str | None:
+    """Why a code cell counts as failed, or ``None``."""
+    tags = cell.metadata.get("tags", [])
+    status = cell.metadata.get("nbagent", {}).get("status")
+    if SKIP in tags:
+        return "it stopped the kernel" if status == "died" else "it timed out"
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return f"raised {out.get('ename', 'an error')}"
+    if RAISES in tags:
+        return "it raised"
+    return None
+
+
+def _raised_at(cell: NotebookNode) -> int | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            match = _RAISED_AT.search("\n".join(out.get("traceback", [])))
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def tidy_notebook(nb: NotebookNode, source_name: str = "") -> TidyResult:
+    """Make the tidy version of a notebook (no kernel involved; see the module docstring).
+
+    Raises :class:`UsageError` if the notebook has no answer cell: the tidy notebook is what
+    the answer needs, so without an answer there is nothing to keep.
+    """
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    failures = {i: _failure(nb.cells[i]) for i in code}
+    names: list[CellNames] = []
+    roots: list[int] = []
+    for position, i in enumerate(code):
+        cell = nb.cells[i]
+        failed = failures[i] is not None
+        skipped = SKIP in cell.metadata.get("tags", [])
+        # A skipped cell does not run again, so it can define nothing a re-run could use.
+        names.append(
+            CellNames()
+            if skipped
+            else analyse_cell(cell.source, raised=failed, raised_at=_raised_at(cell) if failed else None)
+        )
+        if failed:
+            continue
+        tags = set(cell.metadata.get("tags", []))
+        if answer_payload(cell) is not None or _role(cell) == "setup" or tags & KEEP_TAGS or names[-1].opaque:
+            roots.append(position)
+    if not any(answer_payload(nb.cells[i]) is not None and failures[i] is None for i in code):
+        where = f" {source_name!r}" if source_name else ""
+        raise UsageError(
+            f"notebook{where} has no answer cell (final_answer was never called, or its cell failed); "
+            "a tidy export keeps what the answer needs, so there is nothing to keep"
+        )
+    keep = {code[p] for p in needed_cells(names, roots)}
+
+    result = TidyResult(notebook=copy.deepcopy(nb), cells_before=len(nb.cells))
+    cells: list[NotebookNode] = []
+    for i, cell in enumerate(nb.cells):
+        role = _role(cell)
+        if cell.cell_type == "code":
+            if i in keep and cell.source.strip():
+                cells.append(copy.deepcopy(cell))
+                step = _step(cell)
+                if step is not None:
+                    result.kept_steps.append(step)
+                    if failures[i] is not None:
+                        result.kept_failed.append(step)
+            else:
+                reason = failures[i] or (
+                    "it has no code"
+                    if not cell.source.strip()
+                    else "nothing the answer needs uses its results"
+                )
+                result.dropped.append(DroppedCell(cell=i + 1, step=_step(cell), reason=reason))
+        elif role == "thought":
+            paired = i + 1 < len(nb.cells) and nb.cells[i + 1].cell_type == "code"
+            if paired and i + 1 in keep and _step(nb.cells[i + 1]) == _step(cell):
+                cells.append(copy.deepcopy(cell))
+            elif not paired:
+                result.dropped.append(
+                    DroppedCell(cell=i + 1, step=_step(cell), reason="its reply had no code")
+                )
+        elif role != "marker":
+            cells.append(copy.deepcopy(cell))
+
+    note = _tidy_note(result, source_name)
+    header = next((n for n, c in enumerate(cells) if _role(c) == "task"), -1)
+    cells.insert(header + 1, note)
+    result.notebook.cells = cells
+    meta = result.notebook.metadata.setdefault("nbagent", {})
+    meta.pop("verification", None)
+    meta["tidy"] = {
+        "source": source_name or None,
+        "kept_steps": result.kept_steps,
+        "kept_failed": result.kept_failed,
+        "dropped": [{"cell": d.cell, "step": d.step, "reason": d.reason} for d in result.dropped],
+        "verified": False,
+    }
+    return result
+
+
+def _tidy_note(result: TidyResult, source_name: str) -> NotebookNode:
+    of = f" of `{source_name}`" if source_name else ""
+    steps = sorted(set(result.kept_steps))
+    lines = [f"*Tidy version{of}, made by nbagent {__version__}: the steps the answer needs"]
+    lines[0] += f" ({', '.join(map(str, steps))})." if steps else "."
+    if result.dropped:
+        lines[0] += " Left out: " + "; ".join(d.describe() for d in result.dropped) + "."
+    if result.kept_failed:
+        lines[0] += (
+            f" Kept although they raised: step {', '.join(map(str, result.kept_failed))} "
+            "(a later step uses what they defined first)."
+        )
+    lines[0] += "*"
+    cell = new_markdown_cell("\n".join(lines))
+    cell.metadata["nbagent"] = {"role": "tidy-note"}
+    return cell
+
+
+def _adopt_rerun(result: TidyResult, report: VerifyReport) -> None:
+    """Give the tidy notebook the outputs and counts of its verified top-to-bottom re-run."""
+    assert report.executed is not None
+    for cell, rerun in zip(result.notebook.cells, report.executed.cells, strict=True):
+        if cell.cell_type == "code" and SKIP not in cell.metadata.get("tags", []):
+            cell.outputs = rerun.outputs
+            cell.execution_count = rerun.execution_count
+    result.notebook.metadata["nbagent"]["tidy"]["verified"] = True
+    record_verification(result.notebook, report)
+
+
+async def aexport_tidy(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    data: Iterable[str | os.PathLike[str]] = (),
+    kernel: str | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+    timeout: float = 600.0,
+) -> TidyResult:
+    """Make, verify and write the tidy notebook; see :func:`export_tidy`."""
+    source = Path(notebook).expanduser().resolve()
+    nb = read_notebook(source)
+    target = check_output_path(output, source, overwrite)
+    result = tidy_notebook(nb, source.name)
+    result.source, result.output = source, target
+    if verify:
+        report = await averify_notebook(
+            result.notebook, data=data, kernel=kernel, timeout=timeout, base_dir=source.parent
+        )
+        result.verification = report
+        if not report.ok:
+            raise NotReproducedError(
+                f"the tidy version of {source.name!r} does not reproduce its outputs, so it was not "
+                "written (export with --no-verify, verify=False, to write it anyway)",
+                report,
+            )
+        _adopt_rerun(result, report)
+    if target is not None:
+        nbformat.validate(result.notebook)
+        atomic_write_text(target, nbformat.v4.writes_json(result.notebook) + "\n")
+    return result
+
+
+def export_tidy(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    data: Iterable[str | os.PathLike[str]] = (),
+    kernel: str | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+    timeout: float = 600.0,
+) -> TidyResult:
+    """Write the tidy version of a run's notebook: the same analysis without the dead ends.
+
+    Args:
+        notebook: the notebook a run wrote.
+        output: where to write the tidy notebook (``None``: do not write; the result holds it).
+        data: data files to verify with instead of those beside ``notebook`` (by name).
+        kernel: kernel spec to verify in (default as for :func:`~nbagent.verify_notebook`).
+        verify: re-run the tidy notebook in a fresh kernel and write it only if it reproduces
+            the source's outputs and answer (:class:`~nbagent.NotReproducedError` otherwise).
+        overwrite: allow replacing an existing ``output``.
+        timeout: seconds one cell may run while verifying.
+    """
+    return run_sync(aexport_tidy)(
+        notebook, output, data=data, kernel=kernel, verify=verify, overwrite=overwrite, timeout=timeout
+    )
+
+
+def check_output_path(
+    output: str | os.PathLike[str] | None, source: Path | None, overwrite: bool
+) -> Path | None:
+    """The export's target as an absolute path; :class:`UsageError` if it cannot be written."""
+    if output is None:
+        return None
+    target = Path(output).expanduser().resolve()
+    if source is not None and target == source:
+        raise UsageError(f"output {str(output)!r} is the notebook being exported; choose another name")
+    return check_notebook_path(target, overwrite)
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+
+def _environment_note(nb: NotebookNode) -> NotebookNode | None:
+    meta = nb.metadata.get("nbagent")
+    if not meta:
+        return None
+    parts: list[str] = []
+    env: dict[str, Any] = meta.get("environment") or {}
+    if env.get("python"):
+        packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
+        parts.append(f"Python {env['python']}" + (f" ({packages})" if packages else ""))
+    seed = env.get("random_seed")
+    if isinstance(seed, dict):
+        parts.append(
+            f"random generators seeded with {seed.get('seed')} ({', '.join(seed.get('seeded', []))})"
+        )
+    elif env:
+        parts.append("random generators not seeded")
+    if env.get("python_hash_seed") is not None:
+        parts.append(f"PYTHONHASHSEED={env['python_hash_seed']}")
+    files = recorded_files(nb)
+    if files:
+        parts.append("data: " + ", ".join(f"`{n}` (sha256 `{d[:12]}…`)" for n, d in files.items()))
+    check = meta.get("verification")
+    if isinstance(check, dict):
+        verdict = "reproduced" if check.get("ok") else "did not reproduce"
+        counts = check.get("counts", {})
+        parts.append(
+            f"verified {check.get('verified_at', '')}: {verdict} "
+            f"({counts.get('same', 0)} code cells the same, {counts.get('differs', 0)} different, "
+            f"{counts.get('new-error', 0)} new errors)"
+        )
+    else:
+        parts.append("not verified (`nbagent verify`)")
+    text = (
+        "---\n\n**Reproducibility.** " + "; ".join(parts) + ". The setup cell (nbagent's `final_answer` "
+        "and the seeding) is in the notebook file, not shown here."
+    )
+    cell = new_markdown_cell(text)
+    cell.metadata["nbagent"] = {"role": "report-note"}
+    return cell
+
+
+def notebook_to_html(nb: NotebookNode) -> str:
+    """A standalone HTML report of a notebook (see the module docstring)."""
+    from nbconvert import HTMLExporter
+
+    report = copy.deepcopy(nb)
+    report.cells = [c for c in report.cells if "nbagent-setup" not in c.metadata.get("tags", [])]
+    note = _environment_note(nb)
+    if note is not None:
+        report.cells.append(note)
+    runs = nb.metadata.get("nbagent", {}).get("runs", [])
+    title = str(runs[0].get("question", "")) if runs else ""
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(report, resources={"metadata": {"name": title or "nbagent report"}})
+    return str(body)
+
+
+def export_html(
+    notebook: str | os.PathLike[str] | NotebookNode,
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write an HTML report of a notebook (figures embedded); returns the written path."""
+    if isinstance(notebook, NotebookNode):
+        nb, source = notebook, None
+    else:
+        source = Path(notebook).expanduser().resolve()
+        nb = read_notebook(source)
+    target = check_output_path(output, source, overwrite)
+    assert target is not None
+    atomic_write_text(target, notebook_to_html(nb))
+    return target

@@ -1,0 +1,527 @@
+"""Re-run a notebook in a fresh kernel and check that it still gives what it recorded.
+
+:func:`verify_notebook` copies the notebook's data files (checked against their recorded SHA-256)
+into a temporary folder, starts a fresh kernel there (nbagent's own spec unless told otherwise;
+``PYTHONHASHSEED`` as recorded), runs every code cell with nbclient -- cells tagged
+``raises-exception`` may raise, cells tagged ``skip-execution`` are skipped, as nbclient and
+``jupyter nbconvert --execute`` do -- and compares each cell's new outputs with the stored ones
+after normalisation (:mod:`nbagent.repro.compare`). Each code cell comes out ``same``, ``differs`` (with a
+short diff), ``new-error`` (it raises now and did not then), ``skipped`` or ``not-run`` (the kernel
+died before it). The notebook is reproduced when every answer cell gives the same answer and no
+cell differs.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+from jupyter_core.utils import run_sync
+from nbformat import NotebookNode
+
+from .._version import __version__
+from ..agent.environment import parse_probe_output, probe_code, version_changes
+from ..exceptions import KernelStartError, NoSuchKernelError, UsageError
+from ..execution.kernel import DEFAULT_KERNEL, available_kernels, kernel_spec_manager
+from ..execution.outputs import ANSWER_MIME
+from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest
+from .compare import DEFAULT_IMAGE_TOLERANCE, answers_match, compare_outputs
+
+CellStatus = Literal["same", "differs", "new-error", "skipped", "not-run"]
+
+
+@dataclass
+class CellCheck:
+    """The verdict on one code cell of a verified notebook.
+
+    ``index`` is the cell's position in ``notebook.cells`` (``number`` counts from 1, as a reader
+    would); ``diff`` holds a short unified diff (``-`` recorded, ``+`` re-run) when it differs;
+    ``error`` the new exception for ``new-error``.
+    """
+
+    index: int
+    label: str
+    status: CellStatus
+    source: str = ""
+    diff: list[str] = field(default_factory=list)
+    error: str | None = None
+    answer: bool = False
+    answer_reproduced: bool | None = None
+
+    @property
+    def number(self) -> int:
+        """The cell's position counting from 1."""
+        return self.index + 1
+
+    @property
+    def ok(self) -> bool:
+        """True when the cell reproduced (or was skipped on purpose)."""
+        return self.status in ("same", "skipped") and self.answer_reproduced is not False
+
+    def describe(self) -> str:
+        """``cell 8 (step 3)``."""
+        return f"cell {self.number} ({self.label})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as recorded in the notebook's metadata."""
+        out: dict[str, Any] = {"cell": self.number, "label": self.label, "status": self.status}
+        if self.diff:
+            out["diff"] = self.diff
+        if self.error:
+            out["error"] = self.error
+        if self.answer:
+            out["answer_reproduced"] = self.answer_reproduced
+        return out
+
+
+@dataclass
+class VerifyReport:
+    """The result of :func:`verify_notebook`.
+
+    ``ok`` is true when every answer cell reproduced its answer, every other code cell is
+    ``same`` (or ``skipped``) and nothing else went wrong (``problems``: data files that changed,
+    no answer to check, a kernel that died). ``executed`` is the re-run notebook.
+    """
+
+    notebook: Path | None
+    kernel: str
+    cells: list[CellCheck]
+    problems: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    recorded_environment: dict[str, Any] = field(default_factory=dict)
+    executed: NotebookNode | None = None
+    duration: float = 0.0
+    verified_at: str = ""
+
+    @property
+    def answer_cells(self) -> list[CellCheck]:
+        """The cells that gave a final answer in the recorded notebook."""
+        return [c for c in self.cells if c.answer]
+
+    @property
+    def answer_reproduced(self) -> bool:
+        """True when the notebook has answer cells and each gives the same answer again."""
+        answers = self.answer_cells
+        return bool(answers) and all(c.answer_reproduced for c in answers)
+
+    @property
+    def failures(self) -> list[CellCheck]:
+        """Cells that did not reproduce."""
+        return [c for c in self.cells if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        """True when the notebook reproduced (see the class docstring)."""
+        return self.answer_reproduced and not self.failures and not self.problems
+
+    @property
+    def version_changes(self) -> dict[str, tuple[str, str]]:
+        """Python and package versions that differ from the recorded ones."""
+        if not self.recorded_environment or not self.environment:
+            return {}
+        return version_changes(self.recorded_environment, self.environment)
+
+    def counts(self) -> dict[str, int]:
+        """How many code cells have each status."""
+        counts = {status: 0 for status in ("same", "differs", "new-error", "skipped", "not-run")}
+        for cell in self.cells:
+            counts[cell.status] += 1
+        return counts
+
+    def summary(self, all_cells: bool = True) -> str:
+        """A readable report: one line per code cell (diffs indented), then the verdict."""
+        where = "notebook"
+        if self.notebook is not None:
+            try:
+                where = str(self.notebook.relative_to(Path.cwd()))
+            except ValueError:
+                where = str(self.notebook)
+        lines = [f"verify {where}: kernel {self.kernel}, {len(self.cells)} code cells, {self.duration:.1f} s"]
+        for cell in self.cells:
+            if not all_cells and cell.ok:
+                continue
+            status = cell.status.replace("-", " ")
+            if cell.error:
+                status += f": {cell.error}"
+            if cell.answer:
+                status += ", answer reproduced" if cell.answer_reproduced else ", ANSWER DIFFERS"
+            head = f"  cell {cell.number:>3}  {cell.label:<16} {status}"
+            lines.append(head)
+            lines += [f"      {line}" for line in cell.diff]
+        lines += [f"  problem: {p}" for p in self.problems]
+        changes = self.version_changes
+        if changes:
+            lines.append(
+                "  versions changed since the run: "
+                + ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items())
+            )
+        counts = self.counts()
+        verdict = "REPRODUCED" if self.ok else "NOT REPRODUCED"
+        lines.append(
+            f"{verdict}: {counts['same']} same, {counts['differs']} differ, "
+            f"{counts['new-error']} new errors, {counts['skipped']} skipped, {counts['not-run']} not run; "
+            f"answer {'reproduced' if self.answer_reproduced else 'not reproduced'}"
+        )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as recorded under ``metadata.nbagent.verification``."""
+        return {
+            "ok": self.ok,
+            "answer_reproduced": self.answer_reproduced,
+            "verified_at": self.verified_at,
+            "nbagent_version": __version__,
+            "kernel": self.kernel,
+            "duration": round(self.duration, 3),
+            "counts": self.counts(),
+            "cells": [c.to_dict() for c in self.cells if not c.ok or c.answer],
+            "problems": list(self.problems),
+            "environment": self.environment,
+            "version_changes": {k: list(v) for k, v in self.version_changes.items()},
+        }
+
+
+def read_notebook(path: str | os.PathLike[str]) -> NotebookNode:
+    """Read and validate a notebook file; :class:`UsageError` says what is wrong with it."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"notebook {str(path)!r} does not exist")
+    if not p.is_file():
+        raise UsageError(f"notebook {str(path)!r} is not a file")
+    try:
+        nb = nbformat.read(p, as_version=4)
+        nbformat.validate(nb)
+    except (ValueError, OSError, nbformat.ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{str(path)!r} is not a valid notebook ({first})") from None
+    return nb
+
+
+def recorded_files(nb: NotebookNode) -> dict[str, str]:
+    """Data files the notebook's runs were given: name -> sha256."""
+    files: dict[str, str] = {}
+    for run in nb.metadata.get("nbagent", {}).get("runs", []):
+        for entry in run.get("files", []):
+            files[str(entry["name"])] = str(entry.get("sha256", ""))
+    return files
+
+
+def answer_payload(cell: NotebookNode) -> dict[str, Any] | None:
+    """The ``final_answer`` payload among a cell's outputs (the last one), if any."""
+    found = None
+    for out in cell.get("outputs", []):
+        if out.get("output_type") in ("display_data", "execute_result"):
+            payload = out.get("data", {}).get(ANSWER_MIME)
+            if isinstance(payload, dict):
+                found = payload
+    return found
+
+
+def error_of(outputs: Sequence[Any]) -> str | None:
+    """``Name: message`` of the last error among outputs, if any."""
+    for out in reversed(outputs):
+        if out.get("output_type") == "error":
+            return f"{out.get('ename', '')}: {out.get('evalue', '')}"
+    return None
+
+
+def cell_label(cell: NotebookNode) -> str:
+    """How the report names a cell: ``setup``, ``step 3``, or ``code``."""
+    meta = cell.metadata.get("nbagent", {})
+    role = meta.get("role")
+    if role == "setup":
+        return "setup"
+    if role == "step" and meta.get("step") is not None:
+        return f"step {meta['step']}"
+    return "code"
+
+
+def _choose_kernel(nb: NotebookNode, kernel: str | None) -> str:
+    known = available_kernels()
+    if kernel is not None:
+        if kernel not in known:
+            raise NoSuchKernelError(f"unknown kernel {kernel!r}; available kernels: {', '.join(known)}")
+        return kernel
+    recorded = (nb.metadata.get("nbagent", {}).get("environment") or {}).get("kernel")
+    return recorded if recorded in known else DEFAULT_KERNEL
+
+
+def _stage_data(
+    nb: NotebookNode, base_dir: Path, data: Iterable[str | os.PathLike[str]], workdir: Path
+) -> list[str]:
+    """Copy the data files into ``workdir``; returns problems (changed content)."""
+    given: dict[str, Path] = {}
+    for item in data:
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise UsageError(f"data file {str(item)!r} does not exist or is not a file")
+        given[path.name] = path
+    problems = []
+    for name, digest in recorded_files(nb).items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            # A run records plain file names; anything else would copy outside the work folder.
+            raise UsageError(f"the notebook lists a data file named {name!r}, which is not a plain file name")
+        source = given.pop(name, base_dir / name)
+        if not source.is_file():
+            raise UsageError(
+                f"the notebook was made with data file {name!r}, which is not in {str(base_dir)!r}; "
+                f"pass it with --data PATH (data=[...])"
+            )
+        actual = file_digest(source)
+        if digest and actual != digest:
+            problems.append(
+                f"data file {name!r} is not the one the notebook was made with "
+                f"(sha256 {actual[:12]}…, recorded {digest[:12]}…)"
+            )
+        shutil.copy2(source, workdir / name)
+    for name, path in given.items():
+        shutil.copy2(path, workdir / name)
+    return problems
+
+
+def _hash_seed_env(nb: NotebookNode) -> dict[str, str]:
+    env = dict(os.environ)
+    seed = (nb.metadata.get("nbagent", {}).get("environment") or {}).get("python_hash_seed")
+    if seed is not None:
+        env["PYTHONHASHSEED"] = str(seed)
+    return env
+
+
+async def _execute(
+    nb: NotebookNode, kernel: str, workdir: Path, env: dict[str, str], timeout: float
+) -> tuple[NotebookNode, dict[int, str], set[int], dict[str, Any], str | None]:
+    """Run ``nb`` (a copy) in a fresh kernel.
+
+    Returns the executed notebook, errors reported per cell index, indices not run, the kernel's
+    environment, and why the run stopped early (or ``None``).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    runtime_dir = tempfile.mkdtemp(prefix="nbagent-verify-kernel-")
+    # ipc transport, as for the agent's own kernels: no TCP ports, works without a network.
+    km = AsyncKernelManager(
+        kernel_name=kernel,
+        kernel_spec_manager=kernel_spec_manager(),
+        transport="ipc",
+        ip=os.path.join(runtime_dir, "k"),
+        connection_file=os.path.join(runtime_dir, "connection.json"),
+    )
+    errors: dict[int, str] = {}
+
+    def on_cell_error(cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any]) -> None:
+        content = execute_reply.get("content", {})
+        errors[cell_index] = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
+
+    client = NotebookClient(
+        nb,
+        km=km,
+        kernel_name=kernel,
+        timeout=max(1, round(timeout)),
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout:g} s"},
+        record_timing=False,
+        on_cell_error=on_cell_error,
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    not_run: set[int] = set()
+    stopped: str | None = None
+    environment: dict[str, Any] = {}
+    try:
+        try:
+            async with client.async_setup_kernel(cleanup_kc=True, env=env):
+                code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+                for position, index in enumerate(code_cells):
+                    try:
+                        await client.async_execute_cell(
+                            nb.cells[index], index, execution_count=client.code_cells_executed + 1
+                        )
+                    except DeadKernelError:
+                        errors[index] = "DeadKernelError: the kernel died while running this cell"
+                        not_run.update(code_cells[position + 1 :])
+                        stopped = f"the kernel died in cell {index + 1}; later cells did not run"
+                        break
+                if stopped is None:
+                    environment = await _probe(client, nb)
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            if client.kc is None:
+                raise KernelStartError(f"could not start kernel {kernel!r} to verify with: {exc}") from exc
+            raise
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+    return nb, errors, not_run, environment, stopped
+
+
+async def _probe(client: Any, nb: NotebookNode) -> dict[str, Any]:
+    """The verifying kernel's environment, asked the way the agent asks (nothing stays in ``nb``)."""
+    probe = nbformat.v4.new_code_cell(probe_code())
+    nb.cells.append(probe)
+    try:
+        await client.async_execute_cell(probe, len(nb.cells) - 1, store_history=False)
+    finally:
+        nb.cells.pop()
+    text = "".join(str(o.get("text", "")) for o in probe.outputs if o.get("output_type") == "stream")
+    return parse_probe_output(text) or {}
+
+
+def _judge(
+    stored: NotebookNode,
+    executed: NotebookNode,
+    errors: dict[int, str],
+    not_run: set[int],
+    workdirs: Sequence[str],
+    image_tolerance: float,
+) -> list[CellCheck]:
+    checks = []
+    for index, cell in enumerate(stored.cells):
+        if cell.cell_type != "code":
+            continue
+        first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+        payload = answer_payload(cell)
+        check = CellCheck(
+            index=index,
+            label=cell_label(cell) + (" · answer" if payload is not None else ""),
+            status="same",
+            source=first_line,
+            answer=payload is not None,
+        )
+        checks.append(check)
+        tags = cell.metadata.get("tags", [])
+        if SKIP in tags or not cell.source.strip():
+            check.status = "skipped"
+            check.answer_reproduced = None if payload is None else False
+            continue
+        if index in not_run:
+            check.status = "not-run"
+            check.answer_reproduced = None if payload is None else False
+            continue
+        new = executed.cells[index]
+        new_error = errors.get(index) or error_of(new.outputs)
+        old_error = error_of(cell.outputs) or (f"{RAISES}" if RAISES in tags else None)
+        diff = compare_outputs(cell.outputs, new.outputs, workdirs=workdirs, image_tolerance=image_tolerance)
+        if new_error and not old_error:
+            check.status, check.error = "new-error", new_error
+        elif not diff.same:
+            check.status = "differs"
+        check.diff = diff.lines
+        if payload is not None:
+            new_payload = answer_payload(new)
+            check.answer_reproduced = new_payload is not None and answers_match(
+                payload, new_payload, workdirs=workdirs, image_tolerance=image_tolerance
+            )
+    return checks
+
+
+async def averify_notebook(
+    notebook: str | os.PathLike[str] | NotebookNode,
+    *,
+    data: Iterable[str | os.PathLike[str]] = (),
+    kernel: str | None = None,
+    timeout: float = 600.0,
+    record: bool = False,
+    image_tolerance: float = DEFAULT_IMAGE_TOLERANCE,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> VerifyReport:
+    """Re-run a notebook in a fresh kernel and compare; see :func:`verify_notebook`."""
+    if timeout <= 0:
+        raise UsageError(f"timeout must be a positive number of seconds, not {timeout:g}")
+    if not 0 <= image_tolerance < 1:
+        raise UsageError(f"image_tolerance must be a share between 0 and 1, not {image_tolerance:g}")
+    path: Path | None = None
+    if isinstance(notebook, NotebookNode):
+        stored = notebook
+    else:
+        path = Path(notebook).expanduser().resolve()
+        stored = read_notebook(path)
+    folder = Path(base_dir).resolve() if base_dir is not None else (path.parent if path else Path.cwd())
+    kernel_name = _choose_kernel(stored, kernel)
+    started = time.perf_counter()
+    when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    workdir = Path(tempfile.mkdtemp(prefix="nbagent-verify-"))
+    try:
+        problems = _stage_data(stored, folder, data, workdir)
+        executed, errors, not_run, environment, stopped = await _execute(
+            copy.deepcopy(stored), kernel_name, workdir, _hash_seed_env(stored), timeout
+        )
+        workdirs = [str(folder), str(workdir), str(workdir.resolve())]
+        checks = _judge(stored, executed, errors, not_run, workdirs, image_tolerance)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if stopped:
+        problems.append(stopped)
+    if not any(c.answer for c in checks):
+        problems.append(
+            "the notebook has no answer cell (final_answer was never called): nothing to reproduce"
+        )
+    report = VerifyReport(
+        notebook=path,
+        kernel=kernel_name,
+        cells=checks,
+        problems=problems,
+        environment=environment,
+        recorded_environment=dict(stored.metadata.get("nbagent", {}).get("environment") or {}),
+        executed=executed,
+        duration=time.perf_counter() - started,
+        verified_at=when,
+    )
+    if record:
+        record_verification(stored, report, path)
+    return report
+
+
+def record_verification(nb: NotebookNode, report: VerifyReport, path: Path | None = None) -> None:
+    """Store ``report`` under ``metadata.nbagent.verification`` (and save ``path`` atomically)."""
+    nb.metadata.setdefault("nbagent", {})["verification"] = report.to_dict()
+    if path is not None:
+        nbformat.validate(nb)
+        atomic_write_text(path, nbformat.v4.writes_json(nb) + "\n")
+
+
+def verify_notebook(
+    notebook: str | os.PathLike[str] | NotebookNode,
+    *,
+    data: Iterable[str | os.PathLike[str]] = (),
+    kernel: str | None = None,
+    timeout: float = 600.0,
+    record: bool = False,
+    image_tolerance: float = DEFAULT_IMAGE_TOLERANCE,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> VerifyReport:
+    """Re-run a notebook in a fresh kernel and check that it gives what it recorded.
+
+    Args:
+        notebook: a notebook file (or an in-memory notebook).
+        data: data files to use instead of those beside the notebook (matched by name); each is
+            checked against the SHA-256 recorded at run time.
+        kernel: kernel spec to run in; default: the one recorded by the run if it exists here,
+            else nbagent's own.
+        timeout: seconds one cell may run.
+        record: store the result under ``metadata.nbagent.verification`` (the file is rewritten
+            atomically; only its metadata changes).
+        image_tolerance: share of pixels that may change before an image differs.
+        base_dir: where the data files are when ``notebook`` is in memory (default: the
+            notebook's folder, else the current directory).
+
+    Returns:
+        a :class:`VerifyReport`; ``report.ok`` says whether the notebook reproduced.
+    """
+    return run_sync(averify_notebook)(
+        notebook,
+        data=data,
+        kernel=kernel,
+        timeout=timeout,
+        record=record,
+        image_tolerance=image_tolerance,
+        base_dir=base_dir,
+    )
