@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,3 +38,49 @@ def code(source: str, thought: str = "Next step.") -> str:
 def scripted(*replies: str) -> ScriptedModel:
     """A scripted model replying with ``replies`` in order."""
     return ScriptedModel(list(replies))
+
+
+@dataclass
+class CliResult:
+    """What an in-process ``nbagent`` call returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str | None] | None = None, stdin: str | None = None
+) -> CliResult:
+    """Call the CLI's ``main([...])`` in this process, as if ``nbagent ARGS`` ran in ``cwd``.
+
+    For argument and input checks: milliseconds instead of a new interpreter's 2 s of imports.
+    ``env`` sets variables for the call (``None`` removes one); everything is put back afterwards.
+    """
+    from nbagent.cli import main
+
+    saved_env = {name: os.environ.get(name) for name in env or {}}
+    saved_cwd, saved_stdin = Path.cwd(), sys.stdin
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for name, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        os.chdir(cwd)
+        sys.stdin = io.StringIO(stdin or "")
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse errors and --help
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        sys.stdin = saved_stdin
+        os.chdir(saved_cwd)
+        for name, old in saved_env.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+    return CliResult(code, out.getvalue(), err.getvalue())

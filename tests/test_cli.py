@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import PENGUINS, REPO, code
+from conftest import PENGUINS, REPO, code, run_cli
 
 QUESTION = "Which penguin species has the highest mean body mass?"
 
@@ -133,7 +133,7 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(tmp_path: Path, 
     extra, expected = BAD_INPUTS[case]
     args = ["run", "a question", "--model", good, "-o", "out.ipynb", *extra]
     before = sorted(p.name for p in tmp_path.iterdir())
-    proc = nbagent(*args, cwd=tmp_path, env={"OPENAI_API_KEY": "<unset>"})
+    proc = run_cli(*args, cwd=tmp_path, env={"OPENAI_API_KEY": None})
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -142,25 +142,25 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(tmp_path: Path, 
 
 
 def test_empty_question_and_no_model_are_usage_errors(tmp_path: Path) -> None:
-    proc = nbagent("run", "  ", "--model", "scripted:x.json", cwd=tmp_path)
+    proc = run_cli("run", "  ", "--model", "scripted:x.json", cwd=tmp_path)
     assert proc.returncode == 2 and "the question is empty" in proc.stderr
-    proc = nbagent("run", "q", cwd=tmp_path, env={"NBAGENT_MODEL": "<unset>"})
+    proc = run_cli("run", "q", cwd=tmp_path, env={"NBAGENT_MODEL": None})
     assert proc.returncode == 2 and "no model given" in proc.stderr
 
 
 def test_help_and_kernels_list(tmp_path: Path) -> None:
-    proc = nbagent("run", "--help", cwd=tmp_path)
+    proc = run_cli("run", "--help", cwd=tmp_path)
     assert proc.returncode == 0 and "--max-steps" in proc.stdout
-    proc = nbagent("kernels", cwd=tmp_path)
+    proc = run_cli("kernels", cwd=tmp_path)
     assert proc.returncode == 0 and re.search(r"^nbagent\s", proc.stdout, re.M)
-    assert nbagent(cwd=tmp_path).returncode == 2
+    assert run_cli(cwd=tmp_path).returncode == 2
 
 
 def test_a_data_file_copied_beside_the_notebook_never_replaces_a_different_one(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "penguins.csv").write_text("different content\n")
     model = write_script(tmp_path / "s.json", [code("final_answer(1)")])
-    proc = nbagent("run", "q", "--data", str(PENGUINS), "--model", model, "-o", "out/run.ipynb", cwd=tmp_path)
+    proc = run_cli("run", "q", "--data", str(PENGUINS), "--model", model, "-o", "out/run.ipynb", cwd=tmp_path)
     assert proc.returncode == 2
     assert "would replace a different 'penguins.csv'" in proc.stderr
     assert (tmp_path / "out" / "penguins.csv").read_text() == "different content\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import PENGUINS, code, scripted
+from conftest import PENGUINS, code, run_cli, scripted
 
 from nbagent import Agent, Sandbox, ScriptedModel
 from nbagent.agent.agent import RESERVED_FINAL_ANSWER
@@ -310,7 +310,7 @@ def test_resume_bad_input_exits_2_and_changes_nothing(tmp_path: Path, case: str)
     args, expected = resume_bad_inputs(tmp_path)[case]
     (tmp_path / "s.json").write_text(json.dumps([code("final_answer(1)")]))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    proc = nbagent("resume", *args, "--model", "scripted:s.json", cwd=tmp_path)
+    proc = run_cli("resume", *args, "--model", "scripted:s.json", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

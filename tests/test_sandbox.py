@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import code
+from conftest import code, run_cli
 
 from nbagent import Kernel, NotebookRecorder, Sandbox
 from nbagent.execution.kernel import DEFAULT_KERNEL
@@ -302,13 +302,7 @@ def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: Listener) -> N
     ],
 )
 def test_bad_sandbox_flags_exit_2(tmp_path: Path, flag: str, value: str, expected: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbagent", "run", "q", "--model", "scripted:s.json", f"{flag}={value}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("run", "q", "--model", "scripted:s.json", f"{flag}={value}", cwd=tmp_path)
     assert proc.returncode == 2
     assert expected in proc.stderr
     assert list(tmp_path.iterdir()) == []

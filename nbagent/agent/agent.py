@@ -137,7 +137,7 @@ class Agent:
         kernel: kernel spec name (nbagent's own ``kernels/`` first, then Jupyter's).
         observer: turns executions into observations (budget, formatting).
         history: how much of a long run is replayed to the model (see :class:`HistoryLimits`).
-        system_prompt: replaces the packaged prompt (``nbagent/prompts/system.md``).
+        system_prompt: replaces the packaged prompt (``nbagent/agent/prompts/system.md``).
         instructions: extra text appended to the system prompt.
         listeners: receive progress events (see :class:`RunListener`).
         executor: run steps here instead of a new kernel (used by ``%%agent``).

@@ -24,7 +24,7 @@ StepKind = Literal["action", "final"]
 
 @cache
 def default_system_prompt() -> str:
-    """The system prompt shipped with nbagent (``nbagent/prompts/system.md``)."""
+    """The system prompt shipped with nbagent (``nbagent/agent/prompts/system.md``)."""
     return (resources.files("nbagent") / "agent" / "prompts" / "system.md").read_text(encoding="utf-8")
 
 

@@ -37,7 +37,7 @@ ANSWER_VARIABLE = "_nbagent_answer"
 
 @cache
 def magic_instructions() -> str:
-    """Extra system-prompt text for runs in the user's session (``nbagent/prompts/magic.md``)."""
+    """Extra system-prompt text for runs in the user's session (``nbagent/agent/prompts/magic.md``)."""
     return (resources.files("nbagent") / "agent" / "prompts" / "magic.md").read_text(encoding="utf-8")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -12,10 +13,16 @@ from .base import Message, Model, Reply, Usage
 from .retry import RetryPolicy, retry_after_seconds, with_retries
 
 
+READONLY_WARNING = r"Item '.*' on TypedDict class '.*' is using the `ReadOnly` qualifier"
+
+
 def _litellm() -> Any:
     # Imported on first use: litellm takes seconds to import, and offline it would try to
     # download its model cost map unless told to use the bundled copy.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # pydantic >= 2.12 warns, on the first reply, that litellm's reasoning types use ReadOnly; it is
+    # litellm's own typing, harmless, and would otherwise be printed in the middle of a user's run.
+    warnings.filterwarnings("ignore", message=READONLY_WARNING, category=UserWarning)
     import litellm
 
     litellm.suppress_debug_info = True
