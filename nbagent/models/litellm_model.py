@@ -12,7 +12,6 @@ from ..exceptions import ModelError, UsageError
 from .base import Message, Model, Reply, Usage
 from .retry import RetryPolicy, retry_after_seconds, with_retries
 
-
 READONLY_WARNING = r"Item '.*' on TypedDict class '.*' is using the `ReadOnly` qualifier"
 
 
