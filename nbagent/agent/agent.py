@@ -35,7 +35,7 @@ from .environment import probe_environment
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .observe import Observation, Observer
 from .parameters import check_parameters, parameters_code
-from .parsing import assigns_name, parse_reply
+from .parsing import ParsedReply, assigns_name, parse_reply
 from .planning import check_planning_interval, make_plan, plan_due, record_plan
 from .restore import SavedRun, read_run, replay_steps
 
@@ -278,9 +278,37 @@ class Agent:
         parameters: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``question``; see :meth:`run`."""
+        started = time.perf_counter()
+        task = await self.aopen_task(
+            question,
+            files,
+            notebook,
+            reset=reset,
+            overwrite=overwrite,
+            workdir=workdir,
+            parameters=parameters,
+        )
+        assert self._memory is not None and self._recorder is not None
+        result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
+        first_number = len(self._memory.steps) + 1
+        return await self._drive(result, first_number, first_number, 0, started)
+
+    async def aopen_task(
+        self,
+        question: str,
+        files: Iterable[str | os.PathLike[str]] = (),
+        notebook: str | os.PathLike[str] | None = None,
+        *,
+        reset: bool = True,
+        overwrite: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """Start a question without asking the model: the kernel is set up and the notebook has its
+        header. :meth:`arun` goes on with the model; :meth:`arun_code` runs steps given from outside
+        (the MCP server's sessions). Arguments as for :meth:`run`."""
         if not question or not question.strip():
             raise UsageError("the question is empty: say what you want the agent to find out")
-        started = time.perf_counter()
         sources = check_data_files(files)
         params = check_parameters(parameters or {})
         follow_up = not reset and self._memory is not None
@@ -308,10 +336,22 @@ class Agent:
         self._recorder.save()
         for listener in self.listeners:
             listener.task_started(task, self._recorder.path)
+        return task
 
-        result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
-        first_number = len(self._memory.steps) + 1
-        return await self._drive(result, first_number, first_number, 0, started)
+    async def arun_code(self, code: str, thought: str = "") -> tuple[Step, str | None]:
+        """Run ``code`` as the next step of the open question, as if the model had replied with
+        ``thought`` and ``code``: recorded as a thought cell and a code cell, observed, the kernel
+        restarted and restored if it dies. Returns the step and, when the code called
+        ``final_answer``, the answer's text (also recorded in the notebook)."""
+        if self._memory is None or self._recorder is None or self._executor is None:
+            raise UsageError("no question is open: call aopen_task first")
+        if not code.strip():
+            raise UsageError("the code is empty: give the Python code to run")
+        reply = Reply(text=f"Thought: {thought}\n```python\n{code}\n```", usage=Usage())
+        parsed = ParsedReply(thought=thought, code=code)
+        step = await self._act(len(self._memory.steps) + 1, reply, parsed, 0.0, None)
+        answer = await self._take_answer(step)
+        return step, None if answer is None else answer[1]
 
     async def _drive(
         self, result: RunResult, first_number: int, number: int, done: int, started: float
@@ -528,18 +568,23 @@ class Agent:
             number += 1
             if self._gave_up:
                 raise KernelDiedError(self._gave_up)
-            if step.execution is not None:
-                payload = step.execution.answer_bundle()
-                if payload is not None:
-                    assert self._executor is not None
-                    payload = await complete_answer(self._executor, payload)
-                    result.status = "answered"
-                    result.answer = decode_answer(payload)
-                    result.answer_text = self._redactor.text(str(payload.get("text", "")))
-                    assert self._recorder is not None
-                    self._recorder.add_answer(result.answer_text)
-                    self._recorder.save()
-                    return
+            answer = await self._take_answer(step)
+            if answer is not None:
+                result.status = "answered"
+                result.answer, result.answer_text = answer
+                return
+
+    async def _take_answer(self, step: Step) -> tuple[Any, str] | None:
+        """The answer (value, text) the step's code gave to ``final_answer``, recorded; else ``None``."""
+        payload = None if step.execution is None else step.execution.answer_bundle()
+        if payload is None:
+            return None
+        assert self._executor is not None and self._recorder is not None
+        payload = await complete_answer(self._executor, payload)
+        text = self._redactor.text(str(payload.get("text", "")))
+        self._recorder.add_answer(text)
+        self._recorder.save()
+        return decode_answer(payload), text
 
     async def _step(self, number: int, nudge: str | None) -> Step:
         assert self._memory is not None and self._recorder is not None and self._executor is not None
@@ -550,6 +595,13 @@ class Agent:
         parsed = parse_reply(reply.text)
         for listener in self.listeners:
             listener.reply_received(number, parsed.thought, parsed.code)
+        return await self._act(number, reply, parsed, model_duration, nudge)
+
+    async def _act(
+        self, number: int, reply: Reply, parsed: ParsedReply, model_duration: float, nudge: str | None
+    ) -> Step:
+        """Approve, run and observe the code of a reply, and record the step."""
+        assert self._executor is not None
         execution: Execution | None = None
         original_code: str | None = None
         decision: bool | str = True
