@@ -126,10 +126,11 @@ def mcp_command(args: argparse.Namespace) -> int:
             return resolve_model(args.model, **model_kwargs)
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    sweep = min(5.0, args.idle_timeout / 2)  # how often idle sessions are looked for
     if args.http is None:
         if args.token or args.allowed_host:
             raise UsageError("--token and --allowed-host apply to --http only")
-        server, _ = build_server(settings, make_model)
+        server, _ = build_server(settings, make_model, sweep_every=sweep)
         server.run("stdio")
         return 0
 
@@ -139,7 +140,9 @@ def mcp_command(args: argparse.Namespace) -> int:
             f"--http {args.http} is reachable from other machines: give a bearer token with --token "
             f"or ${TOKEN_ENV} (clients send 'Authorization: Bearer TOKEN')"
         )
-    server, _ = build_server(settings, make_model, token=token, base_url=f"http://{args.http}")
+    server, _ = build_server(
+        settings, make_model, token=token, base_url=f"http://{args.http}", sweep_every=sweep
+    )
     security = None if host in LOOPBACK else transport_security(host, args.allowed_host)
     print(f"nbagent mcp: serving http://{args.http}/mcp (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
