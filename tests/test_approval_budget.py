@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from conftest import code, scripted
 
-from nbagent import Agent, LiteLLMModel, StopRun, UsageError
+from nbagent import Agent, Kernel, LiteLLMModel, StopRun, UsageError
 from nbagent.cli import main
 from nbagent.testing import OpenAICompatibleServer
 
@@ -200,3 +200,46 @@ def test_run_approve_without_a_terminal_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "not a terminal" in done.stderr
     assert list(tmp_path.glob("*.ipynb")) == []
+
+
+def test_agent_magic_approve_asks_with_input_and_budgets_stop_it(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.json"
+    replies.write_text(
+        json.dumps([code("y = 'refused'"), code("y = 1"), code("print(y * 2)"), code("final_answer(y)")])
+    )
+    notebook = tmp_path / "magic.ipynb"
+    kernel = Kernel("python3", cwd=tmp_path)
+    kernel.start()
+    try:
+        assert kernel.execute("%load_ext nbagent").ok
+        # input() is the front end's; here a stand-in answers: skip, edit (two lines), run, stop.
+        approved = kernel.execute(
+            "import builtins\n"
+            "answers = iter(['s', 'e', 'y = 5', 'y += 0', '', 'r', 't'])\n"
+            "asked = []\n"
+            "def answer(prompt=''):\n"
+            "    asked.append(prompt)\n"
+            "    return next(answers)\n"
+            "builtins.input = answer\n"
+            f"get_ipython().run_cell_magic('agent', '--approve -m scripted:{replies} --notebook {notebook}', "
+            "'What is y?')\n"
+            "print(y, len(asked))"
+        )
+        assert approved.ok, approved.outputs
+        shown = json.dumps(approved.outputs)
+        assert "stopped at your request" in shown and "tokens so far" in shown
+        assert approved.outputs[-1]["text"] == "5 7\n"
+        more = tmp_path / "more.json"
+        more.write_text(json.dumps([code("z = 1"), code("final_answer(z)")]))
+        budget = kernel.execute(
+            f"%%agent --reset -m scripted:{more} --max-total-tokens 1 --notebook {tmp_path / 'b.ipynb'}\n"
+            "What is y?"
+        )
+        assert budget.ok and "token budget is used" in json.dumps(budget.outputs)
+    finally:
+        kernel.shutdown()
+    nb = nbformat.read(notebook, as_version=4)
+    assert nb.metadata.nbagent.runs[-1]["status"] == "stopped"
+    steps = nbagent_cells(notebook, "step")
+    assert steps[1].source == "y = 5\ny += 0" and steps[1].metadata["nbagent"]["original_code"] == "y = 1"
+    assert nbformat.read(tmp_path / "b.ipynb", as_version=4).metadata.nbagent.runs[-1]["status"] == "budget"
