@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -243,3 +244,53 @@ def test_agent_magic_approve_asks_with_input_and_budgets_stop_it(tmp_path: Path)
     steps = nbagent_cells(notebook, "step")
     assert steps[1].source == "y = 5\ny += 0" and steps[1].metadata["nbagent"]["original_code"] == "y = 1"
     assert nbformat.read(tmp_path / "b.ipynb", as_version=4).metadata.nbagent.runs[-1]["status"] == "budget"
+
+
+def _costly(source: str) -> dict[str, Any]:
+    return {"reply": code(source), "input_tokens": 90, "output_tokens": 10}
+
+
+def test_batch_budgets_per_task_and_in_total_and_resume_with_a_larger_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batch_helpers import read_status, write_batch
+
+    replies = [_costly("a = 1"), _costly("b = 2"), _costly("final_answer(a + b)")]
+    tasks = write_batch(
+        tmp_path,
+        [
+            {"id": "first", "question": "Sum?", "replies": replies, "max_total_tokens": 150},
+            {"id": "second", "question": "Sum?", "replies": replies},
+            {"id": "third", "question": "Sum?", "replies": replies},
+        ],
+    )
+    out = tmp_path / "runs"
+    common = ["batch", str(tasks), "--out", str(out), "-q", "--no-fork"]
+    assert main([*common, "--total-tokens", "250"]) == 1
+    status = {r["id"]: r for r in read_status(out)}
+    assert status["first"]["status"] == "budget" and status["first"]["tokens"] == 200
+    # 50 tokens were left when the second task started: one model call, then it stopped.
+    assert status["second"]["status"] == "budget" and status["second"]["tokens"] == 100
+    assert "third" not in status
+    assert "not started: 1 tasks" in capsys.readouterr().out
+
+    assert main([*common, "--resume", "--total-tokens", "10000"]) == 1  # two tasks stay 'budget'
+    third = {r["id"]: r for r in read_status(out)}["third"]
+    assert third["status"] == "ok" and third["answer"] == "3"
+
+
+def test_batch_refuses_approve_and_budgets_that_cannot_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batch_helpers import write_batch
+
+    tasks = write_batch(tmp_path, [{"id": "t", "question": "q", "replies": [code("final_answer(1)")]}])
+    out = tmp_path / "runs"
+    assert main(["batch", str(tasks), "--out", str(out), "--approve"]) == 2
+    assert "unattended" in capsys.readouterr().err
+    assert main(["batch", str(tasks), "--out", str(out), "--total-cost", "0"]) == 2
+    assert "--total-cost must be a positive" in capsys.readouterr().err
+    bad = write_batch(tmp_path / "bad", [{"id": "t", "question": "q", "max_cost": "lots"}])
+    assert main(["batch", str(bad), "--out", str(out), "-m", "scripted:x.json"]) == 2
+    assert "field 'max_cost'" in capsys.readouterr().err
+    assert not out.exists()

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from .runner import STATUS_FILE, BatchListener, BatchOutcome, TaskRecord
 from .tasks import BatchTask
 
-STATUS_ORDER = ("ok", "failed", "timeout", "error")
+STATUS_ORDER = ("ok", "failed", "timeout", "error", "budget")
 
 
 def _clip(text: str | None, width: int) -> str:
@@ -155,6 +155,11 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     if outcome.interrupted:
         lines.append(
             f"  interrupted: {len(outcome.missing)} tasks left; run again with --resume to finish them"
+        )
+    elif outcome.budget_used and outcome.missing:
+        lines.append(
+            f"  not started: {len(outcome.missing)} tasks, as {outcome.budget_used}; "
+            "run again with --resume and a larger --total-tokens / --total-cost"
         )
     elif outcome.missing:
         lines.append(f"  not finished: {len(outcome.missing)} tasks")

@@ -173,7 +173,7 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
     )
 
 
-def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+def add_budget_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--max-total-tokens`` and ``--max-cost``: what one question may spend on the model."""
     parser.add_argument(
         "--max-total-tokens",
