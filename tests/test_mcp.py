@@ -274,7 +274,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
     port = _free_port()
     command = [sys.executable, "-m", "nbagent", "mcp", "--http", f"127.0.0.1:{port}", "--token", "sesame"]
     proc = subprocess.Popen(
-        [*command, "--root", str(tmp_path), "--idle-timeout", "3"],
+        [*command, "--root", str(tmp_path), "--idle-timeout", "6"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=tmp_path,
@@ -297,7 +297,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
             proc.kill()
 
 
-def test_streamable_http_needs_the_token_checks_the_host_and_closes_idle_sessions(
+def test_streamable_http_needs_the_token_checks_the_host_and_closes_sessions_of_clients_gone_or_idle(
     http_server: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, proc = http_server
@@ -316,25 +316,45 @@ def test_streamable_http_needs_the_token_checks_the_host_and_closes_idle_session
     bad_host = {**headers, "Authorization": "Bearer sesame", "Host": "attacker.example:80"}
     assert httpx2.post(url, json=hello, headers=bad_host).status_code == 421  # DNS rebinding refused
 
-    async def scenario() -> list[psutil.Process]:
-        client = httpx2.AsyncClient(headers={"Authorization": "Bearer sesame"}, timeout=60)
-        async with (
-            client,
-            streamable_http_client(url, http_client=client) as (read, write, *_),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            sid = (await _call(session, "open_session")).structured_content["session_id"]
-            ran = await _call(session, "run_code", session_id=sid, code="print(6 * 7)")
-            assert ran.structured_content["observation"] == "42"
-            kernels = _descendants(proc.pid)
-            assert kernels
-            await anyio.sleep(6)  # idle longer than --idle-timeout 3
-            assert "no open session" in await _error(session, "run_code", session_id=sid, code="1")
-        return kernels
+    def alive(processes: list[psutil.Process]) -> bool:
+        return any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
 
-    kernels = anyio.run(scenario)
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in kernels)
+    async def session_kernels(session: ClientSession) -> tuple[str, list[psutil.Process]]:
+        before = set(_descendants(proc.pid))
+        sid = (await _call(session, "open_session")).structured_content["session_id"]
+        ran = await _call(session, "run_code", session_id=sid, code="print(6 * 7)")
+        assert ran.structured_content["observation"] == "42"
+        kernels = [p for p in _descendants(proc.pid) if p not in before]
+        assert kernels
+        return sid, kernels
+
+    async def scenario() -> None:
+        client = httpx2.AsyncClient(headers={"Authorization": "Bearer sesame"}, timeout=60)
+        async with client:
+            # A client that leaves (ends its MCP session) takes its kernel down before the idle timeout.
+            async with (
+                streamable_http_client(url, http_client=client) as (read, write, *_),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                _, left = await session_kernels(session)
+            left_at = time.monotonic()
+            while alive(left):
+                assert time.monotonic() - left_at < 5.5, "the kernel outlived its client"
+                await anyio.sleep(0.2)
+
+            # A client that stays but stops using its session: closed after the idle timeout.
+            async with (
+                streamable_http_client(url, http_client=client) as (read, write, *_),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                sid, idle = await session_kernels(session)
+                await anyio.sleep(9)  # idle longer than --idle-timeout 6
+                assert "no open session" in await _error(session, "run_code", session_id=sid, code="1")
+                assert not alive(idle)
+
+    anyio.run(scenario)
 
 
 def test_mcp_flags_that_cannot_work_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
