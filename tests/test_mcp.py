@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -357,8 +356,10 @@ def test_streamable_http_needs_the_token_checks_the_host_and_closes_sessions_of_
     anyio.run(scenario)
 
 
-def test_mcp_flags_that_cannot_work_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    os.environ.pop("NBAGENT_MCP_TOKEN", None)
+def test_mcp_flags_that_cannot_work_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NBAGENT_MCP_TOKEN", raising=False)
     assert main(["mcp", "--http", "0.0.0.0:8765", "--root", str(tmp_path)]) == 2
     assert "give a bearer token" in capsys.readouterr().err
     assert main(["mcp", "--http", "nonsense", "--root", str(tmp_path)]) == 2
@@ -367,3 +368,11 @@ def test_mcp_flags_that_cannot_work_exit_2(tmp_path: Path, capsys: pytest.Captur
     assert "is not a folder" in capsys.readouterr().err
     assert main(["mcp", "--token", "x", "--root", str(tmp_path)]) == 2
     assert "apply to --http only" in capsys.readouterr().err
+
+
+def test_without_the_mcp_extra_the_command_says_how_to_install_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mcp", None)  # as if the SDK were not installed
+    assert main(["mcp", "--root", str(tmp_path)]) == 2
+    assert "pip install 'nbagent[mcp]'" in capsys.readouterr().err
