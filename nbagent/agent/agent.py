@@ -347,6 +347,8 @@ class Agent:
             raise UsageError("no question is open: call aopen_task first")
         if not code.strip():
             raise UsageError("the code is empty: give the Python code to run")
+        if self._gave_up:
+            raise KernelDiedError(f"{self._gave_up}; close this session and open a new one")
         reply = Reply(text=f"Thought: {thought}\n```python\n{code}\n```", usage=Usage())
         parsed = ParsedReply(thought=thought, code=code)
         step = await self._act(len(self._memory.steps) + 1, reply, parsed, 0.0, None)
