@@ -6,6 +6,7 @@ Each server process serves several checks, to keep kernel starts few.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import subprocess
@@ -268,15 +269,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+@contextlib.contextmanager
+def _http_server(root: Path, host: str, *extra: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = _free_port()
-    command = [sys.executable, "-m", "nbagent", "mcp", "--http", f"127.0.0.1:{port}", "--token", "sesame"]
     proc = subprocess.Popen(
-        [*command, "--root", str(tmp_path), "--idle-timeout", "6"],
+        [sys.executable, "-m", "nbagent", "mcp", "--http", f"{host}:{port}", "--root", str(root), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=tmp_path,
+        cwd=root,
     )
     deadline = time.monotonic() + 60
     while True:
@@ -287,7 +287,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
             assert proc.poll() is None and time.monotonic() < deadline, "the HTTP server did not come up"
             time.sleep(0.2)
     try:
-        yield f"http://127.0.0.1:{port}/mcp", proc
+        yield port, proc
     finally:
         proc.terminate()
         try:
@@ -296,24 +296,49 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
             proc.kill()
 
 
+HELLO = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
+POST_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with _http_server(tmp_path, "127.0.0.1", "--token", "sesame", "--idle-timeout", "6") as (port, proc):
+        yield f"http://127.0.0.1:{port}/mcp", proc
+
+
+def test_off_loopback_every_request_needs_the_token_and_an_allowed_host_name(tmp_path: Path) -> None:
+    with _http_server(tmp_path, "0.0.0.0", "--token", "sesame", "--allowed-host", "nbagent.test") as (
+        port,
+        _,
+    ):
+        url = f"http://127.0.0.1:{port}/mcp"
+        named = {**POST_HEADERS, "Host": f"nbagent.test:{port}"}
+        assert httpx2.post(url, json=HELLO, headers=named).status_code == 401
+        wrong = {**named, "Authorization": "Bearer open-sesame"}
+        assert httpx2.post(url, json=HELLO, headers=wrong).status_code == 401
+        token = {**POST_HEADERS, "Authorization": "Bearer sesame"}
+        assert httpx2.post(url, json=HELLO, headers=token).status_code == 421  # Host 127.0.0.1: not allowed
+        assert httpx2.post(
+            url, json=HELLO, headers={**named, **token, "Host": f"nbagent.test:{port}"}
+        ).is_success
+
+
 def test_streamable_http_needs_the_token_checks_the_host_and_closes_sessions_of_clients_gone_or_idle(
     http_server: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, proc = http_server
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-    assert httpx2.post(url, json=hello, headers=headers).status_code == 401
-    bad_host = {**headers, "Authorization": "Bearer sesame", "Host": "attacker.example:80"}
-    assert httpx2.post(url, json=hello, headers=bad_host).status_code == 421  # DNS rebinding refused
+    assert httpx2.post(url, json=HELLO, headers=POST_HEADERS).status_code == 401
+    bad_host = {**POST_HEADERS, "Authorization": "Bearer sesame", "Host": "attacker.example:80"}
+    assert httpx2.post(url, json=HELLO, headers=bad_host).status_code == 421  # DNS rebinding refused
 
     def alive(processes: list[psutil.Process]) -> bool:
         return any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
