@@ -183,6 +183,7 @@ def test_every_tool_over_stdio_with_two_concurrent_sessions(tmp_path: Path) -> N
     assert roles.count("thought") == 5 and roles.count("step") == 5 and roles[-1] == "answer"
     assert nb.metadata.nbagent.runs[-1]["status"] == "answered"
     assert nb.metadata.nbagent.runs[-1]["files"][0]["name"] == "penguins.csv"
+    assert nb.metadata.nbagent.runs[-1]["model"].startswith("mcp:")  # the client that wrote the steps
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

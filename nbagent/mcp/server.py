@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 from mcp.server.auth.provider import AccessToken
@@ -104,7 +104,7 @@ def _result(data: dict[str, Any], text: str | None = None, images: Sequence[str]
 
 
 @contextlib.contextmanager
-def _tool_errors() -> Any:
+def _tool_errors() -> Iterator[None]:
     # nbagent's own errors already say what is wrong and what to do: the client gets that sentence.
     try:
         yield
@@ -178,6 +178,14 @@ def build_server(
         headers = ctx.headers
         return headers.get("mcp-session-id") if headers else None
 
+    def client_name(ctx: Context[Any, Any]) -> str:
+        # The notebook names who wrote the steps, as it names the model in nbagent run.
+        try:
+            name = str(ctx.session.client_params.client_info.name)
+        except AttributeError:
+            return "mcp-client"
+        return f"mcp:{name}"[:80] if name else "mcp-client"
+
     @server.tool()
     async def open_session(
         ctx: Context[Any, Any],
@@ -193,7 +201,9 @@ def build_server(
         folder); an existing file is refused unless overwrite is true. question: the notebook's title.
         """
         with _tool_errors():
-            session = await manager.open(files or [], notebook, question, overwrite, owner_of(ctx))
+            session = await manager.open(
+                files or [], notebook, question, overwrite, owner_of(ctx), client_name(ctx)
+            )
         data = {"session_id": session.id, "notebook": str(session.notebook)}
         return _result(data, f"Session {session.id} is open; its notebook is {session.notebook}.")
 

@@ -33,7 +33,8 @@ DEFAULT_IDLE_TIMEOUT = 30 * 60.0
 class ClientModel(Model):
     """Stands for the calling agent: a session's steps are its tool calls, never a model's reply."""
 
-    name = "mcp-client"
+    def __init__(self, name: str = "mcp-client") -> None:
+        self.name = name
 
     async def acomplete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
         raise ModelError("an MCP session has no model: its steps come from run_code calls")
@@ -105,8 +106,13 @@ class SessionManager:
         question: str | None = None,
         overwrite: bool = False,
         owner: str | None = None,
+        client: str = "mcp-client",
     ) -> Session:
-        """Start a kernel and a notebook; data files are copied beside the notebook."""
+        """Start a kernel and a notebook; data files are copied beside the notebook.
+
+        ``owner``: the MCP session that opened it (HTTP); ``client``: the name the notebook records
+        for whoever writes the steps.
+        """
         session_id = secrets.token_hex(4)
         while session_id in self.sessions:
             session_id = secrets.token_hex(4)
@@ -114,7 +120,7 @@ class SessionManager:
         if path.suffix != ".ipynb":
             raise UsageError(f"notebook {notebook!r} must end in .ipynb")
         sources = [self.inside_root(f, "data file") for f in files]
-        agent = self._agent(ClientModel())
+        agent = self._agent(ClientModel(client))
         try:
             await agent.aopen_task(question or DEFAULT_QUESTION, sources, path, overwrite=overwrite)
         except BaseException:
