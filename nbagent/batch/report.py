@@ -139,7 +139,8 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     if outcome.skipped:
         head += f" ({outcome.skipped} in earlier runs, {ran} now)"
     lines.append(f"{head}; this run: {outcome.duration:.1f} s, {per_minute:.1f} notebooks/min")
-    lines.append("  " + " · ".join(f"{s} {counts[s]}" for s in STATUS_ORDER))
+    shown = [s for s in STATUS_ORDER if counts[s] or s != "budget"]  # budget only where budgets bit
+    lines.append("  " + " · ".join(f"{s} {counts[s]}" for s in shown))
     scored = [r for r in records if r.correct is not None]
     if scored:
         right = sum(1 for r in scored if r.correct)
