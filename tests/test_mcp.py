@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -193,7 +194,10 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def test_a_client_that_leaves_takes_its_kernels_down_and_stdout_holds_only_mcp(tmp_path: Path) -> None:
+@pytest.mark.parametrize("leaving", ["closes-stdin", "sigterm"])
+def test_a_client_that_leaves_takes_its_kernels_down_and_stdout_holds_only_mcp(
+    tmp_path: Path, leaving: str
+) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbagent", "mcp", "--root", str(tmp_path)],
         stdin=subprocess.PIPE,
@@ -246,7 +250,10 @@ def test_a_client_that_leaves_takes_its_kernels_down_and_stdout_holds_only_mcp(t
         assert reply(3)["result"]["structuredContent"]["status"] == "ok"
         kernels = _descendants(proc.pid)
         assert kernels, "the session's kernel should be running"
-        proc.stdin.close()  # the client leaves
+        if leaving == "sigterm":  # as clients and service managers stop a server
+            proc.send_signal(signal.SIGTERM)
+        else:
+            proc.stdin.close()  # the client just goes away
         rest = proc.stdout.read().decode()
         assert proc.wait(timeout=60) == 0
     finally:
@@ -254,6 +261,8 @@ def test_a_client_that_leaves_takes_its_kernels_down_and_stdout_holds_only_mcp(t
             proc.kill()
             proc.wait()
         proc.stdout.close()
+        if not proc.stdin.closed:
+            proc.stdin.close()
     for line in filter(None, rest.splitlines()):
         json.loads(line)
     deadline = time.monotonic() + 10

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..exceptions import UsageError
 from .arguments import add_sandbox_arguments, check_kernel, sandbox_from_args
@@ -130,8 +134,12 @@ def mcp_command(args: argparse.Namespace) -> int:
     if args.http is None:
         if args.token or args.allowed_host:
             raise UsageError("--token and --allowed-host apply to --http only")
-        server, _ = build_server(settings, make_model, sweep_every=sweep)
-        server.run("stdio")
+        server, _ = build_server(settings, make_model, sweep_every=sweep, after_close=_exit_if_terminated)
+        with _sigterm_as_interrupt():
+            try:
+                server.run("stdio")
+            except KeyboardInterrupt:
+                pass
         return 0
 
     host, port = _host_port(args.http)
@@ -141,12 +149,44 @@ def mcp_command(args: argparse.Namespace) -> int:
             f"or ${TOKEN_ENV} (clients send 'Authorization: Bearer TOKEN')"
         )
     server, _ = build_server(
-        settings, make_model, token=token, base_url=f"http://{args.http}", sweep_every=sweep
+        settings,
+        make_model,
+        token=token,
+        base_url=f"http://{args.http}",
+        sweep_every=sweep,
+        after_close=_exit_if_terminated,
     )
     security = None if host in LOOPBACK else transport_security(host, args.allowed_host)
     print(f"nbagent mcp: serving http://{args.http}/mcp (Ctrl-C stops)", file=sys.stderr, flush=True)
-    try:
-        server.run("streamable-http", host=host, port=port, transport_security=security)
-    except KeyboardInterrupt:
-        pass
+    with _sigterm_as_interrupt():
+        try:
+            server.run("streamable-http", host=host, port=port, transport_security=security)
+        except KeyboardInterrupt:
+            pass
     return 0
+
+
+_terminated: list[int] = []
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # A client or a service manager stops the server with SIGTERM: treated as Ctrl-C, so that the
+    # sessions are closed (kernels shut down, notebooks marked closed) before the process ends.
+    def interrupt(signum: int, frame: Any) -> None:
+        _terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_if_terminated() -> None:
+    # After SIGTERM the sessions are closed, but the SDK's stdio reader thread stays blocked on the
+    # client's pipe and would keep the process alive: nothing is left to do, so end it here.
+    if _terminated:
+        sys.stderr.flush()
+        os._exit(0)

@@ -19,6 +19,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
@@ -131,8 +132,10 @@ def build_server(
     token: str | None = None,
     base_url: str = "http://127.0.0.1",
     sweep_every: float = 5.0,
+    after_close: Callable[[], None] | None = None,
 ) -> tuple[MCPServer[Any], SessionManager]:
-    """The MCP server and its session manager. ``token``: require it as a bearer token (HTTP)."""
+    """The MCP server and its session manager. ``token``: require it as a bearer token (HTTP);
+    ``after_close``: called once every session is closed, as the server stops."""
     manager = SessionManager(settings, model)
     server: MCPServer[Any]
 
@@ -157,7 +160,12 @@ def build_server(
             yield
         finally:
             sweeper.cancel()
-            await manager.close_all()
+            # Shielded: when the server is being cancelled (SIGTERM, Ctrl-C), the kernels must
+            # still be shut down and the notebooks closed, not abandoned halfway.
+            with anyio.CancelScope(shield=True):
+                await manager.close_all()
+            if after_close is not None:
+                after_close()
 
     auth: dict[str, Any] = {}
     if token:
