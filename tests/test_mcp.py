@@ -72,15 +72,19 @@ def test_every_tool_over_stdio_with_two_concurrent_sessions(tmp_path: Path) -> N
     script = tmp_path / "replies.json"
     script.write_text(json.dumps([code("final_answer(6 * 7)")]))
 
+    server = _server(root, "--model", f"scripted:{script}", "--max-total-tokens", "5000")
+
     async def scenario() -> None:
         async with (
-            stdio_client(_server(root, "--model", f"scripted:{script}")) as (read, write),
+            stdio_client(server) as (read, write),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
             listed = await session.list_tools()
             assert {t.name for t in listed.tools} == TOOLS
             assert all(t.output_schema for t in listed.tools)
+            read_only = {t.name for t in listed.tools if t.annotations and t.annotations.read_only_hint}
+            assert read_only == {"read_notebook"}
 
             # Two sessions open and run at the same time, each in its own kernel.
             opened: dict[str, Any] = {}
@@ -403,6 +407,8 @@ def test_mcp_flags_that_cannot_work_exit_2(
     assert "is not a folder" in capsys.readouterr().err
     assert main(["mcp", "--token", "x", "--root", str(tmp_path)]) == 2
     assert "apply to --http only" in capsys.readouterr().err
+    assert main(["mcp", "--max-total-tokens", "0", "--root", str(tmp_path)]) == 2
+    assert "--max-total-tokens must be at least 1" in capsys.readouterr().err
 
 
 def test_without_the_mcp_extra_the_command_says_how_to_install_it(

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import UsageError
-from .arguments import add_sandbox_arguments, check_kernel, sandbox_from_args
+from .arguments import (
+    add_budget_arguments,
+    add_sandbox_arguments,
+    budget_from_args,
+    check_kernel,
+    sandbox_from_args,
+)
 
 TOKEN_ENV = "NBAGENT_MCP_TOKEN"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -78,6 +84,8 @@ def add_mcp_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help=f"kernel spec of every session (default: {DEFAULT_KERNEL})",
     )
     add_sandbox_arguments(mcp)
+    budget = mcp.add_argument_group("budgets", "what one ask run may spend on --model")
+    add_budget_arguments(budget)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -109,6 +117,7 @@ def mcp_command(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UsageError(f"--root {args.root!r} is not a folder")
     check_kernel(args.kernel)
+    max_total_tokens, max_cost = budget_from_args(args)
     settings = SessionSettings(
         root=root,
         kernel=args.kernel,
@@ -117,6 +126,8 @@ def mcp_command(args: argparse.Namespace) -> int:
         max_restarts=args.max_restarts,
         idle_timeout=args.idle_timeout,
         observer=Observer(),
+        max_total_tokens=max_total_tokens,
+        max_cost=max_cost,
     )
     make_model = None
     if args.model:

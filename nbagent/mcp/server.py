@@ -25,7 +25,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
 from typing_extensions import TypedDict
 
 from .._version import __version__
@@ -236,7 +236,7 @@ def build_server(
         }
         return _result(data, step.observation.text, step.observation.images)
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     async def read_notebook(session_id: str) -> Annotated[CallToolResult, NotebookRead]:
         """The session's steps so far: thought, code, status and observation of each, and the answer."""
         with _tool_errors():
@@ -304,7 +304,7 @@ def build_server(
         data = {"session_id": session.id, "path": str(target)}
         return _result(data, f"Wrote {target}.")
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
     async def close_session(session_id: str) -> Annotated[CallToolResult, SessionClosed]:
         """Shut the session's kernel down; the notebook stays where it is."""
         with _tool_errors():

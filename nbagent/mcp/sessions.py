@@ -51,6 +51,10 @@ class SessionSettings:
     max_restarts: int = 3
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     observer: Observer = field(default_factory=Observer)
+    max_total_tokens: int | None = None
+    """Budget of one ``ask`` run, in tokens (sessions call no model)."""
+    max_cost: float | None = None
+    """Budget of one ``ask`` run, in US dollars."""
 
 
 @dataclass
@@ -203,6 +207,7 @@ class SessionManager:
         sources = [self.inside_root(f, "data file") for f in files]
         path = self.settings.root / f"nbagent-ask-{secrets.token_hex(4)}.ipynb"
         agent = self._agent(self.make_model())
+        agent.max_total_tokens, agent.max_cost = self.settings.max_total_tokens, self.settings.max_cost
         try:
             return await agent.arun(question, sources, path)
         finally:
