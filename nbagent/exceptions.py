@@ -13,7 +13,8 @@ Every exception nbagent raises on purpose derives from :class:`NbagentError`::
     │   ├── NoSuchKernelError      the kernel name is not in kernels/ or Jupyter's kernel specs
     │   ├── KernelStartError       the kernel process did not come up
     │   └── KernelDiedError        the kernel died (or hung) more often than a run allows
-    └── NotReproducedError    a notebook made from another (tidy export) does not reproduce it
+    ├── NotReproducedError    a notebook made from another (tidy export) does not reproduce it
+    └── StopRun               raised by an approval callback to end the run (status "stopped")
 
 What happens *inside* a step (an exception, a timeout, the kernel dying) is not raised: it is
 reported in the step's :class:`~nbagent.Execution` and shown to the model as an observation.
@@ -83,3 +84,7 @@ class ToolRequirementError(UsageError):
 
 class UntrustedToolError(UsageError):
     """Raised when a shared tool is loaded without ``trust_remote_code=True`` (loading runs its code)."""
+
+
+class StopRun(NbagentError):
+    """Raise it from an ``approve`` callback to end the run: its status becomes ``"stopped"``."""

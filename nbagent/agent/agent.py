@@ -7,11 +7,13 @@ interfaces; it never touches ZMQ or nbformat itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import inspect
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -19,7 +21,7 @@ from typing import Any, Literal, Protocol
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
-from ..exceptions import KernelDiedError, KernelError, ModelError, UsageError
+from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UsageError
 from ..execution.kernel import DEFAULT_KERNEL, Kernel
 from ..execution.outputs import ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
@@ -33,11 +35,15 @@ from .environment import probe_environment
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .observe import Observation, Observer
 from .parameters import check_parameters, parameters_code
-from .parsing import assigns_name, parse_reply
+from .parsing import ParsedReply, assigns_name, parse_reply
 from .planning import check_planning_interval, make_plan, plan_due, record_plan
 from .restore import SavedRun, read_run, replay_steps
 
-RunStatus = Literal["answered", "max_steps", "error", "interrupted", "kernel_died"]
+RunStatus = Literal["answered", "max_steps", "error", "interrupted", "kernel_died", "budget", "stopped"]
+
+Approval = Callable[[int, str, str], "bool | str | Awaitable[bool | str]"]
+"""``approve(step_number, thought, code)``: True runs the code, False skips it, a string runs that
+code instead; raising :class:`~nbagent.StopRun` ends the run (see :class:`Agent`)."""
 
 STOP_SEQUENCES = ("\nObservation:",)
 
@@ -52,6 +58,16 @@ RESERVED_FINAL_ANSWER = (
     "environment provides and the run depends on. Do not redefine it; call final_answer(value) "
     "when you have the answer. Reply with the code again without that part."
 )
+
+
+REFUSED = (
+    "The user refused to run this code, so it did not run. Take their refusal into account: "
+    "try another way, or explain in a thought what you need and why."
+)
+
+
+def _edited_note(code: str) -> str:
+    return f"[The user edited your code before it ran. This is the code that ran:]\n```python\n{code}\n```\n"
 
 
 def _final_nudge(max_steps: int) -> str:
@@ -102,7 +118,9 @@ class RunResult:
 
     ``status`` is ``"answered"``, ``"max_steps"`` (no answer within the step limit),
     ``"error"`` (the model or kernel failed; see ``error``), ``"interrupted"``, or
-    ``"kernel_died"`` (the kernel had to be restarted more than ``max_restarts`` times).
+    ``"kernel_died"`` (the kernel had to be restarted more than ``max_restarts`` times),
+    ``"budget"`` (``max_total_tokens`` or ``max_cost`` was reached; ``resume`` with a larger
+    budget goes on) or ``"stopped"`` (the approval callback raised :class:`~nbagent.StopRun`).
     ``answer`` is the value given to ``final_answer`` (JSON-able values as themselves, pandas
     objects as pandas objects, figures as PIL images, anything else as text); ``answer_text`` is
     its readable form.
@@ -157,6 +175,15 @@ class Agent:
         max_restarts: kernel restarts (after a death or an ignored interrupt) one run survives,
             each followed by restoring the kernel's state; one more ends the run with status
             ``"kernel_died"``.
+        approve: called as ``approve(step_number, thought, code)`` before each step's code
+            runs (it may be a coroutine function): ``True`` runs it, ``False`` does not (the model
+            is told the user refused), a string runs that code instead (recorded as what ran,
+            the model's own code kept in the cell's metadata as ``original_code``); raising
+            :class:`~nbagent.StopRun` ends the run with status ``"stopped"``.
+        max_total_tokens: the tokens (input and output, estimated where the model reports
+            none) one question may use; the run stops before the next model call once they
+            are used, with status ``"budget"``. ``resume`` counts those already used.
+        max_cost: the same in USD, from litellm's price map (models without a price count 0).
         model_kwargs: passed to the model's constructor when ``model`` is a string.
     """
 
@@ -182,6 +209,9 @@ class Agent:
         description: str | None = None,
         sandbox: Sandbox | None = None,
         max_restarts: int = 3,
+        approve: Approval | None = None,
+        max_total_tokens: int | None = None,
+        max_cost: float | None = None,
         **model_kwargs: Any,
     ) -> None:
         if max_restarts < 0:
@@ -190,6 +220,11 @@ class Agent:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}")
         if timeout is not None and timeout <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
+        check_budget(max_total_tokens, max_cost)
+        self.approve = approve
+        self.max_total_tokens = max_total_tokens
+        self.max_cost = max_cost
+        self._task_first_step = 1
         self.model = resolve_model(model, **model_kwargs)
         self._owns_model = not isinstance(model, Model)
         self.max_steps = max_steps
@@ -243,9 +278,37 @@ class Agent:
         parameters: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``question``; see :meth:`run`."""
+        started = time.perf_counter()
+        task = await self.aopen_task(
+            question,
+            files,
+            notebook,
+            reset=reset,
+            overwrite=overwrite,
+            workdir=workdir,
+            parameters=parameters,
+        )
+        assert self._memory is not None and self._recorder is not None
+        result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
+        first_number = len(self._memory.steps) + 1
+        return await self._drive(result, first_number, first_number, 0, started)
+
+    async def aopen_task(
+        self,
+        question: str,
+        files: Iterable[str | os.PathLike[str]] = (),
+        notebook: str | os.PathLike[str] | None = None,
+        *,
+        reset: bool = True,
+        overwrite: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """Start a question without asking the model: the kernel is set up and the notebook has its
+        header. :meth:`arun` goes on with the model; :meth:`arun_code` runs steps given from outside
+        (the MCP server's sessions). Arguments as for :meth:`run`."""
         if not question or not question.strip():
             raise UsageError("the question is empty: say what you want the agent to find out")
-        started = time.perf_counter()
         sources = check_data_files(files)
         params = check_parameters(parameters or {})
         follow_up = not reset and self._memory is not None
@@ -273,10 +336,24 @@ class Agent:
         self._recorder.save()
         for listener in self.listeners:
             listener.task_started(task, self._recorder.path)
+        return task
 
-        result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
-        first_number = len(self._memory.steps) + 1
-        return await self._drive(result, first_number, first_number, 0, started)
+    async def arun_code(self, code: str, thought: str = "") -> tuple[Step, str | None]:
+        """Run ``code`` as the next step of the open question, as if the model had replied with
+        ``thought`` and ``code``: recorded as a thought cell and a code cell, observed, the kernel
+        restarted and restored if it dies. Returns the step and, when the code called
+        ``final_answer``, the answer's text (also recorded in the notebook)."""
+        if self._memory is None or self._recorder is None or self._executor is None:
+            raise UsageError("no question is open: call aopen_task first")
+        if not code.strip():
+            raise UsageError("the code is empty: give the Python code to run")
+        if self._gave_up:
+            raise KernelDiedError(f"{self._gave_up}; close this session and open a new one")
+        reply = Reply(text=f"Thought: {thought}\n```python\n{code}\n```", usage=Usage())
+        parsed = ParsedReply(thought=thought, code=code)
+        step = await self._act(len(self._memory.steps) + 1, reply, parsed, 0.0, None)
+        answer = await self._take_answer(step)
+        return step, None if answer is None else answer[1]
 
     async def _drive(
         self, result: RunResult, first_number: int, number: int, done: int, started: float
@@ -284,8 +361,12 @@ class Agent:
         """Run the loop from step ``number`` (``done`` of this task's steps taken), then close the task."""
         assert self._memory is not None and self._recorder is not None
         self._restarts, self._gave_up = 0, None
+        self._task_first_step = first_number
         try:
             await self._loop(result, number, done)
+        except StopRun as exc:
+            result.status, result.error = "stopped", str(exc) or "stopped by the user"
+            self._recorder.add_marker("the run was stopped by the user; the last step's code did not run.")
         except asyncio.CancelledError:
             result.status, result.error = "interrupted", "interrupted by the user"
             self._recorder.add_marker("the run was interrupted before it finished.")
@@ -474,24 +555,38 @@ class Agent:
     async def _loop(self, result: RunResult, number: int, done: int = 0) -> None:
         for i in range(min(done, self.max_steps), self.max_steps + 1):
             final = i == self.max_steps
+            spent = self.budget_spent()
+            if spent is not None:
+                result.status, result.error = "budget", spent
+                assert self._recorder is not None
+                self._recorder.add_marker(
+                    f"the run stopped before step {number}: {spent}. "
+                    "`nbagent resume` with a larger budget goes on from here."
+                )
+                return
             if plan_due(self.planning_interval, i, final):
                 await self._plan(number, remaining=self.max_steps - i, first=i == 0)
             step = await self._step(number, nudge=_final_nudge(self.max_steps) if final else None)
             number += 1
             if self._gave_up:
                 raise KernelDiedError(self._gave_up)
-            if step.execution is not None:
-                payload = step.execution.answer_bundle()
-                if payload is not None:
-                    assert self._executor is not None
-                    payload = await complete_answer(self._executor, payload)
-                    result.status = "answered"
-                    result.answer = decode_answer(payload)
-                    result.answer_text = self._redactor.text(str(payload.get("text", "")))
-                    assert self._recorder is not None
-                    self._recorder.add_answer(result.answer_text)
-                    self._recorder.save()
-                    return
+            answer = await self._take_answer(step)
+            if answer is not None:
+                result.status = "answered"
+                result.answer, result.answer_text = answer
+                return
+
+    async def _take_answer(self, step: Step) -> tuple[Any, str] | None:
+        """The answer (value, text) the step's code gave to ``final_answer``, recorded; else ``None``."""
+        payload = None if step.execution is None else step.execution.answer_bundle()
+        if payload is None:
+            return None
+        assert self._executor is not None and self._recorder is not None
+        payload = await complete_answer(self._executor, payload)
+        text = self._redactor.text(str(payload.get("text", "")))
+        self._recorder.add_answer(text)
+        self._recorder.save()
+        return decode_answer(payload), text
 
     async def _step(self, number: int, nudge: str | None) -> Step:
         assert self._memory is not None and self._recorder is not None and self._executor is not None
@@ -502,9 +597,31 @@ class Agent:
         parsed = parse_reply(reply.text)
         for listener in self.listeners:
             listener.reply_received(number, parsed.thought, parsed.code)
+        return await self._act(number, reply, parsed, model_duration, nudge)
+
+    async def _act(
+        self, number: int, reply: Reply, parsed: ParsedReply, model_duration: float, nudge: str | None
+    ) -> Step:
+        """Approve, run and observe the code of a reply, and record the step."""
+        assert self._executor is not None
         execution: Execution | None = None
+        original_code: str | None = None
+        decision: bool | str = True
+        if parsed.code is not None and self.approve is not None:
+            try:
+                decision = await self._ask_approval(number, parsed.thought, parsed.code)
+            except StopRun:
+                stopped = _not_run(parsed.code, "StopRun", "the user stopped the run")
+                observation = Observation("[Stopped by the user.]")
+                self._record(number, reply, parsed.thought, stopped, observation, model_duration, nudge)
+                raise
+        if isinstance(decision, str) and decision != parsed.code:
+            original_code, parsed = parsed.code, dataclasses.replace(parsed, code=decision)
         if parsed.code is None:
             observation = Observation(text=NO_CODE)
+        elif decision is False:
+            execution = _not_run(parsed.code, "Refused", "the user refused to run this code")
+            observation = Observation(text=REFUSED)
         elif assigns_name(parsed.code, "final_answer"):
             execution = Execution(
                 code=parsed.code,
@@ -539,8 +656,46 @@ class Agent:
             if execution.restarted:
                 await self._after_restart(execution)
             observation = self.observer.observe(execution)
+            if original_code is not None:
+                observation.text = _edited_note(parsed.code) + observation.text
         observation.text = self._redactor.text(observation.text)
-        return self._record(number, reply, parsed.thought, execution, observation, model_duration, nudge)
+        return self._record(
+            number, reply, parsed.thought, execution, observation, model_duration, nudge, original_code
+        )
+
+    async def _ask_approval(self, number: int, thought: str, code: str) -> bool | str:
+        assert self.approve is not None
+        decision = self.approve(number, thought, code)
+        if inspect.isawaitable(decision):
+            decision = await decision
+        if not isinstance(decision, (bool, str)):
+            raise UsageError(
+                f"the approve callback returned a {type(decision).__name__}; it must return True "
+                "(run), False (skip), the edited code as a string, or raise nbagent.StopRun"
+            )
+        if isinstance(decision, str) and not decision.strip():
+            return False  # an emptied cell is a refusal
+        return decision
+
+    def task_usage(self) -> Usage:
+        """Tokens and cost of the current question so far (its plans and steps, resumed ones too)."""
+        total = Usage()
+        if self._memory is None:
+            return total
+        for entry in self._memory.entries:
+            number = entry.number if isinstance(entry, Step) else getattr(entry, "before_step", 0)
+            if isinstance(entry, (Step, Plan)) and number >= self._task_first_step:
+                total = total + entry.usage
+        return total
+
+    def budget_spent(self) -> str | None:
+        """Why the current question may not call the model again, or ``None`` while within budget."""
+        usage = self.task_usage()
+        if self.max_total_tokens is not None and usage.total_tokens >= self.max_total_tokens:
+            return f"its token budget is used ({usage.total_tokens:,} of {self.max_total_tokens:,} tokens)"
+        if self.max_cost is not None and (usage.cost or 0.0) >= self.max_cost:
+            return f"its cost budget is used (${usage.cost or 0:.4f} of ${self.max_cost:.4f})"
+        return None
 
     def _record(
         self,
@@ -551,6 +706,7 @@ class Agent:
         observation: Observation,
         model_duration: float,
         nudge: str | None,
+        original_code: str | None = None,
     ) -> Step:
         assert self._memory is not None and self._recorder is not None
         step = Step(
@@ -566,6 +722,8 @@ class Agent:
         )
         self._memory.entries.append(step)
         self._recorder.add_step(step, self.model.name)
+        if original_code is not None:
+            self._recorder.annotate_last(original_code=original_code)
         if execution is not None:
             self.toolbox.after_step(self._recorder)
         self._recorder.save()
@@ -668,6 +826,19 @@ async def _interrupt(executor: Executor) -> None:
             await interrupt()
         except Exception:  # best effort while the run is being cancelled
             pass
+
+
+def _not_run(code: str, name: str, why: str) -> Execution:
+    # No execution count: the recorder tags the cell so that a re-run skips it too.
+    return Execution(code=code, status="error", error=ErrorInfo(name, why, ""), note=f"not run: {why}")
+
+
+def check_budget(max_total_tokens: int | None, max_cost: float | None) -> None:
+    """Refuse a token or cost budget that cannot work."""
+    if max_total_tokens is not None and max_total_tokens < 1:
+        raise UsageError(f"max_total_tokens must be at least 1, not {max_total_tokens}")
+    if max_cost is not None and not max_cost > 0:
+        raise UsageError(f"max_cost must be a positive number of USD, not {max_cost}")
 
 
 def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool) -> Path | None:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from .runner import STATUS_FILE, BatchListener, BatchOutcome, TaskRecord
 from .tasks import BatchTask
 
-STATUS_ORDER = ("ok", "failed", "timeout", "error")
+STATUS_ORDER = ("ok", "failed", "timeout", "error", "budget")
 
 
 def _clip(text: str | None, width: int) -> str:
@@ -139,7 +139,8 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     if outcome.skipped:
         head += f" ({outcome.skipped} in earlier runs, {ran} now)"
     lines.append(f"{head}; this run: {outcome.duration:.1f} s, {per_minute:.1f} notebooks/min")
-    lines.append("  " + " · ".join(f"{s} {counts[s]}" for s in STATUS_ORDER))
+    shown = [s for s in STATUS_ORDER if counts[s] or s != "budget"]  # budget only where budgets bit
+    lines.append("  " + " · ".join(f"{s} {counts[s]}" for s in shown))
     scored = [r for r in records if r.correct is not None]
     if scored:
         right = sum(1 for r in scored if r.correct)
@@ -155,6 +156,11 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     if outcome.interrupted:
         lines.append(
             f"  interrupted: {len(outcome.missing)} tasks left; run again with --resume to finish them"
+        )
+    elif outcome.budget_used and outcome.missing:
+        lines.append(
+            f"  not started: {len(outcome.missing)} tasks, as {outcome.budget_used}; "
+            "run again with --resume and a larger --total-tokens / --total-cost"
         )
     elif outcome.missing:
         lines.append(f"  not finished: {len(outcome.missing)} tasks")

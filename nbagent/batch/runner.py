@@ -26,7 +26,7 @@ import shutil
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,9 +39,9 @@ from ..models import LiteLLMModel, Usage, resolve_model
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
 
-TaskStatus = Literal["ok", "failed", "timeout", "error"]
+TaskStatus = Literal["ok", "failed", "timeout", "error", "budget"]
 STATUS_FILE = "status.jsonl"
-_STATUS_OF_RUN: dict[str, TaskStatus] = {"answered": "ok", "max_steps": "failed"}
+_STATUS_OF_RUN: dict[str, TaskStatus] = {"answered": "ok", "max_steps": "failed", "budget": "budget"}
 POOL_FOLDER = ".pool"
 
 
@@ -60,6 +60,12 @@ class BatchSettings:
         jobs: tasks run at once (and kernels kept warm) on this machine.
         fork: let the pool fork kernels from a pre-imported process where it can
             (:mod:`nbagent.execution.forking`); ``False``: start every kernel as a fresh process.
+        max_total_tokens: tokens one task may use (a task's own field overrides it).
+        max_cost: US dollars one task may spend (a task's own field overrides it).
+        total_tokens: tokens the whole batch may use: no task starts once they are used (those
+            left have no status, so ``--resume`` with a larger budget runs them), and a task
+            that starts may use no more than what is left.
+        total_cost: the same in US dollars.
     """
 
     out: Path
@@ -71,6 +77,10 @@ class BatchSettings:
     kernel: str = DEFAULT_KERNEL
     jobs: int = 1
     fork: bool = True
+    max_total_tokens: int | None = None
+    max_cost: float | None = None
+    total_tokens: int | None = None
+    total_cost: float | None = None
 
 
 @dataclass
@@ -168,6 +178,8 @@ class BatchOutcome:
     missing: list[str] = field(default_factory=list)
     interrupted: bool = False
     duration: float = 0.0
+    budget_used: str | None = None
+    """Why some tasks were not started: the batch's total budget was used."""
 
     @property
     def all_ok(self) -> bool:
@@ -200,6 +212,15 @@ def prepare(
     for name, value in (("--timeout", settings.timeout), ("--task-timeout", settings.task_timeout)):
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be a positive number of seconds, not {value:g}")
+    for name, tokens in (
+        ("--max-total-tokens", settings.max_total_tokens),
+        ("--total-tokens", settings.total_tokens),
+    ):
+        if tokens is not None and tokens < 1:
+            raise UsageError(f"{name} must be at least 1, not {tokens}")
+    for name, usd in (("--max-cost", settings.max_cost), ("--total-cost", settings.total_cost)):
+        if usd is not None and not usd > 0:
+            raise UsageError(f"{name} must be a positive number of US dollars, not {usd:g}")
     out = settings.out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(settings.out)!r} is a file; give a folder for the notebooks")
@@ -236,8 +257,13 @@ def prepare(
     return settings, todo, done
 
 
-async def run_task(task: BatchTask, pool: KernelPool, settings: BatchSettings) -> TaskRecord:
-    """Run one task in a kernel from ``pool``; never raises for a failure of the task itself."""
+async def run_task(
+    task: BatchTask, pool: KernelPool, settings: BatchSettings, left: BatchSpend | None = None
+) -> TaskRecord:
+    """Run one task in a kernel from ``pool``; never raises for a failure of the task itself.
+
+    ``left``: what the batch's total budget still allows; the task may use no more.
+    """
     started = time.perf_counter()
     folder = task_folder(settings.out, task)
     nb_path = notebook_path(settings.out, task)
@@ -260,6 +286,10 @@ async def run_task(task: BatchTask, pool: KernelPool, settings: BatchSettings) -
             timeout=timeout,
             kernel=settings.kernel,
             executor=kernel,
+            max_total_tokens=_smallest(
+                task.max_total_tokens or settings.max_total_tokens, left.tokens if left else None
+            ),
+            max_cost=_smallest(task.max_cost or settings.max_cost, left.cost if left else None),
         )
         run = agent.arun(
             task.question, files=task.files, notebook=nb_path, overwrite=True, parameters=task.parameters
@@ -313,12 +343,50 @@ async def run_task(task: BatchTask, pool: KernelPool, settings: BatchSettings) -
     return record
 
 
+@dataclass
+class BatchSpend:
+    """Tokens and US dollars: what a batch has spent, or what its total budget still allows."""
+
+    tokens: int | None = 0
+    cost: float | None = 0.0
+
+    def add(self, record: TaskRecord) -> None:
+        """Count a finished task."""
+        self.tokens = (self.tokens or 0) + record.tokens
+        self.cost = (self.cost or 0.0) + (record.cost or 0.0)
+
+    def left(self, settings: BatchSettings) -> BatchSpend | None:
+        """What the total budget still allows (``None``: no total budget)."""
+        if settings.total_tokens is None and settings.total_cost is None:
+            return None
+        return BatchSpend(
+            None if settings.total_tokens is None else settings.total_tokens - (self.tokens or 0),
+            None if settings.total_cost is None else settings.total_cost - (self.cost or 0.0),
+        )
+
+    def used_up(self, settings: BatchSettings) -> str | None:
+        """Why no further task may start, or ``None`` while the total budget allows more."""
+        if settings.total_tokens is not None and (self.tokens or 0) >= settings.total_tokens:
+            return f"the batch's token budget is used ({self.tokens:,} of {settings.total_tokens:,} tokens)"
+        if settings.total_cost is not None and (self.cost or 0.0) >= settings.total_cost:
+            return f"the batch's cost budget is used (${self.cost:.4f} of ${settings.total_cost:.4f})"
+        return None
+
+
+def _smallest(*limits: Any) -> Any:
+    given = [x for x in limits if x is not None]
+    return min(given) if given else None
+
+
 async def run_local(
     tasks: Sequence[BatchTask],
     settings: BatchSettings,
     on_record: Callable[[TaskRecord], None],
-) -> None:
-    """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool."""
+) -> str | None:
+    """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool.
+
+    Returns why tasks were left unstarted (the batch's total budget was used), else ``None``.
+    """
     pool = KernelPool(
         settings.jobs,
         settings.out / POOL_FOLDER,
@@ -330,13 +398,22 @@ async def run_local(
     for task in tasks:
         queue.put_nowait(task)
 
+    spent = BatchSpend()
+    stopped: list[str] = []
+
     async def worker() -> None:
         while True:
+            reason = spent.used_up(settings)
+            if reason is not None:
+                stopped.append(reason)
+                return
             try:
                 task = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            on_record(await run_task(task, pool, settings))
+            record = await run_task(task, pool, settings, spent.left(settings))
+            spent.add(record)
+            on_record(record)
 
     await pool.astart()
     workers = [asyncio.ensure_future(worker()) for _ in range(min(settings.jobs, len(tasks)))]
@@ -347,6 +424,7 @@ async def run_local(
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await pool.aclose()
+    return stopped[0] if stopped and not queue.empty() else None
 
 
 async def run_batch(
@@ -364,6 +442,11 @@ async def run_batch(
     """
     listener = listener or BatchListener()
     started = time.perf_counter()
+    if cluster is not None and (settings.total_tokens is not None or settings.total_cost is not None):
+        raise UsageError(
+            "--total-tokens and --total-cost apply to local batches; on a cluster give each task "
+            "a budget (--max-total-tokens, --max-cost or the task's own fields)"
+        )
     settings, todo, done = prepare(tasks, settings, resume, check_models=cluster is None)
     settings.out.mkdir(parents=True, exist_ok=True)
     status = StatusFile(settings.out / STATUS_FILE)
@@ -379,10 +462,14 @@ async def run_batch(
         outcome.ran.append(record)
         listener.task_finished(record)
 
+    runner: Coroutine[Any, Any, str | None]
     if cluster is not None:
         from .cluster import run_on_cluster
 
-        runner = run_on_cluster(todo, settings, cluster, on_record)
+        async def on_cluster() -> None:
+            await run_on_cluster(todo, settings, cluster, on_record)
+
+        runner = on_cluster()
     else:
         runner = run_local(todo, settings, on_record)
 
@@ -390,7 +477,7 @@ async def run_batch(
     main = asyncio.ensure_future(runner)
     with _stop_on_signals(main) as stopped:
         try:
-            await main
+            outcome.budget_used = await main
         except asyncio.CancelledError:
             if not stopped():
                 raise

@@ -30,6 +30,8 @@ FIELDS = {
     "max_steps": "step limit for this task (overrides --max-steps)",
     "timeout": "time limit of one step, in seconds (overrides --timeout)",
     "task_timeout": "time limit of the whole task, in seconds (overrides --task-timeout)",
+    "max_total_tokens": "tokens the task may use on the model (overrides --max-total-tokens)",
+    "max_cost": "US dollars the task may spend on the model (overrides --max-cost)",
     "expected": "the right answer, to score the task",
     "scoring": "exact, numeric or dabench (default: chosen from expected)",
     "tolerance": "for numeric scoring: allowed relative and absolute difference",
@@ -66,6 +68,8 @@ class BatchTask:
     max_steps: int | None = None
     timeout: float | None = None
     task_timeout: float | None = None
+    max_total_tokens: int | None = None
+    max_cost: float | None = None
     expected: str | int | float | None = None
     scoring: Scoring | None = None
     tolerance: float | None = None
@@ -244,6 +248,13 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
             raise fail(name, f"must be a positive number of seconds, not {value!r}")
         timeouts[name] = None if value is None else float(value)
 
+    max_total_tokens = raw.get("max_total_tokens")
+    if max_total_tokens is not None and (not _is_int(max_total_tokens) or max_total_tokens < 1):
+        raise fail("max_total_tokens", f"must be a whole number of at least 1, not {max_total_tokens!r}")
+    max_cost = raw.get("max_cost")
+    if max_cost is not None and (not _is_number(max_cost) or max_cost <= 0):
+        raise fail("max_cost", f"must be a positive number of US dollars, not {max_cost!r}")
+
     expected = raw.get("expected")
     if expected is not None and not (isinstance(expected, str) or _is_number(expected)):
         raise fail("expected", f"must be a string or a number, not a {_kind(expected)}")
@@ -263,6 +274,8 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
         max_steps=max_steps,
         timeout=timeouts["timeout"],
         task_timeout=timeouts["task_timeout"],
+        max_total_tokens=max_total_tokens,
+        max_cost=None if max_cost is None else float(max_cost),
         expected=expected,
         scoring=scoring,
         tolerance=None if tolerance is None else float(tolerance),

@@ -22,6 +22,7 @@ from .batch import add_batch_parser, batch_command
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, EXIT_USAGE
 from .export import add_export_parser, export_command
 from .kernels import add_kernels_parser, kernels_command
+from .mcp import add_mcp_parser, mcp_command
 from .run import add_resume_parser, add_run_parser, resume_command, run_command
 from .steplog import StepLog
 from .verify import add_verify_parser, verify_command
@@ -51,6 +52,7 @@ _COMMANDS: dict[
     "verify": (add_verify_parser, verify_command),
     "export": (add_export_parser, export_command),
     "batch": (add_batch_parser, batch_command),
+    "mcp": (add_mcp_parser, mcp_command),
 }
 
 

@@ -171,3 +171,29 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         network=args.allow_network,
         allow_env=tuple(args.allow_env),
     )
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--max-total-tokens`` and ``--max-cost``: what one question may spend on the model."""
+    parser.add_argument(
+        "--max-total-tokens",
+        type=int,
+        metavar="N",
+        help="stop (status 'budget') before a model call once the question has used N tokens, "
+        "estimated where the model reports none; resume with a larger budget to go on",
+    )
+    parser.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="the same in US dollars, priced by litellm's price map (models it has no price for count 0)",
+    )
+
+
+def budget_from_args(args: argparse.Namespace) -> tuple[int | None, float | None]:
+    """``max_total_tokens`` and ``max_cost`` for :class:`~nbagent.Agent`, refusing values that cannot work."""
+    if args.max_total_tokens is not None and args.max_total_tokens < 1:
+        raise UsageError(f"--max-total-tokens must be at least 1, not {args.max_total_tokens}")
+    if args.max_cost is not None and not args.max_cost > 0:
+        raise UsageError(f"--max-cost must be a positive number of US dollars, not {args.max_cost:g}")
+    return args.max_total_tokens, args.max_cost

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import check_kernel
+from .arguments import add_budget_arguments, check_kernel
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -57,6 +57,16 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--cluster", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786); needs nbagent[dask]"
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
+    budget = batch.add_argument_group("budgets", "what the model may cost, per task and in total")
+    add_budget_arguments(budget)
+    budget.add_argument(
+        "--total-tokens",
+        type=int,
+        metavar="N",
+        help="tokens the whole batch may use: no task starts after that (--resume with more runs the rest)",
+    )
+    budget.add_argument("--total-cost", type=float, metavar="USD", help="the same in US dollars")
+    batch.add_argument("--approve", action="store_true", help=argparse.SUPPRESS)
 
 
 def batch_command(args: argparse.Namespace) -> int:
@@ -65,6 +75,11 @@ def batch_command(args: argparse.Namespace) -> int:
     from ..batch.runner import BatchSettings, run_batch
     from ..batch.tasks import load_tasks
 
+    if args.approve:
+        raise UsageError(
+            "batch runs its tasks unattended, so --approve cannot ask anyone; "
+            "use nbagent run --approve for one question, and budgets (--max-total-tokens, --max-cost) here"
+        )
     if args.cluster is not None:
         if args.jobs is not None:
             raise UsageError(
@@ -87,6 +102,10 @@ def batch_command(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         jobs=args.jobs if args.jobs is not None else 1,
         fork=not args.no_fork,
+        max_total_tokens=args.max_total_tokens,
+        max_cost=args.max_cost,
+        total_tokens=args.total_tokens,
+        total_cost=args.total_cost,
     )
     outcome = asyncio.run(
         run_batch(

@@ -11,10 +11,13 @@ from pathlib import Path
 
 from ..agent.observe import Observer
 from ..exceptions import UsageError
+from .approval import TerminalApproval
 from .arguments import (
     add_agent_arguments,
+    add_budget_arguments,
     add_sandbox_arguments,
     add_tool_arguments,
+    budget_from_args,
     check_kernel,
     check_step_limits,
     load_tools,
@@ -72,6 +75,12 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="send figures to the model as images (default: if litellm says the model takes images)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
+    add_budget_arguments(run)
+    run.add_argument(
+        "--approve",
+        action="store_true",
+        help="before each step runs, ask on the terminal: run it, edit it in $EDITOR, skip it, or stop",
+    )
     add_tool_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
     run.add_argument(
@@ -102,6 +111,7 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the kernel's working directory, holding the run's data files (default: the notebook's folder)",
     )
     add_sandbox_arguments(resume)
+    add_budget_arguments(resume)
     add_tool_arguments(resume)
     resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
 
@@ -119,6 +129,9 @@ def run_command(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     check_notebook_path(output, args.overwrite)
     check_kernel(args.kernel)
+    max_total_tokens, max_cost = budget_from_args(args)
+    if args.approve:
+        TerminalApproval.check_terminal()
     model_kwargs = {"api_base": args.api_base} if args.api_base else {}
     model = resolve_model(args.model, **model_kwargs)
     if isinstance(model, LiteLLMModel):
@@ -140,6 +153,9 @@ def run_command(args: argparse.Namespace) -> int:
         tools=tools,
         default_tools=not args.no_default_tools,
         planning_interval=args.planning_interval,
+        approve=TerminalApproval() if args.approve else None,
+        max_total_tokens=max_total_tokens,
+        max_cost=max_cost,
     )
 
     async def go() -> int:
@@ -167,6 +183,7 @@ def resume_command(args: argparse.Namespace) -> int:
 
     check_step_limits(args)
     check_kernel(args.kernel)
+    max_total_tokens, max_cost = budget_from_args(args)
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
@@ -191,6 +208,8 @@ def resume_command(args: argparse.Namespace) -> int:
         tools=load_tools(args),
         default_tools=not args.no_default_tools,
         planning_interval=args.planning_interval,
+        max_total_tokens=max_total_tokens,
+        max_cost=max_cost,
     )
 
     async def go() -> int:

@@ -11,6 +11,7 @@ from typing import TextIO
 from .._version import __version__
 from ..agent.agent import RunListener, RunResult
 from ..agent.memory import Plan, Step, Task
+from ..models import Usage
 
 
 class StepLog(RunListener):
@@ -20,6 +21,7 @@ class StepLog(RunListener):
         self.stream = stream or sys.stderr
         self.max_lines = max_lines
         self.width = min(shutil.get_terminal_size((100, 20)).columns, 100)
+        self.spent = Usage()  # since the run (or resume) started: the budgets are read against it
 
     def _print(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
@@ -35,6 +37,7 @@ class StepLog(RunListener):
 
     def task_started(self, task: Task, notebook_path: Path | None) -> None:
         where = f" → {notebook_path}" if notebook_path else ""
+        self.spent = Usage()
         self._print(f"nbagent {__version__}: {task.question}{where}")
         if task.files:
             self._print(f"data: {', '.join(task.files)}")
@@ -52,14 +55,17 @@ class StepLog(RunListener):
         status = "no code" if execution is None else execution.status
         took = "" if execution is None else f" in {execution.duration:.2f} s"
         self._print(self._clip(step.observation.text, "  ▸ "))
+        self.spent = self.spent + step.usage
         self._print(
-            f"  [{status}{took}; model {step.model_duration:.2f} s, {step.usage.total_tokens} tokens]"
+            f"  [{status}{took}; model {step.model_duration:.2f} s, {step.usage.total_tokens} tokens; "
+            f"{_spent(self.spent)} so far]"
         )
 
     def plan_made(self, plan: Plan) -> None:
         rule = "── plan " if plan.kind == "initial" else "── updated plan "
         self._print(rule + "─" * max(self.width - len(rule), 3))
         self._print(self._clip(plan.text, "  "))
+        self.spent = self.spent + plan.usage
 
     def run_finished(self, result: RunResult) -> None:
         self._print("─" * self.width)
@@ -72,3 +78,9 @@ class StepLog(RunListener):
         )
         if result.error:
             self._print(f"error: {result.error}")
+
+
+def _spent(usage: Usage) -> str:
+    approx = "~" if usage.estimated else ""
+    cost = f", ${usage.cost:.4f}" if usage.cost else ""
+    return f"{approx}{usage.total_tokens:,} tokens{cost}"

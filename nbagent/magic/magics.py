@@ -9,6 +9,9 @@ cell's result. Bad input is one ``UsageError`` line, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import concurrent.futures
 import inspect
 import os
 import re
@@ -26,9 +29,9 @@ from traitlets import Bool, Float, Integer, Unicode
 
 from ..agent.agent import Agent, RunListener, RunResult
 from ..agent.memory import Step, Task
-from ..exceptions import UsageError
+from ..exceptions import StopRun, UsageError
 from ..execution.shell import ShellExecutor
-from ..models import MODEL_ENV, Model, resolve_model
+from ..models import MODEL_ENV, Model, Usage, resolve_model
 from .namespace import describe_namespace
 
 ANSWER_VARIABLE = "_nbagent_answer"
@@ -58,6 +61,9 @@ class MagicOptions:
     insert: bool = False
     overwrite: bool = False
     help: bool = False
+    approve: bool = False
+    max_total_tokens: int | None = None
+    max_cost: float | None = None
 
 
 _VALUE_OPTIONS = {
@@ -67,16 +73,22 @@ _VALUE_OPTIONS = {
     "--max-steps": ("max_steps", "N"),
     "--timeout": ("timeout", "SECONDS"),
     "--notebook": ("notebook", "PATH"),
+    "--max-total-tokens": ("max_total_tokens", "N"),
+    "--max-cost": ("max_cost", "USD"),
 }
 _FLAGS = {
     "--reset": "reset",
     "--insert": "insert",
     "--overwrite": "overwrite",
+    "--approve": "approve",
     "-h": "help",
     "--help": "help",
 }
 _TOKEN = re.compile(r"""\s*("[^"]*"|'[^']*'|\S+)""")
-_KNOWN = "--model, --api-base, --max-steps, --timeout, --notebook, --overwrite, --reset, --insert"
+_KNOWN = (
+    "--model, --api-base, --max-steps, --timeout, --notebook, --overwrite, --reset, --insert, "
+    "--approve, --max-total-tokens, --max-cost"
+)
 
 
 def parse_options(line: str) -> MagicOptions:
@@ -136,6 +148,22 @@ def _convert(option: str, field: str, value: str) -> Any:
         if steps < 1:
             raise UsageError(f"{option} must be a whole number of steps, at least 1 (got {value!r})")
         return steps
+    if field == "max_total_tokens":
+        try:
+            tokens = int(value)
+        except ValueError:
+            tokens = 0
+        if tokens < 1:
+            raise UsageError(f"{option} must be a whole number of tokens, at least 1 (got {value!r})")
+        return tokens
+    if field == "max_cost":
+        try:
+            usd = float(value)
+        except ValueError:
+            usd = 0.0
+        if not usd > 0:
+            raise UsageError(f"{option} must be a positive number of US dollars (got {value!r})")
+        return usd
     if field == "timeout":
         try:
             seconds = float(value)
@@ -215,12 +243,14 @@ class LiveSteps(RunListener):
 
     def __init__(self, executor: ShellExecutor) -> None:
         self.executor = executor
+        self.spent = Usage()
 
     def _show(self, markdown: str, plain: str) -> None:
         bundle = {"text/markdown": markdown, "text/plain": plain}
         self.executor.call_soon(lambda: display(bundle, raw=True))
 
     def task_started(self, task: Task, notebook_path: Path | None) -> None:
+        self.spent = Usage()
         where = _where(notebook_path)
         self._show(f"*nbagent · audit notebook {where}*", f"nbagent · audit notebook {notebook_path}")
 
@@ -242,6 +272,9 @@ class LiveSteps(RunListener):
         execution = step.execution
         if execution is not None and execution.status == "timeout":
             self._show(f"*Step {step.number} was stopped: {execution.note}.*", f"(stopped: {execution.note})")
+        self.spent = self.spent + step.usage
+        spent = _spent(self.spent)
+        self._show(f"<sub>{spent} so far</sub>", f"({spent} so far)")
 
     def run_finished(self, result: RunResult) -> None:
         tokens = f"{result.usage.total_tokens:,} tokens"
@@ -253,10 +286,65 @@ class LiveSteps(RunListener):
         reason = {
             "max_steps": "no final answer within the step limit",
             "interrupted": "interrupted; the audit notebook keeps the steps so far",
+            "budget": f"the run stopped: {result.error}",
+            "stopped": "stopped at your request; the audit notebook keeps the steps so far",
         }.get(result.status, result.error or result.status)
         if result.status == "error" and result.error:
             reason = f"the run stopped: {result.error}"
         self._show(f"**nbagent:** {reason} · *{facts}*", f"nbagent: {reason} · {facts}")
+
+
+def _spent(usage: Usage) -> str:
+    approx = "~" if usage.estimated else ""
+    cost = f", ${usage.cost:.4f}" if usage.cost else ""
+    return f"{approx}{usage.total_tokens:,} tokens{cost}"
+
+
+class ShellApproval:
+    """The ``approve`` callback of ``%%agent --approve``: asks under the cell with ``input()``.
+
+    The agent runs on a helper thread; the question is asked on the shell's thread, where the
+    front end can answer ``input()``, and the agent waits for the answer.
+    """
+
+    PROMPT = "step {number}: [r]un, [s]kip, [e]dit, s[t]op? "
+
+    def __init__(self, executor: ShellExecutor) -> None:
+        self.executor = executor
+
+    async def __call__(self, number: int, thought: str, code: str) -> bool | str:
+        answer: concurrent.futures.Future[bool | str] = concurrent.futures.Future()
+
+        def ask() -> None:
+            try:
+                answer.set_result(self.ask(number))
+            except BaseException as exc:  # StopRun, or an interrupt while waiting: the agent gets it
+                answer.set_exception(exc)
+
+        self.executor.call_soon(ask)
+        return await asyncio.wrap_future(answer)
+
+    def ask(self, number: int) -> bool | str:
+        """One decision, read with ``input()`` (looked up when asked, so the front end's is used)."""
+        while True:
+            choice = builtins.input(self.PROMPT.format(number=number)).strip().lower()
+            if choice in ("r", "run", "y", "yes", ""):
+                return True
+            if choice in ("s", "skip", "n", "no"):
+                return False
+            if choice in ("t", "stop", "q", "quit"):
+                raise StopRun(f"stopped by the user at step {number}")
+            if choice in ("e", "edit"):
+                lines = []
+                while True:
+                    line = builtins.input("code to run instead (an empty line ends it): ")
+                    if not line.strip():
+                        break
+                    lines.append(line)
+                if lines:
+                    return "\n".join(lines)
+                continue
+            print("please answer r, s, e or t")
 
 
 def _where(path: Path | None) -> str:
@@ -333,6 +421,9 @@ class AgentMagics(Magics):
           --overwrite          allow --notebook to replace an existing file
           --reset              start a new conversation (alone: just forget the old one)
           --insert             offer the code of the steps that worked as the next cell
+          --approve            before each step runs, ask (input()): run, skip, edit or stop
+          --max-total-tokens N stop before a model call once the question used N tokens
+          --max-cost USD       the same in US dollars (litellm's prices)
           -h, --help           show this help
         """
         try:
@@ -377,6 +468,8 @@ class AgentMagics(Magics):
             )
             self._agent = agent
         agent.model, agent.max_steps, agent.timeout = model, max_steps, timeout
+        agent.approve = ShellApproval(self.executor) if opts.approve else None
+        agent.max_total_tokens, agent.max_cost = opts.max_total_tokens, opts.max_cost
 
         notebook: str | Path | None = opts.notebook
         recorded = agent.recorder.path if agent.recorder is not None else None

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from ..exceptions import ModelError, UsageError
-from .base import Message, Model, Reply, Usage
+from .base import Message, Model, Reply, Usage, estimate_tokens, message_text
 from .retry import RetryPolicy, retry_after_seconds, with_retries
 
 READONLY_WARNING = r"Item '.*' on TypedDict class '.*' is using the `ReadOnly` qualifier"
@@ -124,18 +124,28 @@ class LiteLLMModel(Model):
         choice = response.choices[0]
         text = choice.message.content or ""
         usage = getattr(response, "usage", None)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         cost: float | None
         try:
             cost = float(litellm.completion_cost(completion_response=response))
         except Exception:
             cost = None
+        estimated = input_tokens == 0 and output_tokens == 0
+        if estimated:
+            # The server reported no usage: estimate it, so that budgets still hold.
+            input_tokens = sum(estimate_tokens(message_text(m)) for m in messages)
+            output_tokens = estimate_tokens(text)
+            try:
+                prices = litellm.cost_per_token(
+                    model=self.name, prompt_tokens=input_tokens, completion_tokens=output_tokens
+                )
+                cost = float(sum(prices))
+            except Exception:
+                cost = None
         return Reply(
             text=text,
-            usage=Usage(
-                input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                cost=cost,
-            ),
+            usage=Usage(input_tokens, output_tokens, cost=cost, estimated=estimated),
         )
 
 

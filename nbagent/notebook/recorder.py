@@ -203,6 +203,11 @@ class NotebookRecorder:
         cell = self._code_cell(step.execution)
         self._add(cell, role="step", **meta, **step.execution.to_dict())
 
+    def annotate_last(self, **meta: Any) -> None:
+        """Add facts to the ``metadata.nbagent`` of the last cell (e.g. the code a user edited)."""
+        self.nb.cells[-1].metadata["nbagent"].update(meta)
+        self.invalidate(self.nb.cells[-1])
+
     def add_answer(self, text: str) -> None:
         """Add the closing markdown cell that states the answer."""
         body = (

@@ -9,7 +9,8 @@ network or an API key::
 Each script item is a reply string, or a dict:
 
 - ``{"reply": "...", "prompt_tokens": 10, "completion_tokens": 5}``: a reply with given usage;
-- ``{"status": 429, "retry_after": 0}``: an HTTP error (any status), optionally with Retry-After.
+- ``{"status": 429, "retry_after": 0}``: an HTTP error (any status), optionally with Retry-After;
+- ``{"reply": "...", "usage": false}``: a reply without a ``usage`` object, as some servers send.
 
 :class:`LoopbackHTTPServer` is the scaffolding (port, thread, context manager) it shares with
 :class:`nbagent.testing.openai_server.LoopbackHub`.
@@ -180,7 +181,7 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                                 "finish_reason": "stop",
                             }
                         ],
-                        "usage": usage,
+                        **({"usage": usage} if item.get("usage", True) is not False else {}),
                     },
                 )
 
