@@ -37,14 +37,18 @@ _TOKEN_PIECES = re.compile(r"[A-Za-z]{1,8}|\d{1,3}|[^\sA-Za-z\d]{1,2}|\n| {2,}")
 _DEFAULT_REPR = re.compile(r"^<[\w.]+( object)? at 0x[0-9a-f]+>$|^<[\w.]+ object>$")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# C0 controls but newline and tab, DEL, C1 controls (U+009B is a one-character CSI to many
+# terminals) and lone surrogates.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def escape_controls(text: str) -> str:
     """Show control characters (and lone surrogates) as ``\\xNN`` / ``\\uNNNN`` escapes.
 
     Models and their APIs take them badly (a NUL can make a request fail), and they carry no
-    meaning a reader needs; newlines and tabs stay as they are.
+    meaning a reader needs; newlines and tabs stay as they are. It is also the one filter for
+    everything nbagent prints on a terminal (answers, errors, reports): text a kernel made could
+    otherwise clear the screen, retitle the window or write the clipboard (OSC 52).
     """
     text = text.replace("\r\n", "\n")
 

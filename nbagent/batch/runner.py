@@ -36,6 +36,7 @@ from ..exceptions import NbagentError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.pool import KernelPool
 from ..models import LiteLLMModel, Usage, resolve_model
+from ..notebook.safe_files import append_line
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
 
@@ -130,16 +131,8 @@ class StatusFile:
 
     def append(self, record: TaskRecord) -> None:
         """Add ``record`` as one line and make sure it is on disk before returning."""
-        line = record.to_json() + "\n"
-        with open(self.path, "a+b") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    line = "\n" + line  # the previous writer died mid-line
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        # Never through a symlink: the out folder may hold files a task's kernel wrote.
+        append_line(self.path, record.to_json())
 
 
 class BatchListener:

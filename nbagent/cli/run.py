@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..agent.observe import Observer
+from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
 from .arguments import (
     add_agent_arguments,
@@ -93,7 +93,7 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     resume.add_argument("notebook", metavar="NOTEBOOK", help="a notebook written by 'nbagent run'")
     add_agent_arguments(
         resume,
-        model_help="model to go on with (default: $NBAGENT_MODEL, else the model the notebook records)",
+        model_help="model to go on with (default: $NBAGENT_MODEL; never the one the notebook records)",
         max_steps_help="steps for the question, counting those already taken",
     )
     resume.add_argument(
@@ -148,7 +148,7 @@ def run_command(args: argparse.Namespace) -> int:
         finally:
             await agent.aclose()
         if result.answered:
-            print(result.answer_text)
+            print(escape_controls(result.answer_text or ""))
             if args.verify:
                 return await _verify_after_run(output, args)
             return EXIT_OK
@@ -170,14 +170,17 @@ def resume_command(args: argparse.Namespace) -> int:
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
-    spec = args.model or os.environ.get(MODEL_ENV) or nb.metadata["nbagent"]["runs"][-1].get("model")
+    spec = args.model or os.environ.get(MODEL_ENV)
+    if not spec:
+        # The notebook is not trusted to pick the model: a recorded endpoint would receive the
+        # user's API key (say, HF_TOKEN for hf:http://...) and drive the run.
+        recorded = nb.metadata["nbagent"]["runs"][-1].get("model") or "none"
+        raise UsageError(
+            f"say which model to go on with: the notebook records {recorded!r}, which nbagent does "
+            f"not use on the notebook's word; pass --model {recorded} (or set ${MODEL_ENV}) if you trust it"
+        )
     model_kwargs = {"api_base": args.api_base} if args.api_base else {}
-    try:
-        model = resolve_model(spec, **model_kwargs)
-    except UsageError as exc:
-        if args.model:
-            raise
-        raise UsageError(f"{exc} (the model the notebook records); pass --model") from None
+    model = resolve_model(spec, **model_kwargs)
     if isinstance(model, LiteLLMModel):
         model.check()
     agent = Agent(
@@ -199,7 +202,7 @@ def resume_command(args: argparse.Namespace) -> int:
         finally:
             await agent.aclose()
         if result.answered:
-            print(result.answer_text)
+            print(escape_controls(result.answer_text or ""))
             return EXIT_OK
         return EXIT_NO_ANSWER
 
@@ -237,5 +240,5 @@ async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
         notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
     )
     if not args.quiet or not report.ok:
-        print(report.summary(all_cells=not args.quiet), file=sys.stderr)
+        print(escape_controls(report.summary(all_cells=not args.quiet)), file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_NO_ANSWER

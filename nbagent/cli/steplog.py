@@ -11,6 +11,7 @@ from typing import TextIO
 from .._version import __version__
 from ..agent.agent import RunListener, RunResult
 from ..agent.memory import Plan, Step, Task
+from ..agent.observe import escape_controls
 
 
 class StepLog(RunListener):
@@ -22,7 +23,7 @@ class StepLog(RunListener):
         self.width = min(shutil.get_terminal_size((100, 20)).columns, 100)
 
     def _print(self, text: str = "") -> None:
-        print(text, file=self.stream, flush=True)
+        print(escape_controls(text), file=self.stream, flush=True)
 
     def _clip(self, text: str, prefix: str) -> str:
         lines = text.rstrip("\n").splitlines() or [""]
