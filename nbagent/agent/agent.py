@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ from ..execution.sandbox import Sandbox
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
+from ..notebook.safe_files import check_writable_folder
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
 from .bootstrap import complete_answer, decode_answer
@@ -188,7 +190,7 @@ class Agent:
             raise UsageError(f"max_restarts cannot be negative ({max_restarts})")
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):  # NaN would never fire
             raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
         self.model = resolve_model(model, **model_kwargs)
         self._owns_model = not isinstance(model, Model)
@@ -674,7 +676,8 @@ def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool
     """The output notebook as an absolute path; :class:`UsageError` if it cannot be written."""
     if notebook is None:
         return None
-    path = Path(notebook).expanduser().resolve()
+    # Absolute, but a symlink at the name is not followed: saving replaces it, never writes through it.
+    path = Path(os.path.abspath(Path(notebook).expanduser()))
     if path.is_dir():
         raise UsageError(
             f"output {str(notebook)!r} is a directory; give a notebook file name such as answer.ipynb"
@@ -686,6 +689,12 @@ def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool
         )
     if not path.parent.is_dir():
         raise UsageError(f"the folder of output {str(notebook)!r} does not exist")
+    problem = check_writable_folder(path.parent)
+    if problem is not None:
+        raise UsageError(
+            f"cannot write output {str(notebook)!r}: its folder does not take new files ({problem}); "
+            "choose a writable folder"
+        )
     return path
 
 

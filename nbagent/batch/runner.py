@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -191,7 +192,7 @@ def prepare(
     if settings.max_steps < 1:
         raise UsageError(f"--max-steps must be at least 1, not {settings.max_steps}")
     for name, value in (("--timeout", settings.timeout), ("--task-timeout", settings.task_timeout)):
-        if value is not None and value <= 0:
+        if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError(f"{name} must be a positive number of seconds, not {value:g}")
     out = settings.out.expanduser().resolve()
     if out.exists() and not out.is_dir():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
+from ..notebook.safe_files import check_writable_folder
 from .arguments import (
     add_agent_arguments,
     add_sandbox_arguments,
@@ -116,8 +117,9 @@ def run_command(args: argparse.Namespace) -> int:
     observer = _observer(args)
     check_data_files(args.data)
     output = Path(args.output or f"{_slug(question)}.ipynb")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    check_notebook_path(output, args.overwrite)
+    _check_output_folder(output)
+    if output.parent.is_dir():
+        check_notebook_path(output, args.overwrite)
     check_kernel(args.kernel)
     model_kwargs = {"api_base": args.api_base} if args.api_base else {}
     model = resolve_model(args.model, **model_kwargs)
@@ -127,6 +129,10 @@ def run_command(args: argparse.Namespace) -> int:
         model.supports_images = args.vision  # an explicit choice wins over asking litellm
 
     tools = load_tools(args)
+    sandbox = sandbox_from_args(args)
+    # Made only now that every input has been checked: a refused run leaves nothing on disk.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    check_notebook_path(output, args.overwrite)
     listeners = [] if args.quiet else [StepLog()]
     agent = Agent(
         model,
@@ -135,7 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         observer=observer,
         listeners=listeners,
-        sandbox=sandbox_from_args(args),
+        sandbox=sandbox,
         max_restarts=args.max_restarts,
         tools=tools,
         default_tools=not args.no_default_tools,
@@ -207,6 +213,21 @@ def resume_command(args: argparse.Namespace) -> int:
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
+
+
+def _check_output_folder(output: Path) -> None:
+    """Refuse an ``-o`` whose folders could not be made, without making any of them."""
+    existing = output.expanduser().absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write output {str(output)!r}: {str(existing)!r} is not a folder")
+    problem = check_writable_folder(existing)
+    if problem is not None:
+        raise UsageError(
+            f"cannot write output {str(output)!r}: {str(existing)!r} does not take new files ({problem}); "
+            "choose a writable folder"
+        )
 
 
 def _read_question(arg: str) -> str:

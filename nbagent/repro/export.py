@@ -317,8 +317,9 @@ def check_output_path(
     """The export's target as an absolute path; :class:`UsageError` if it cannot be written."""
     if output is None:
         return None
-    target = Path(output).expanduser().resolve()
-    if source is not None and target == source:
+    # Absolute, but a symlink at the name is not followed: it is replaced, never written through.
+    target = Path(os.path.abspath(Path(output).expanduser()))
+    if source is not None and target.resolve() == source:
         raise UsageError(f"output {str(output)!r} is the notebook being exported; choose another name")
     return check_notebook_path(target, overwrite)
 

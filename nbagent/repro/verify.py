@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import os
 import shutil
 import tempfile
@@ -444,7 +445,7 @@ async def averify_notebook(
     sandbox: Sandbox | None = None,
 ) -> VerifyReport:
     """Re-run a notebook in a fresh kernel and compare; see :func:`verify_notebook`."""
-    if timeout <= 0:
+    if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"timeout must be a positive number of seconds, not {timeout:g}")
     if not 0 <= image_tolerance < 1:
         raise UsageError(f"image_tolerance must be a share between 0 and 1, not {image_tolerance:g}")
