@@ -115,9 +115,9 @@ class Redactor:
             if password is not None and _worth_hiding(password):
                 secrets.setdefault(value, f"${name}")
                 secrets.setdefault(password, f"${name} password")
-        for value in extra:
-            if value and _worth_hiding(value):
-                secrets.setdefault(value, "secret")
+        for given in extra:
+            if given and _worth_hiding(given):
+                secrets.setdefault(given, "secret")
         for value, shown in list(secrets.items()):
             for copy in encodings(value):
                 if copy != value:
