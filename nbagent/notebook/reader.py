@@ -54,7 +54,7 @@ def read_notebook_file(path: str | os.PathLike[str]) -> NotebookNode:
         ) from None
     except (ValueError, OSError) as exc:
         raise UsageError(
-            f"{shown!r} is not a valid notebook (not readable JSON: {_first_line(exc)})"
+            f"{shown!r} is not a valid notebook (it is not a readable .ipynb file: {_first_line(exc)})"
         ) from None
     if not isinstance(data, dict):
         raise UsageError(f"{shown!r} is not a valid notebook (its JSON is {_kind(data)}, not an object)")
