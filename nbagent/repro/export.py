@@ -451,7 +451,11 @@ def _inert_copy(nb: NotebookNode) -> NotebookNode:
         cell.pop("attachments", None)
         for out in cell.get("outputs", []):
             if out.get("output_type") in ("display_data", "execute_result"):
-                out.data = NotebookNode({k: v for k, v in out.data.items() if k in REPORT_MIMES})
+                kept = {k: v for k, v in out.data.items() if k in REPORT_MIMES}
+                if not kept:
+                    left_out = ", ".join(sorted(out.data)) or "nothing"
+                    kept = {"text/plain": f"[output of type {left_out}: not shown in the report]"}
+                out.data = NotebookNode(kept)
                 out.metadata = NotebookNode()
         cells.append(cell)
     report.cells = cells
