@@ -12,8 +12,8 @@ This is not Jupyter's notebook trust signature: that one would make JupyterLab r
 scripts and HTML as trusted, the opposite of what a notebook written by model code deserves.
 
 A digest reads ``hmac-sha256:<key id>:<hex>``; the key id (a digest of the key itself) tells a
-notebook signed here from one signed on another machine, which :func:`check_signatures` reports
-as "not signed here" rather than as changed.
+notebook signed here from one signed on another machine (or before the key was replaced), which
+:func:`check_signatures` reports as "not signed here" rather than as changed.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def _create_key(path: Path) -> SigningKey:
     return SigningKey(secret)
 
 
-Signature = Literal["signed here", "not signed here", "signed on another machine"]
+Signature = Literal["signed here", "not signed here", "not signed here (signed with another key)"]
 """How a notebook's digests read; the last two are not failures on their own."""
 
 
@@ -160,7 +160,7 @@ def check_signatures(
         return SignatureCheck("not signed here")
     prefix = f"{SCHEME}:{key.key_id}:"
     if not any(d.startswith(prefix) for d in digests):
-        return SignatureCheck("signed on another machine")
+        return SignatureCheck("not signed here (signed with another key)")
     check = SignatureCheck("signed here")
     for i, cell in indexed:
         meta = metas[i]

