@@ -340,3 +340,41 @@ def test_redaction_covers_more_secret_names_and_reencoded_copies() -> None:
     # Ordinary values stay.
     plain = "see /usr/bin:/bin and /root, redis://cache.internal:6379/0, abc"
     assert redactor.text(plain) == plain
+
+
+# -- 7. huge images from the kernel ----------------------------------------------------------------
+
+
+def png_bomb(width: int = 20_000, height: int = 20_000) -> str:
+    """A PNG header claiming ``width`` x ``height`` pixels, a few dozen bytes long."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+    return base64.b64encode(data).decode()
+
+
+def test_a_decompression_bomb_is_described_not_decoded() -> None:
+    import io
+
+    from PIL import Image
+
+    from nbagent import Execution, Observer
+    from nbagent.repro.compare import image_difference
+
+    bomb = png_bomb()
+    with pytest.raises(Image.DecompressionBombError):  # the attack: decoding it on the host
+        Image.open(io.BytesIO(base64.b64decode(bomb)))
+    figure = nbformat.v4.new_output("display_data", data={"image/png": bomb, "text/plain": "<Figure>"})
+    observation = Observer(max_image_side=1024).observe(Execution(code="show()", outputs=[figure]))
+    assert "20000x20000" in observation.text and observation.images == []
+    assert image_difference(bomb, png_bomb(20_000, 20_001)) == 1.0
