@@ -225,3 +225,51 @@ def test_hostile_iopub_messages_never_crash_the_host(data_dir: Path, tmp_path: P
     nbformat.validate(nb)
     [error] = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert len(error.evalue) + sum(map(len, error.traceback)) <= 200_100  # bounded
+
+
+def test_bad_lines_to_the_fork_server_get_an_error_and_it_lives_on(tmp_path: Path) -> None:
+    import asyncio
+    import socket
+
+    from nbagent import Kernel
+    from nbagent.execution.forking import ForkServer, fork_supported, request
+
+    if not fork_supported():
+        pytest.skip("this platform cannot fork kernels")
+
+    def send_raw(path: str, line: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(path)
+            try:
+                s.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the zygote stopped reading an over-long request; its answer is waiting
+            return s.makefile("rb").readline()
+
+    async def scenario() -> None:
+        server = ForkServer("nbagent", tmp_path)
+        await server.astart()
+        try:
+            bad = [
+                b"not json\n",
+                b"[1, 2]\n",
+                b'{"argv": 5, "cwd": "/"}\n',
+                b'{"argv": ["python"], "cwd": "/no/such/folder"}\n',
+                b"[" * 100_000 + b"\n",
+                b'"' + b"x" * (2 << 20) + b'"\n',
+            ]
+            for line in bad:
+                answer = json.loads(await asyncio.to_thread(send_raw, server.socket_path, line))
+                assert set(answer) == {"error"}, answer
+            assert await request(server.socket_path, {"ping": True}) == {"pong": True}
+            kernel = Kernel("nbagent", cwd=tmp_path, provisioner=server.provisioner)
+            try:
+                ran = await kernel.aexecute("print(6 * 7)")
+                assert ran.status == "ok" and ran.outputs[0]["text"] == "42\n"
+            finally:
+                await kernel.ashutdown()
+        finally:
+            await server.aclose()
+
+    asyncio.run(scenario())
