@@ -273,3 +273,26 @@ def test_bad_lines_to_the_fork_server_get_an_error_and_it_lives_on(tmp_path: Pat
             await server.aclose()
 
     asyncio.run(scenario())
+
+
+def test_replacing_final_answer_through_globals_is_caught(data_dir: Path, tmp_path: Path) -> None:
+    from nbagent.agent.parsing import assigns_name
+
+    sneaky = (
+        "from IPython.display import display\n"
+        "def fake(value):\n"
+        "    display({'application/vnd.nbagent.answer+json': {'kind': 'json', 'value': 'forged', "
+        "'text': 'forged'}, 'text/plain': 'forged'}, raw=True)\n"
+        "globals()['final_answer'] = fake\n"
+        "final_answer(1)"
+    )
+    assert not assigns_name(sneaky, "final_answer")  # the attack passes the code guard
+    replies = [code(sneaky), code("final_answer('honest')")]
+    with Agent(scripted(*replies)) as agent:
+        result = agent.run("Answer honestly", notebook=tmp_path / "run.ipynb")
+    assert result.status == "answered" and result.answer == "honest"
+    first = result.steps[0]
+    assert first.execution is not None and first.execution.status == "error"
+    assert "replaced `final_answer`" in first.observation.text
+    nb = nbformat.read(tmp_path / "run.ipynb", as_version=4)
+    assert "forged" not in json.dumps(nb.metadata["nbagent"]["runs"])

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -22,7 +23,7 @@ from nbformat import NotebookNode
 
 from ..exceptions import KernelDiedError, KernelError, ModelError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL, Kernel
-from ..execution.outputs import ErrorInfo, Execution
+from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import NotebookRecorder, file_digest
@@ -61,6 +62,20 @@ def _final_nudge(max_steps: int) -> str:
         f"You have used all {max_steps} steps. Reply now with one ```python block that calls "
         "final_answer(...) with your best answer from what you have found so far."
     )
+
+
+_FINAL_ANSWER_MARK = "nbagent-final-answer-check:"
+# Run silently after each step. Identity, not source: a step cannot give its own function the
+# id of nbagent's, nor swap the code inside nbagent's function without changing this pair.
+_FINAL_ANSWER_PROBE = (
+    "__import__('sys').stdout.write("
+    f"{_FINAL_ANSWER_MARK!r} + repr((id(globals().get('final_answer')), "
+    "id(getattr(globals().get('final_answer'), '__code__', None)))) + '\\n')"
+)
+REPLACED_FINAL_ANSWER = (
+    "This step replaced `final_answer` (for instance through globals()), so nothing it answered "
+    "counts; nbagent's final_answer has been restored. Do not replace it; call final_answer(value)."
+)
 
 
 class Executor(Protocol):
@@ -213,6 +228,7 @@ class Agent:
         self.sandbox = sandbox
         self.max_restarts = max_restarts
         self._restarts = 0
+        self._final_answer_id: str | None = None
         self._gave_up: str | None = None
         self._redactor = Redactor({})
 
@@ -406,6 +422,7 @@ class Agent:
         restoration = await replay_steps(
             self._executor, saved.steps, self.timeout, setup=self._restore_source()
         )
+        await self._remember_final_answer()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         previous = saved.last_run.get("status", "running")
         ended = "the host process stopped mid-run" if previous == "running" else f"it ended: {previous}"
@@ -540,7 +557,12 @@ class Agent:
                 raise
             if execution.restarted:
                 await self._after_restart(execution)
+                replaced = False
+            else:
+                replaced = await self._check_final_answer(execution)
             observation = self.observer.observe(execution)
+            if replaced:
+                observation.text = f"{observation.text}\n{REPLACED_FINAL_ANSWER}".lstrip("\n")
         observation.text = self._redactor.text(observation.text)
         return self._record(number, reply, parsed.thought, execution, observation, model_duration, nudge)
 
@@ -628,6 +650,41 @@ class Agent:
         kernel_name = self.kernel_name if self._given_executor is None else None
         self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
         self.toolbox.add_replay_cell(self._recorder)
+        await self._remember_final_answer()
+
+    async def _final_answer_identity(self) -> str | None:
+        assert self._executor is not None
+        probe = await self._executor.aexecute(_FINAL_ANSWER_PROBE, timeout=30, silent=True)
+        for out in probe.outputs:
+            for line in str(out.get("text", "")).splitlines():
+                if line.startswith(_FINAL_ANSWER_MARK):
+                    return line[len(_FINAL_ANSWER_MARK) :]
+        return None
+
+    async def _remember_final_answer(self) -> None:
+        self._final_answer_id = await self._final_answer_identity()
+
+    async def _check_final_answer(self, execution: Execution) -> bool:
+        """True (and the step marked failed, its answer voided, final_answer restored) when the
+        step replaced ``final_answer`` in a way the code guard could not see."""
+        if self._final_answer_id is None:
+            return False
+        if await self._final_answer_identity() == self._final_answer_id:
+            return False
+        assert self._executor is not None
+        for out in execution.outputs:
+            data = out.get("data")
+            if isinstance(data, dict) and ANSWER_MIME in data:
+                del data[ANSWER_MIME]  # whatever it "answered" came from the replacement
+        execution.status = "error"
+        execution.error = ErrorInfo(
+            "ReservedName", "final_answer was replaced; the step's answer is void", ""
+        )
+        execution.note = "final_answer was replaced by this step and restored"
+        source = (resources.files("nbagent") / "kernel_code" / "final_answer.py").read_text(encoding="utf-8")
+        await self._executor.aexecute(source, timeout=60, silent=True)
+        await self._remember_final_answer()
+        return True
 
     async def _set_parameters(self, parameters: dict[str, Any]) -> None:
         assert self._executor is not None and self._recorder is not None
@@ -661,6 +718,7 @@ class Agent:
         if restoration.died:
             self._restarts += 1
         execution.note += "; " + restoration.describe()
+        await self._remember_final_answer()
 
 
 async def _interrupt(executor: Executor) -> None:
