@@ -6,6 +6,7 @@ then that nbagent stops it. These tests need no kernel; those that do are in tes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -378,3 +379,73 @@ def test_a_decompression_bomb_is_described_not_decoded() -> None:
     observation = Observer(max_image_side=1024).observe(Execution(code="show()", outputs=[figure]))
     assert "20000x20000" in observation.text and observation.images == []
     assert image_difference(bomb, png_bomb(20_000, 20_001)) == 1.0
+
+
+# -- 8. the host bridge under a flood --------------------------------------------------------------
+
+
+def test_the_host_bridge_bounds_floods_and_binds_calls_to_their_run() -> None:
+    import socket
+    import threading
+
+    from nbagent.kernel_code.host_bridge import HostToolError, _NbagentHost
+    from nbagent.tools.bridge import HostBridge
+
+    def raw(address: str, payload: bytes) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(address)
+            try:
+                s.sendall(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the bridge stopped reading: its answer is waiting
+            answer: dict[str, Any] = json.loads(s.makefile("rb").readline())
+            return answer
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        run_a = HostBridge(
+            {"double": lambda n: n * 2}, max_connections=4, idle_timeout=1.0, max_request_bytes=1 << 20
+        )
+        run_b = HostBridge({"double": lambda n: n * 2})
+        address = run_a.start()
+        run_b.start()
+        run_a.attach(loop)
+        run_b.attach(loop)
+        try:
+            before = threading.active_count()
+            idle = []
+            for _ in range(60):  # a flood of connections that never send a request
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(address)
+                idle.append(s)
+            await asyncio.sleep(0.3)
+            assert threading.active_count() <= before + 4
+            refused = [s for s in idle if s.recv(4096)]  # the ones over the limit are told at once
+            assert len(refused) >= 50
+            await asyncio.sleep(1.2)  # the idle timeout frees the slots
+            for s in idle:
+                s.close()
+
+            request = {"tool": "double", "args": {"n": {"kind": "json", "value": 21}}}
+            too_long = b'{"tool": "double", "args": {"n": "' + b"x" * (2 << 20)
+            assert "longer than" in (await asyncio.to_thread(raw, address, too_long))["error"]
+            for token in (None, run_b.token):  # no token, or another run's: refused
+                answer = await asyncio.to_thread(
+                    raw, address, json.dumps({**request, "token": token}).encode() + b"\n"
+                )
+                assert "refused" in answer["error"]
+
+            kernel_side = _NbagentHost()
+            kernel_side.connect(address, run_a.token)
+            assert await asyncio.to_thread(kernel_side.call, "double", {"n": 21}) == 42
+            stranger = _NbagentHost()
+            stranger.connect(address, run_b.token)
+            with pytest.raises(HostToolError, match="refused"):
+                await asyncio.to_thread(stranger.call, "double", {"n": 1})
+            assert [c.tool for c in run_a.calls] == ["double"]
+        finally:
+            run_a.close()
+            run_b.close()
+
+    asyncio.run(scenario())
