@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from nbagent.agent.observe import escape_controls
 from nbagent.batch.runner import StatusFile, TaskRecord
 from nbagent.cli import main
 from nbagent.models import resolve_model
+from nbagent.notebook.recorder import file_digest
 from nbagent.notebook.redact import Redactor
 from nbagent.notebook.safe_files import UnsafeFileError, append_line, write_atomic
 from nbagent.testing.openai_server import LoopbackRequestHandler, OpenAICompatibleServer
@@ -277,6 +279,26 @@ def test_host_writes_do_not_follow_symlinks_planted_by_the_kernel(tmp_path: Path
         StatusFile(run / "status.jsonl").append(TaskRecord(id="a", status="ok"))
     assert victim.read_text() == "precious"
     assert not [p for p in run.iterdir() if p.name.endswith(".nbagent-tmp") and not p.is_symlink()]
+
+
+def test_data_files_are_never_copied_through_a_planted_symlink(tmp_path: Path) -> None:
+    from nbagent.agent.agent import _bring_files
+
+    data = tmp_path / "sales.csv"
+    data.write_text("a,b\n1,2\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    victim = tmp_path / "victim.csv"  # does not exist yet: a dangling link makes a plain copy create it
+    (run / "sales.csv").symlink_to(victim)
+    shutil.copy2(data, run / "sales.csv")  # the attack: a plain copy writes where the link points
+    assert victim.read_text() == data.read_text()
+    victim.unlink()
+    with pytest.raises(UsageError, match="symlink"):
+        _bring_files([data], run)
+    assert not victim.exists()
+    (run / "sales.csv").unlink()
+    assert _bring_files([data], run) == {"sales.csv": file_digest(data)}
+    assert (run / "sales.csv").read_text() == "a,b\n1,2\n" and not (run / "sales.csv").is_symlink()
 
 
 def test_export_and_verify_record_replace_a_planted_symlink(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from ..execution.sandbox import Sandbox
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
-from ..notebook.safe_files import check_writable_folder
+from ..notebook.safe_files import check_writable_folder, copy_atomic
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
 from .bootstrap import complete_answer, decode_answer
@@ -793,6 +792,12 @@ def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:
     for src in sources:
         digest = file_digest(src)
         target = workdir / src.name
+        if target.is_symlink() and target.resolve() != src.resolve():
+            # Planted, perhaps, by code of an earlier step in this folder: never copied through.
+            raise UsageError(
+                f"{str(target)!r} is a symlink; nbagent does not write data files through symlinks: "
+                "remove it or choose another output folder"
+            )
         if target.exists() and target.resolve() != src.resolve():
             if file_digest(target) != digest:
                 raise UsageError(
@@ -800,6 +805,6 @@ def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:
                     "rename it or choose another output folder"
                 )
         elif not target.exists():
-            shutil.copy2(src, target)
+            copy_atomic(src, target)
         names[src.name] = digest
     return names

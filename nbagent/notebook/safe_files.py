@@ -6,10 +6,10 @@ it, ``status.jsonl``) and have the host overwrite a file of its choosing, with t
 
 The defence, in one place so every host write gets it:
 
-- :func:`write_atomic` creates its temporary file with a random name, ``O_CREAT | O_EXCL |
-  O_NOFOLLOW`` (so it is a new regular file, never an existing file or a symlink's target), relative
-  to a handle on the target's folder, and renames it over the target. A rename replaces a symlink
-  at the target's name; it does not write through it.
+- :func:`write_atomic` (and :func:`copy_atomic`, for data files) creates its temporary file with
+  a random name, ``O_CREAT | O_EXCL | O_NOFOLLOW`` (so it is a new regular file, never an existing
+  file or a symlink's target), relative to a handle on the target's folder, and renames it over the
+  target. A rename replaces a symlink at the target's name; it does not write through it.
 - :func:`append_line` opens with ``O_NOFOLLOW``, so a symlink planted at the name is refused.
 - :func:`check_writable_folder` finds out, before a run starts, whether a folder takes new files
   (``/proc``, a read-only mount), so bad output paths fail as input errors, not after the run.
@@ -20,7 +20,10 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -43,8 +46,18 @@ def write_atomic(
     complete on disk (fsync'ed) before it takes the target's name, so a reader sees the old
     content or the new one, never a part.
     """
-    target = Path(path)
     payload = data.encode("utf-8", errors) if isinstance(data, str) else data
+    _replace(Path(path), lambda f: f.write(payload), mode)
+
+
+def copy_atomic(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Copy the file ``source`` to ``path`` as :func:`write_atomic` writes (streamed, any size)."""
+    with open(source, "rb") as src:
+        _replace(Path(path), lambda f: shutil.copyfileobj(src, f, 1 << 20), 0o644)
+    shutil.copystat(source, path, follow_symlinks=False)
+
+
+def _replace(target: Path, write: Callable[[BinaryIO], object], mode: int) -> None:
     folder = os.open(target.parent, _DIRECTORY)
     try:
         for _ in range(8):
@@ -58,7 +71,7 @@ def write_atomic(
             raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(payload)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target.name, src_dir_fd=folder, dst_dir_fd=folder)
