@@ -89,6 +89,8 @@ def test_verify_and_export_never_take_the_kernel_from_the_notebook(
 
     tidy = export_tidy(notebook, tmp_path / "tidy.ipynb")
     assert tidy.verification is not None and tidy.verification.kernel == DEFAULT_KERNEL
+    again = verify_notebook(tmp_path / "tidy.ipynb")  # the tidy notebook is signed here too
+    assert again.signature == "signed here" and again.ok, again.summary()
 
 
 def test_verify_reports_code_changed_since_the_run(signed_run: Path, tmp_path: Path) -> None:

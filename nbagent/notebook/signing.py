@@ -176,3 +176,25 @@ def check_signatures(
         ):
             check.changed[i] = "its recorded answer"
     return check
+
+
+def resign_answers(cells: Iterable[Any], key: SigningKey | None, answer_of: Any) -> None:
+    """Record new answer digests for code cells whose code digest is valid under ``key``.
+
+    For a notebook whose outputs were just replaced by a verified re-run (the tidy export): the
+    code is unchanged and signed here, so its new answer may be signed too. Cells whose code is
+    not signed here are left alone.
+    """
+    if key is None:
+        return
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        meta = cell.get("metadata", {}).get("nbagent")
+        if not isinstance(meta, dict) or not key.matches(meta.get("digest"), key.code_digest(cell.source)):
+            continue
+        payload = answer_of(cell)
+        if payload is None:
+            meta.pop("answer_digest", None)
+        else:
+            meta["answer_digest"] = key.answer_digest(payload)

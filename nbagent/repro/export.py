@@ -37,6 +37,7 @@ from ..agent.agent import check_notebook_path
 from ..exceptions import NotReproducedError, UsageError
 from ..execution.sandbox import Sandbox
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text
+from ..notebook.signing import load_key, resign_answers
 from .dataflow import CellNames, analyse_cell, needed_cells
 from .verify import (
     VerifyReport,
@@ -230,6 +231,12 @@ def _adopt_rerun(result: TidyResult, report: VerifyReport) -> None:
             cell.outputs = rerun.outputs
             cell.execution_count = rerun.execution_count
     result.notebook.metadata["nbagent"]["tidy"]["verified"] = True
+    if report.signature == "signed here":
+        # The re-run's answers may be serialised a little differently: sign what is now stored.
+        try:
+            resign_answers(result.notebook.cells, load_key(create=False), answer_payload)
+        except OSError:
+            pass  # a damaged key: the tidy notebook then reads as changed answers, and says so
     record_verification(result.notebook, report)
 
 
