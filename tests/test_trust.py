@@ -116,6 +116,7 @@ ODD_NOTEBOOKS = {
     "cells-not-a-list": lambda nb: nb.__setitem__("cells", {"0": {}}),
     "cell-metadata-a-list": lambda nb: nb["cells"][0]["metadata"].__setitem__("nbagent", ["task"]),
     "nbagent-a-list": lambda nb: nb["metadata"].__setitem__("nbagent", [1]),
+    "packages-a-list": lambda nb: nb["metadata"]["nbagent"].__setitem__("environment", {"packages": [1]}),
 }
 
 

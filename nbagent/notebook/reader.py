@@ -114,8 +114,13 @@ def check_metadata(nb: NotebookNode, name: str = "notebook") -> None:
     _need(environment, dict, "metadata.nbagent.environment", name)
     for key in ("kernel", "python"):
         _need((environment or {}).get(key), str, f"metadata.nbagent.environment.{key}", name)
+    for key in ("packages", "random_seed"):
+        _need((environment or {}).get(key), dict, f"metadata.nbagent.environment.{key}", name)
+    seeded = ((environment or {}).get("random_seed") or {}).get("seeded")
+    _need(seeded, list, "metadata.nbagent.environment.random_seed.seeded", name)
     for key in ("verification", "tidy"):
         _need(meta.get(key), dict, f"metadata.nbagent.{key}", name)
+    _need((meta.get("verification") or {}).get("counts"), dict, "metadata.nbagent.verification.counts", name)
     for index, cell in enumerate(nb.cells):
         cell_meta = cell.get("metadata", {})
         if not isinstance(cell_meta, Mapping):

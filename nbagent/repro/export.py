@@ -345,9 +345,8 @@ def _environment_note(nb: NotebookNode) -> NotebookNode | None:
         parts.append(f"Python {env['python']}" + (f" ({packages})" if packages else ""))
     seed = env.get("random_seed")
     if isinstance(seed, dict):
-        parts.append(
-            f"random generators seeded with {seed.get('seed')} ({', '.join(seed.get('seeded', []))})"
-        )
+        seeded = ", ".join(map(str, seed.get("seeded", [])))
+        parts.append(f"random generators seeded with {seed.get('seed')} ({seeded})")
     elif env:
         parts.append("random generators not seeded")
     if env.get("python_hash_seed") is not None:
