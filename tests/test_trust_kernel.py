@@ -298,3 +298,22 @@ def test_replacing_final_answer_through_globals_is_caught(data_dir: Path, tmp_pa
     assert "replaced `final_answer`" in first.observation.text
     nb = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     assert "forged" not in json.dumps(nb.metadata["nbagent"]["runs"])
+
+
+def test_a_host_failure_is_recorded_truthfully_not_as_no_answer(data_dir: Path, tmp_path: Path) -> None:
+    from nbagent import Execution, Observation, Observer
+
+    class Broken(Observer):
+        def observe(self, execution: Execution) -> Observation:
+            raise RuntimeError("observer bug")
+
+    notebook = tmp_path / "run.ipynb"
+    with (
+        Agent(scripted(code("print(1)")), observer=Broken()) as agent,
+        pytest.raises(RuntimeError, match="observer bug"),
+    ):
+        agent.run("q", notebook=notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    run = nb.metadata["nbagent"]["runs"][-1]
+    assert run["status"] == "error" and "observer bug" in run["error"]
+    assert not any("no final answer" in c.source for c in nb.cells)

@@ -313,6 +313,12 @@ class Agent:
         except (ModelError, KernelError) as exc:
             result.status, result.error = "error", str(exc)
             self._recorder.add_marker(f"the run stopped: {exc}")
+        except Exception as exc:
+            # A failure of the host itself (input it did not foresee, a bug): the notebook says so
+            # truthfully, never "no final answer within N steps", and the error goes on up.
+            result.status, result.error = "error", f"nbagent failed: {type(exc).__name__}: {exc}"
+            self._recorder.add_marker(f"the run stopped: {result.error}")
+            raise
         finally:
             result.steps = [s for s in self._memory.steps if s.number >= first_number]
             result.plans = [p for p in self._memory.plans if p.before_step >= first_number]
