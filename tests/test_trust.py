@@ -235,6 +235,10 @@ def test_an_unwritable_output_is_refused_before_the_run(
     script.write_text(json.dumps(["```python\nfinal_answer(1)\n```"]))
     assert main(["run", "q", "--model", f"scripted:{script}", "-o", "/proc/x.ipynb"]) == 2
     assert "/proc" in one_error_line(capsys, "run")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "a", "question": "q"}) + "\n")
+    assert main(["batch", str(tasks), "--out", "/proc/x", "--model", f"scripted:{script}"]) == 2
+    assert "/proc" in one_error_line(capsys, "batch")
 
 
 def test_a_refused_run_creates_no_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,7 +37,7 @@ from ..exceptions import NbagentError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.pool import KernelPool
 from ..models import LiteLLMModel, Usage, resolve_model
-from ..notebook.safe_files import append_line
+from ..notebook.safe_files import append_line, creation_problem
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
 
@@ -197,6 +197,9 @@ def prepare(
     out = settings.out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(settings.out)!r} is a file; give a folder for the notebooks")
+    problem = creation_problem(out)
+    if problem is not None:
+        raise UsageError(f"cannot write the batch to --out {str(settings.out)!r}: {problem}")
     model = settings.model
     if model is not None:
         model = resolve_scripted_path(model, Path.cwd())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
-from ..notebook.safe_files import check_writable_folder
+from ..notebook.safe_files import creation_problem
 from .arguments import (
     add_agent_arguments,
     add_sandbox_arguments,
@@ -217,17 +217,9 @@ def resume_command(args: argparse.Namespace) -> int:
 
 def _check_output_folder(output: Path) -> None:
     """Refuse an ``-o`` whose folders could not be made, without making any of them."""
-    existing = output.expanduser().absolute().parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"cannot write output {str(output)!r}: {str(existing)!r} is not a folder")
-    problem = check_writable_folder(existing)
+    problem = creation_problem(output.parent)
     if problem is not None:
-        raise UsageError(
-            f"cannot write output {str(output)!r}: {str(existing)!r} does not take new files ({problem}); "
-            "choose a writable folder"
-        )
+        raise UsageError(f"cannot write output {str(output)!r}: {problem}; choose a writable folder")
 
 
 def _read_question(arg: str) -> str:

@@ -11,8 +11,9 @@ The defence, in one place so every host write gets it:
   file or a symlink's target), relative to a handle on the target's folder, and renames it over the
   target. A rename replaces a symlink at the target's name; it does not write through it.
 - :func:`append_line` opens with ``O_NOFOLLOW``, so a symlink planted at the name is refused.
-- :func:`check_writable_folder` finds out, before a run starts, whether a folder takes new files
-  (``/proc``, a read-only mount), so bad output paths fail as input errors, not after the run.
+- :func:`check_writable_folder` (and :func:`creation_problem`, for paths yet to be made) finds
+  out, before a run starts, whether a folder takes new files (``/proc``, a read-only mount), so
+  bad output paths fail as input errors, not after the run.
 """
 
 from __future__ import annotations
@@ -135,3 +136,18 @@ def check_writable_folder(folder: str | os.PathLike[str]) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def creation_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` (a file or folder, with any missing parent folders) could not be made, or ``None``.
+
+    Checked on the nearest folder that exists, without making anything: a refused command must
+    leave nothing on disk.
+    """
+    existing = Path(os.path.abspath(Path(path).expanduser()))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is not a folder"
+    problem = check_writable_folder(existing)
+    return None if problem is None else f"{str(existing)!r} does not take new files ({problem})"
