@@ -440,6 +440,20 @@ def test_the_host_bridge_bounds_floods_and_binds_calls_to_their_run() -> None:
         run_a.attach(loop)
         run_b.attach(loop)
         try:
+            # The attack, where the bound is lifted: every idle connection holds a thread.
+            unbounded = HostBridge({}, max_connections=10_000, idle_timeout=60)
+            unbounded_address = unbounded.start()
+            before = threading.active_count()
+            held = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(100)]
+            for s in held:
+                s.connect(unbounded_address)
+            await asyncio.sleep(0.5)
+            assert threading.active_count() >= before + 90
+            for s in held:
+                s.close()
+            unbounded.close()
+            await asyncio.sleep(0.5)
+
             before = threading.active_count()
             idle = []
             for _ in range(60):  # a flood of connections that never send a request
