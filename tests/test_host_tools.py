@@ -302,7 +302,7 @@ def test_the_bridge_reaches_a_kernel_side_process_that_has_no_network() -> None:
             "    socket.create_connection(('192.0.2.1', 80), timeout=5)\n"
             "except OSError as exc:\n"
             "    print('network:', exc.strerror)\n"
-            f"_nbagent_host.connect({address!r})\n"
+            f"_nbagent_host.connect({address!r}, {bridge.token!r})\n"
             "print('double:', _nbagent_host.call('double', {'n': 21}))\n"
         )
         proc = await asyncio.create_subprocess_exec(

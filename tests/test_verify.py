@@ -205,6 +205,8 @@ def test_a_cell_that_now_kills_the_kernel_is_a_new_error(penguins_run: Path, tmp
     notebook = copy_run(penguins_run, tmp_path)
     nb = nbformat.read(notebook, as_version=4)
     step_cell(nb, 3).source = "import os\nos._exit(3)"
+    for cell in nb.cells:  # unsigned, as from another machine: the verdict rests on the re-run alone
+        cell.metadata.get("nbagent", {}).pop("digest", None)
     nbformat.write(nb, notebook)
     report = verify_notebook(notebook)
     assert not report.ok

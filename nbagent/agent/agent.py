@@ -10,11 +10,12 @@ import asyncio
 import dataclasses
 import datetime as dt
 import inspect
+import math
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -23,11 +24,12 @@ from nbformat import NotebookNode
 
 from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UsageError
 from ..execution.kernel import DEFAULT_KERNEL, Kernel
-from ..execution.outputs import ErrorInfo, Execution
+from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
+from ..notebook.safe_files import check_writable_folder, copy_atomic
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
 from .bootstrap import complete_answer, decode_answer
@@ -75,6 +77,20 @@ def _final_nudge(max_steps: int) -> str:
         f"You have used all {max_steps} steps. Reply now with one ```python block that calls "
         "final_answer(...) with your best answer from what you have found so far."
     )
+
+
+_FINAL_ANSWER_MARK = "nbagent-final-answer-check:"
+# Run silently after each step. Identity, not source: a step cannot give its own function the
+# id of nbagent's, nor swap the code inside nbagent's function without changing this pair.
+_FINAL_ANSWER_PROBE = (
+    "__import__('sys').stdout.write("
+    f"{_FINAL_ANSWER_MARK!r} + repr((id(globals().get('final_answer')), "
+    "id(getattr(globals().get('final_answer'), '__code__', None)))) + '\\n')"
+)
+REPLACED_FINAL_ANSWER = (
+    "This step replaced `final_answer` (for instance through globals()), so nothing it answered "
+    "counts; nbagent's final_answer has been restored. Do not replace it; call final_answer(value)."
+)
 
 
 class Executor(Protocol):
@@ -218,7 +234,7 @@ class Agent:
             raise UsageError(f"max_restarts cannot be negative ({max_restarts})")
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, not {max_steps}")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):  # NaN would never fire
             raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
         check_budget(max_total_tokens, max_cost)
         self.approve = approve
@@ -246,6 +262,7 @@ class Agent:
         self.sandbox = sandbox
         self.max_restarts = max_restarts
         self._restarts = 0
+        self._final_answer_id: str | None = None
         self._gave_up: str | None = None
         self._redactor = Redactor({})
 
@@ -377,6 +394,12 @@ class Agent:
         except (ModelError, KernelError) as exc:
             result.status, result.error = "error", str(exc)
             self._recorder.add_marker(f"the run stopped: {exc}")
+        except Exception as exc:
+            # A failure of the host itself (input it did not foresee, a bug): the notebook says so
+            # truthfully, never "no final answer within N steps", and the error goes on up.
+            result.status, result.error = "error", f"nbagent failed: {type(exc).__name__}: {exc}"
+            self._recorder.add_marker(f"the run stopped: {result.error}")
+            raise
         finally:
             result.steps = [s for s in self._memory.steps if s.number >= first_number]
             result.plans = [p for p in self._memory.plans if p.before_step >= first_number]
@@ -485,6 +508,7 @@ class Agent:
         restoration = await replay_steps(
             self._executor, saved.steps, self.timeout, setup=self._restore_source()
         )
+        await self._remember_final_answer()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         previous = saved.last_run.get("status", "running")
         ended = "the host process stopped mid-run" if previous == "running" else f"it ended: {previous}"
@@ -655,9 +679,14 @@ class Agent:
                 raise
             if execution.restarted:
                 await self._after_restart(execution)
+                replaced = False
+            else:
+                replaced = await self._check_final_answer(execution)
             observation = self.observer.observe(execution)
             if original_code is not None:
                 observation.text = _edited_note(parsed.code) + observation.text
+            if replaced:
+                observation.text = f"{observation.text}\n{REPLACED_FINAL_ANSWER}".lstrip("\n")
         observation.text = self._redactor.text(observation.text)
         return self._record(
             number, reply, parsed.thought, execution, observation, model_duration, nudge, original_code
@@ -784,6 +813,41 @@ class Agent:
         kernel_name = self.kernel_name if self._given_executor is None else None
         self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
         self.toolbox.add_replay_cell(self._recorder)
+        await self._remember_final_answer()
+
+    async def _final_answer_identity(self) -> str | None:
+        assert self._executor is not None
+        probe = await self._executor.aexecute(_FINAL_ANSWER_PROBE, timeout=30, silent=True)
+        for out in probe.outputs:
+            for line in str(out.get("text", "")).splitlines():
+                if line.startswith(_FINAL_ANSWER_MARK):
+                    return line[len(_FINAL_ANSWER_MARK) :]
+        return None
+
+    async def _remember_final_answer(self) -> None:
+        self._final_answer_id = await self._final_answer_identity()
+
+    async def _check_final_answer(self, execution: Execution) -> bool:
+        """True (and the step marked failed, its answer voided, final_answer restored) when the
+        step replaced ``final_answer`` in a way the code guard could not see."""
+        if self._final_answer_id is None:
+            return False
+        if await self._final_answer_identity() == self._final_answer_id:
+            return False
+        assert self._executor is not None
+        for out in execution.outputs:
+            data = out.get("data")
+            if isinstance(data, dict) and ANSWER_MIME in data:
+                del data[ANSWER_MIME]  # whatever it "answered" came from the replacement
+        execution.status = "error"
+        execution.error = ErrorInfo(
+            "ReservedName", "final_answer was replaced; the step's answer is void", ""
+        )
+        execution.note = "final_answer was replaced by this step and restored"
+        source = (resources.files("nbagent") / "kernel_code" / "final_answer.py").read_text(encoding="utf-8")
+        await self._executor.aexecute(source, timeout=60, silent=True)
+        await self._remember_final_answer()
+        return True
 
     async def _set_parameters(self, parameters: dict[str, Any]) -> None:
         assert self._executor is not None and self._recorder is not None
@@ -817,6 +881,7 @@ class Agent:
         if restoration.died:
             self._restarts += 1
         execution.note += "; " + restoration.describe()
+        await self._remember_final_answer()
 
 
 async def _interrupt(executor: Executor) -> None:
@@ -845,7 +910,8 @@ def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool
     """The output notebook as an absolute path; :class:`UsageError` if it cannot be written."""
     if notebook is None:
         return None
-    path = Path(notebook).expanduser().resolve()
+    # Absolute, but a symlink at the name is not followed: saving replaces it, never writes through it.
+    path = Path(os.path.abspath(Path(notebook).expanduser()))
     if path.is_dir():
         raise UsageError(
             f"output {str(notebook)!r} is a directory; give a notebook file name such as answer.ipynb"
@@ -857,6 +923,12 @@ def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool
         )
     if not path.parent.is_dir():
         raise UsageError(f"the folder of output {str(notebook)!r} does not exist")
+    problem = check_writable_folder(path.parent)
+    if problem is not None:
+        raise UsageError(
+            f"cannot write output {str(notebook)!r}: its folder does not take new files ({problem}); "
+            "choose a writable folder"
+        )
     return path
 
 
@@ -897,6 +969,12 @@ def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:
     for src in sources:
         digest = file_digest(src)
         target = workdir / src.name
+        if target.is_symlink() and target.resolve() != src.resolve():
+            # Planted, perhaps, by code of an earlier step in this folder: never copied through.
+            raise UsageError(
+                f"{str(target)!r} is a symlink; nbagent does not write data files through symlinks: "
+                "remove it or choose another output folder"
+            )
         if target.exists() and target.resolve() != src.resolve():
             if file_digest(target) != digest:
                 raise UsageError(
@@ -904,6 +982,6 @@ def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:
                     "rename it or choose another output folder"
                 )
         elif not target.exists():
-            shutil.copy2(src, target)
+            copy_atomic(src, target)
         names[src.name] = digest
     return names

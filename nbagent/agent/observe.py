@@ -22,6 +22,7 @@ import binascii
 import io
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -37,14 +38,21 @@ _TOKEN_PIECES = re.compile(r"[A-Za-z]{1,8}|\d{1,3}|[^\sA-Za-z\d]{1,2}|\n| {2,}")
 _DEFAULT_REPR = re.compile(r"^<[\w.]+( object)? at 0x[0-9a-f]+>$|^<[\w.]+ object>$")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# C0 controls but newline and tab, DEL, C1 controls (U+009B is a one-character CSI to many
+# terminals) and lone surrogates.
+MAX_DECODED_PIXELS = 40_000_000
+"""Images with more pixels are described to the model but not decoded (or shown) on the host."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def escape_controls(text: str) -> str:
     """Show control characters (and lone surrogates) as ``\\xNN`` / ``\\uNNNN`` escapes.
 
     Models and their APIs take them badly (a NUL can make a request fail), and they carry no
-    meaning a reader needs; newlines and tabs stay as they are.
+    meaning a reader needs; newlines and tabs stay as they are. It is also the one filter for
+    everything nbagent prints on a terminal (answers, errors, reports): text a kernel made could
+    otherwise clear the screen, retitle the window or write the clipboard (OSC 52).
     """
     text = text.replace("\r\n", "\n")
 
@@ -262,10 +270,15 @@ class Observer:
         too_big = size is not None and self.max_image_side is not None and max(size) > self.max_image_side
         if mime == "image/png" and not too_big:
             return b64
+        if size is None or size[0] * size[1] > MAX_DECODED_PIXELS:
+            # A decompression bomb (a few KB of PNG that decodes to gigabytes) is never decoded.
+            return None
         try:  # PIL comes with matplotlib; imported only for the rare JPEG or oversized image
             from PIL import Image
 
-            image = Image.open(io.BytesIO(base64.b64decode(b64)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(base64.b64decode(b64)))
             if too_big and self.max_image_side is not None:
                 image.thumbnail((self.max_image_side, self.max_image_side))
             buf = io.BytesIO()

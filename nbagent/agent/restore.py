@@ -10,7 +10,6 @@ and the code of every step that ran without error are run again, in order
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -18,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nbformat
 from nbformat import NotebookNode
 
 from ..exceptions import UsageError
 from ..execution.outputs import ErrorInfo, Execution, error_from_outputs
 from ..models import Usage
+from ..notebook.reader import read_notebook_file
 from .bootstrap import setup_code
 from .memory import Plan, Step, Task
 from .observe import Observation, Observer
@@ -137,14 +136,7 @@ class SavedRun:
 def read_notebook(path: str | os.PathLike[str]) -> NotebookNode:
     """Read an nbagent notebook; :class:`UsageError` if it is missing, unreadable or not nbagent's."""
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"notebook {str(path)!r} does not exist")
-    if not path.is_file():
-        raise UsageError(f"notebook {str(path)!r} is not a file")
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except (json.JSONDecodeError, UnicodeDecodeError, nbformat.reader.NotJSONError) as exc:
-        raise UsageError(f"notebook {str(path)!r} is not a readable .ipynb file ({exc})") from None
+    nb = read_notebook_file(path)
     runs = nb.metadata.get("nbagent", {}).get("runs")
     if not runs:
         raise UsageError(

@@ -11,6 +11,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from rich.markup import escape as markup_escape
+
+from ..agent.observe import escape_controls
 from .runner import STATUS_FILE, BatchListener, BatchOutcome, TaskRecord
 from .tasks import BatchTask
 
@@ -57,10 +60,10 @@ class PlainProgress(BatchListener):
 
     def task_finished(self, record: TaskRecord) -> None:
         self.done += 1
-        print(task_line(record, self.done, self.total), file=self.stream, flush=True)
+        print(escape_controls(task_line(record, self.done, self.total)), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(escape_controls(text), file=self.stream, flush=True)
 
 
 class RichProgress(BatchListener):
@@ -105,14 +108,15 @@ class RichProgress(BatchListener):
         self.counts[record.status] += 1
         if record.status != "ok":
             self.console.print(
-                f"[yellow]{record.id}[/]: {record.status}: {_clip(record.error, 100)}",
+                f"[yellow]{markup_escape(escape_controls(record.id))}[/]: {record.status}: "
+                + markup_escape(escape_controls(_clip(record.error, 100))),
                 markup=True,
                 highlight=False,
             )
         self.progress.update(self.bar, advance=1, counts=self._counts())
 
     def message(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(escape_controls(text), markup=False, highlight=False)
 
     def batch_finished(self) -> None:
         self.progress.stop()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ from ..exceptions import NbagentError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.pool import KernelPool
 from ..models import LiteLLMModel, Usage, resolve_model
+from ..notebook.safe_files import append_line, creation_problem
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
 
@@ -140,16 +142,8 @@ class StatusFile:
 
     def append(self, record: TaskRecord) -> None:
         """Add ``record`` as one line and make sure it is on disk before returning."""
-        line = record.to_json() + "\n"
-        with open(self.path, "a+b") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    line = "\n" + line  # the previous writer died mid-line
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        # Never through a symlink: the out folder may hold files a task's kernel wrote.
+        append_line(self.path, record.to_json())
 
 
 class BatchListener:
@@ -210,7 +204,7 @@ def prepare(
     if settings.max_steps < 1:
         raise UsageError(f"--max-steps must be at least 1, not {settings.max_steps}")
     for name, value in (("--timeout", settings.timeout), ("--task-timeout", settings.task_timeout)):
-        if value is not None and value <= 0:
+        if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError(f"{name} must be a positive number of seconds, not {value:g}")
     for name, tokens in (
         ("--max-total-tokens", settings.max_total_tokens),
@@ -224,6 +218,9 @@ def prepare(
     out = settings.out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(settings.out)!r} is a file; give a folder for the notebooks")
+    problem = creation_problem(out)
+    if problem is not None:
+        raise UsageError(f"cannot write the batch to --out {str(settings.out)!r}: {problem}")
     model = settings.model
     if model is not None:
         model = resolve_scripted_path(model, Path.cwd())

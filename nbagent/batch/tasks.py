@@ -9,6 +9,7 @@ are relative to the task file's folder, so a task file and its data travel toget
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -133,6 +134,10 @@ def _read_jsonl(path: Path) -> list[_Item]:
             continue
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise TaskFileError(
+                path, "nested too deeply to be a task; a task is a flat JSON object", number
+            ) from None
         except json.JSONDecodeError as exc:
             raise TaskFileError(
                 path,
@@ -149,7 +154,11 @@ def _read_yaml(path: Path) -> list[_Item]:
     text = _read_text(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_expansion(path, root)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise TaskFileError(path, "is nested too deeply to be a list of tasks") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -168,6 +177,48 @@ def _read_yaml(path: Path) -> list[_Item]:
                 lines[str(key_node.value)] = key_node.start_mark.line + 1
         items.append((node.start_mark.line + 1, value, lines))
     return items
+
+
+MAX_YAML_VALUES = 100_000
+"""Values a YAML task file may hold once its aliases (``*name``) are expanded: plenty for any
+batch, far too few for an alias bomb (a kilobyte of nested aliases that expands to billions)."""
+
+
+def _check_expansion(path: Path, root: Any) -> None:
+    import yaml
+
+    # Counted on the composed node graph, where an alias is a shared node (cheap to build),
+    # before the loader expands anything.
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise TaskFileError(path, "has a YAML alias that contains itself", node.start_mark.line + 1)
+        on_path.add(key)
+        children: list[Any] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                raise TaskFileError(
+                    path,
+                    f"expands to more than {MAX_YAML_VALUES} values through its YAML aliases (*name); "
+                    "write the values out, or split the file",
+                    node.start_mark.line + 1,
+                )
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 # -- checking --------------------------------------------------------------------------------
@@ -297,7 +348,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # JSON's NaN and Infinity are floats too, but no setting means anything with them (a NaN
+    # timeout compares false with everything, so it would never fire).
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _kind(value: Any) -> str:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
+from ..agent.observe import escape_controls
 from ..exceptions import NbagentError, UsageError
 from .arguments import add_sandbox_arguments, sandbox_from_args
 from .batch import add_batch_parser, batch_command
@@ -80,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except UsageError as exc:
-        print(f"nbagent {args.command}: error: {exc}", file=sys.stderr)
+        print(escape_controls(f"nbagent {args.command}: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except NbagentError as exc:
-        print(f"nbagent {args.command}: {exc}", file=sys.stderr)
+        print(escape_controls(f"nbagent {args.command}: {exc}"), file=sys.stderr)
         return EXIT_NO_ANSWER
     except KeyboardInterrupt:
         print(f"nbagent {args.command}: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL, available_kernels
@@ -43,7 +44,7 @@ def check_step_limits(args: argparse.Namespace) -> None:
     """Refuse a ``--max-steps`` or ``--timeout`` (of :func:`add_agent_arguments`) that cannot work."""
     if args.max_steps < 1:
         raise UsageError(f"--max-steps must be at least 1, not {args.max_steps}")
-    if args.timeout <= 0:
+    if not (math.isfinite(args.timeout) and args.timeout > 0):  # "nan" and "inf" parse as floats
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
 
 

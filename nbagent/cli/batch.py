@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from ..agent.observe import escape_controls
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from .arguments import add_budget_arguments, check_kernel
@@ -116,7 +117,7 @@ def batch_command(args: argparse.Namespace) -> int:
             listener=progress_for(sys.stderr, quiet=args.quiet),
         )
     )
-    print(summary(outcome, tasks, args.out))
+    print(escape_controls(summary(outcome, tasks, args.out)))
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.all_ok else EXIT_NO_ANSWER

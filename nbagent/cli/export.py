@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..agent.observe import escape_controls
 from ..exceptions import NotReproducedError, UsageError
 from .exit_codes import EXIT_OK
 
@@ -43,7 +44,9 @@ def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="with --tidy: a data file to verify with instead of the one beside the notebook (repeatable)",
     )
-    export.add_argument("--kernel", metavar="NAME", help="with --tidy: kernel spec to verify in")
+    export.add_argument(
+        "--kernel", metavar="NAME", help="with --tidy: kernel spec to verify in (default: nbagent-sandbox)"
+    )
     export.add_argument(
         "--timeout", type=float, default=600.0, metavar="SECONDS", help="with --tidy: time limit of one cell"
     )
@@ -69,9 +72,11 @@ def export_command(args: argparse.Namespace) -> int:
         result = _tidy(args, source, output)
         kept = ", ".join(map(str, sorted(set(result.kept_steps)))) or "none"
         print(
-            f"{output}: {result.cells_after} cells (was {result.cells_before}); steps kept: {kept}; "
-            f"left out: {'; '.join(d.describe() for d in result.dropped) or 'nothing'}"
-            + ("; verified" if result.verification else "; not verified")
+            escape_controls(
+                f"{output}: {result.cells_after} cells (was {result.cells_before}); steps kept: {kept}; "
+                f"left out: {'; '.join(d.describe() for d in result.dropped) or 'nothing'}"
+                + ("; verified" if result.verification else "; not verified")
+            )
         )
         return EXIT_OK
     notebook: Path | NotebookNode = source
@@ -81,7 +86,7 @@ def export_command(args: argparse.Namespace) -> int:
         check_output_path(output, source, args.overwrite)  # fail before the slow verification
         notebook = _tidy(args, source, None).notebook
     written = export_html(notebook, output, overwrite=args.overwrite)
-    print(f"{written}: HTML report")
+    print(escape_controls(f"{written}: HTML report"))
     return EXIT_OK
 
 
@@ -100,5 +105,5 @@ def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyRe
             timeout=args.timeout,
         )
     except NotReproducedError as exc:
-        print(exc.report.summary(all_cells=False), file=sys.stderr)
+        print(escape_controls(exc.report.summary(all_cells=False)), file=sys.stderr)
         raise

@@ -9,8 +9,9 @@ import re
 import sys
 from pathlib import Path
 
-from ..agent.observe import Observer
+from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
+from ..notebook.safe_files import creation_problem
 from .approval import TerminalApproval
 from .arguments import (
     add_agent_arguments,
@@ -102,7 +103,7 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     resume.add_argument("notebook", metavar="NOTEBOOK", help="a notebook written by 'nbagent run'")
     add_agent_arguments(
         resume,
-        model_help="model to go on with (default: $NBAGENT_MODEL, else the model the notebook records)",
+        model_help="model to go on with (default: $NBAGENT_MODEL; never the one the notebook records)",
         max_steps_help="steps for the question, counting those already taken",
     )
     resume.add_argument(
@@ -126,8 +127,9 @@ def run_command(args: argparse.Namespace) -> int:
     observer = _observer(args)
     check_data_files(args.data)
     output = Path(args.output or f"{_slug(question)}.ipynb")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    check_notebook_path(output, args.overwrite)
+    _check_output_folder(output)
+    if output.parent.is_dir():
+        check_notebook_path(output, args.overwrite)
     check_kernel(args.kernel)
     max_total_tokens, max_cost = budget_from_args(args)
     if args.approve:
@@ -140,6 +142,10 @@ def run_command(args: argparse.Namespace) -> int:
         model.supports_images = args.vision  # an explicit choice wins over asking litellm
 
     tools = load_tools(args)
+    sandbox = sandbox_from_args(args)
+    # Made only now that every input has been checked: a refused run leaves nothing on disk.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    check_notebook_path(output, args.overwrite)
     listeners = [] if args.quiet else [StepLog()]
     agent = Agent(
         model,
@@ -148,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         observer=observer,
         listeners=listeners,
-        sandbox=sandbox_from_args(args),
+        sandbox=sandbox,
         max_restarts=args.max_restarts,
         tools=tools,
         default_tools=not args.no_default_tools,
@@ -164,7 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
         finally:
             await agent.aclose()
         if result.answered:
-            print(result.answer_text)
+            print(escape_controls(result.answer_text or ""))
             if args.verify:
                 return await _verify_after_run(output, args)
             return EXIT_OK
@@ -187,14 +193,17 @@ def resume_command(args: argparse.Namespace) -> int:
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
-    spec = args.model or os.environ.get(MODEL_ENV) or nb.metadata["nbagent"]["runs"][-1].get("model")
+    spec = args.model or os.environ.get(MODEL_ENV)
+    if not spec:
+        # The notebook is not trusted to pick the model: a recorded endpoint would receive the
+        # user's API key (say, HF_TOKEN for hf:http://...) and drive the run.
+        recorded = nb.metadata["nbagent"]["runs"][-1].get("model") or "none"
+        raise UsageError(
+            f"say which model to go on with: the notebook records {recorded!r}, which nbagent does "
+            f"not use on the notebook's word; pass --model {recorded} (or set ${MODEL_ENV}) if you trust it"
+        )
     model_kwargs = {"api_base": args.api_base} if args.api_base else {}
-    try:
-        model = resolve_model(spec, **model_kwargs)
-    except UsageError as exc:
-        if args.model:
-            raise
-        raise UsageError(f"{exc} (the model the notebook records); pass --model") from None
+    model = resolve_model(spec, **model_kwargs)
     if isinstance(model, LiteLLMModel):
         model.check()
     agent = Agent(
@@ -218,11 +227,18 @@ def resume_command(args: argparse.Namespace) -> int:
         finally:
             await agent.aclose()
         if result.answered:
-            print(result.answer_text)
+            print(escape_controls(result.answer_text or ""))
             return EXIT_OK
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
+
+
+def _check_output_folder(output: Path) -> None:
+    """Refuse an ``-o`` whose folders could not be made, without making any of them."""
+    problem = creation_problem(output.parent)
+    if problem is not None:
+        raise UsageError(f"cannot write output {str(output)!r}: {problem}; choose a writable folder")
 
 
 def _read_question(arg: str) -> str:
@@ -256,5 +272,5 @@ async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
         notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
     )
     if not args.quiet or not report.ok:
-        print(report.summary(all_cells=not args.quiet), file=sys.stderr)
+        print(escape_controls(report.summary(all_cells=not args.quiet)), file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_NO_ANSWER

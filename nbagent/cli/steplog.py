@@ -11,6 +11,7 @@ from typing import TextIO
 from .._version import __version__
 from ..agent.agent import RunListener, RunResult
 from ..agent.memory import Plan, Step, Task
+from ..agent.observe import escape_controls
 from ..models import Usage
 
 
@@ -24,7 +25,7 @@ class StepLog(RunListener):
         self.spent = Usage()  # since the run (or resume) started: the budgets are read against it
 
     def _print(self, text: str = "") -> None:
-        print(text, file=self.stream, flush=True)
+        print(escape_controls(text), file=self.stream, flush=True)
 
     def _clip(self, text: str, prefix: str) -> str:
         lines = text.rstrip("\n").splitlines() or [""]

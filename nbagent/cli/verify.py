@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..agent.observe import escape_controls
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -27,7 +28,9 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a data file to use instead of the one beside the notebook (repeatable; matched by name)",
     )
     verify.add_argument(
-        "--kernel", metavar="NAME", help="kernel spec to run in (default: the run's, else nbagent)"
+        "--kernel",
+        metavar="NAME",
+        help="kernel spec to run in (default: nbagent-sandbox; never the one the notebook names)",
     )
     verify.add_argument(
         "--timeout", type=float, default=600.0, metavar="SECONDS", help="time limit of one cell (default 600)"
@@ -49,7 +52,7 @@ def verify_command(args: argparse.Namespace) -> int:
     report = verify_notebook(
         args.notebook, data=args.data, kernel=args.kernel, timeout=args.timeout, record=args.record
     )
-    print(report.summary(all_cells=not args.quiet))
+    print(escape_controls(report.summary(all_cells=not args.quiet)))
     if args.record:
         print(f"recorded in {args.notebook} (metadata.nbagent.verification)", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_NO_ANSWER

@@ -306,13 +306,24 @@ class Kernel:
                 msg = await kc.get_iopub_msg(timeout=max(wait, 0.0))
             except Empty:
                 continue
-            if msg["parent_header"].get("msg_id") != msg_id:
+            except (ValueError, TypeError, KeyError) as exc:
+                # The kernel runs model code, which can send anything: a message jupyter_client
+                # cannot even decode is left out, and the step goes on.
+                log.debug("nbagent: an undecodable iopub message was ignored: %s", exc)
                 continue
-            msg_type = msg["header"]["msg_type"]
-            if msg_type == "status" and msg["content"]["execution_state"] == "idle":
+            # Only the shape this loop relies on is checked here; the collector checks the rest.
+            parent = msg.get("parent_header")
+            if not isinstance(parent, dict) or parent.get("msg_id") != msg_id:
+                continue
+            header, content = msg.get("header"), msg.get("content")
+            msg_type = header.get("msg_type") if isinstance(header, dict) else None
+            idle = isinstance(content, dict) and content.get("execution_state") == "idle"
+            if msg_type == "status" and idle:
                 break
             if msg_type == "execute_input":
-                execution.execution_count = msg["content"].get("execution_count")
+                count = content.get("execution_count") if isinstance(content, dict) else None
+                if isinstance(count, int) and not isinstance(count, bool):
+                    execution.execution_count = count
                 continue
             self._collector.handle(msg)
         self._collector.finish()
@@ -359,16 +370,22 @@ class Kernel:
                 reply = await self._kc.get_shell_msg(timeout=max(self.poll_interval, 1.0) * 4)
             except Empty:
                 break
-            if reply["parent_header"].get("msg_id") != msg_id:
+            except (ValueError, TypeError, KeyError):
+                continue  # undecodable: see aexecute
+            parent, content = reply.get("parent_header"), reply.get("content")
+            if not isinstance(parent, dict) or parent.get("msg_id") != msg_id:
                 continue
-            content = reply["content"]
-            if execution.execution_count is None:
-                execution.execution_count = content.get("execution_count")
+            if not isinstance(content, dict):
+                break
+            count = content.get("execution_count")
+            if execution.execution_count is None and isinstance(count, int) and not isinstance(count, bool):
+                execution.execution_count = count
             if content.get("status") == "error":
+                traceback = content.get("traceback")
                 execution.error = error_from_outputs(execution.outputs) or ErrorInfo(
-                    content.get("ename", "Error"),
-                    content.get("evalue", ""),
-                    "\n".join(content.get("traceback", [])),
+                    str(content.get("ename", "Error"))[:1000],
+                    str(content.get("evalue", ""))[:10_000],
+                    "\n".join(map(str, traceback))[:100_000] if isinstance(traceback, list) else "",
                 )
             break
 

@@ -7,6 +7,12 @@ consecutive stream messages of the same name are merged (with ``\\r`` and ``\\b`
 rewrites every earlier output that carries the same ``display_id`` -- including outputs of earlier
 cells, which is why one collector lives as long as the kernel session.
 
+Every message is checked before it is applied (:func:`message_problem`): the kernel runs model
+code, which can send anything on iopub (``get_ipython().kernel.session.send(...)``). A message of
+the wrong shape -- content that is not an object, a stream without a valid name, display data
+that is not a mime bundle, an error whose traceback is not a list of strings -- becomes a note on
+the cell's stderr saying what was left out, and never an exception in the host.
+
 A cell's output is bounded, because a step that prints in a loop must not fill the host's memory
 or the notebook: a stream keeps its first and last ``max_stream_chars / 2`` characters with the cut
 marked, and rich outputs beyond ``max_outputs`` or ``max_data_chars`` are left out, counted in
@@ -21,8 +27,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nbformat import NotebookNode
+from nbformat import NotebookNode, ValidationError
 from nbformat.v4 import output_from_msg
+from nbformat.validator import validate as validate_schema
 
 Status = Literal["ok", "error", "timeout", "died", "interrupted"]
 
@@ -32,6 +39,82 @@ _CARRIAGE_RETURN = re.compile(r"^.*\r(?=[^\n])", re.MULTILINE)
 
 ANSWER_MIME = "application/vnd.nbagent.answer+json"
 """Mime type under which the kernel's ``final_answer`` hands its value to the host."""
+
+
+MAX_ERROR_CHARS = 200_000
+"""Characters an error output keeps (name, message and traceback together); the rest is cut."""
+
+_APPLIED = ("stream", "display_data", "execute_result", "error", "clear_output", "update_display_data")
+
+
+def _bundle_problem(content: dict[str, Any]) -> str | None:
+    data = content.get("data")
+    if not isinstance(data, dict):
+        return "its data is not a mime bundle (an object of type -> value)"
+    for mime, value in data.items():
+        if not isinstance(mime, str) or "/" not in mime:
+            return f"{str(mime)[:40]!r} is not a mime type"
+        json_like = mime.endswith("json")
+        if not json_like and not isinstance(value, str):
+            return f"its {mime[:60]} value is a {type(value).__name__}, not text"
+    if not isinstance(content.get("metadata", {}), dict):
+        return "its metadata is not an object"
+    transient = content.get("transient", {})
+    if not isinstance(transient, dict) or not isinstance(transient.get("display_id", ""), str):
+        return "its transient display_id is not a string"
+    return None
+
+
+def message_problem(msg: Any) -> str | None:
+    """Why an iopub message cannot be applied to a cell's outputs, or ``None`` when it can.
+
+    Message types nbagent does not apply (``status``, ``comm_msg``, unknown ones) have no problem:
+    they are ignored.
+    """
+    if not isinstance(msg, dict):
+        return "the message is not an object"
+    header, content = msg.get("header"), msg.get("content")
+    if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
+        return "its header has no message type"
+    msg_type = header["msg_type"]
+    if msg_type not in _APPLIED:
+        return None
+    if not isinstance(content, dict):
+        return "its content is not an object"
+    if msg_type == "stream":
+        if content.get("name") not in ("stdout", "stderr"):
+            return "its stream name is neither stdout nor stderr"
+        if not isinstance(content.get("text", ""), str):
+            return "its text is not a string"
+    elif msg_type in ("display_data", "execute_result", "update_display_data"):
+        problem = _bundle_problem(content)
+        if problem:
+            return problem
+        count = content.get("execution_count")
+        if msg_type == "execute_result" and not (count is None or (isinstance(count, int) and count >= 0)):
+            return "its execution_count is not a whole number"
+    elif msg_type == "error":
+        if not isinstance(content.get("ename", ""), str) or not isinstance(content.get("evalue", ""), str):
+            return "its ename or evalue is not a string"
+        traceback = content.get("traceback", [])
+        if not isinstance(traceback, list) or not all(isinstance(line, str) for line in traceback):
+            return "its traceback is not a list of strings"
+    return None
+
+
+def _bounded_error(out: NotebookNode) -> None:
+    budget = MAX_ERROR_CHARS
+    for key in ("ename", "evalue"):
+        out[key] = str(out.get(key, ""))[: budget // 4]
+        budget -= len(out[key])
+    lines: list[str] = []
+    for line in out.get("traceback", []):
+        if budget <= 0:
+            lines.append("[nbagent: the rest of this traceback was left out]")
+            break
+        lines.append(strip_ansi(line)[:budget])
+        budget -= len(lines[-1])
+    out["traceback"] = lines
 
 
 def strip_ansi(text: str) -> str:
@@ -242,7 +325,11 @@ class OutputCollector:
         return self._outputs
 
     def handle(self, msg: dict[str, Any]) -> None:
-        """Apply one iopub message of the running cell."""
+        """Apply one iopub message of the running cell; a malformed one becomes a note on stderr."""
+        problem = message_problem(msg)
+        if problem is not None:
+            self._refuse(msg, problem)
+            return
         msg_type = msg["header"]["msg_type"]
         content = msg["content"]
         transient = content.get("transient") or {}
@@ -269,16 +356,30 @@ class OutputCollector:
             self._append_stream(content["name"], content.get("text", ""))
             return
         self.finish()
-        out = output_from_msg(msg)
-        if msg_type == "error":
-            out["traceback"] = [strip_ansi(line) for line in out.get("traceback", [])]
-        elif not self._within_budget(out):
+        try:
+            out = output_from_msg(msg)
+            if msg_type == "error":
+                _bounded_error(out)
+            validate_schema(out, ref="output", version=4, version_minor=5)
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+            self._refuse(msg, f"it does not make a valid notebook output ({str(exc).splitlines()[0][:200]})")
+            return
+        if msg_type != "error" and not self._within_budget(out):
             return
         if display_id:
             # A new display with a known id also updates the earlier ones (JupyterLab behaviour).
             self._update_display(display_id, msg)
             self._displays.setdefault(display_id, []).append(out)
         self._outputs.append(out)
+
+    def _refuse(self, msg: Any, problem: str) -> None:
+        header = msg.get("header") if isinstance(msg, dict) else None
+        kind = header.get("msg_type") if isinstance(header, dict) else None
+        kind = kind if isinstance(kind, str) else "unknown"
+        self._append_stream(
+            "stderr",
+            f"[nbagent: the kernel sent a malformed {kind[:40]!r} message ({problem}); it was left out]\n",
+        )
 
     def finish(self) -> None:
         """Bring the cell's outputs up to date; call when the cell is done (before reading them)."""

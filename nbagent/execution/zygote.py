@@ -10,7 +10,9 @@ ipykernel and those modules, then serves requests on the Unix socket, one JSON l
 - ``{"argv": [...kernel command...], "cwd": "..."}`` → ``{"pid": N}``: fork a kernel that runs
   ``ipykernel_launcher`` with the arguments that follow it in ``argv``, in its own session and
   working directory;
-- ``{"ping": true}`` → ``{"pong": true}``.
+- ``{"ping": true}`` → ``{"pong": true}``;
+- anything else (not JSON, not an object, a wrong field, longer than :data:`MAX_REQUEST_BYTES`,
+  or not sent within :data:`REQUEST_TIMEOUT`) → ``{"error": "..."}``, and the zygote goes on.
 
 It exits when its standard input reaches end-of-file (its host is gone) or on SIGTERM. It is
 single-threaded on purpose: forking a process with threads is unsafe.
@@ -61,16 +63,60 @@ def _run_kernel(argv: list[str], cwd: str) -> None:
     IPKernelApp.launch_instance(argv=args)
 
 
-def _handle(conn: socket.socket, server: socket.socket, lifeline: int) -> None:
+MAX_REQUEST_BYTES = 1 << 20
+"""Longest request line the zygote reads; a longer one is answered with an error."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its whole request line (the zygote serves one client at a time)."""
+
+
+def _read_request(conn: socket.socket) -> dict[str, Any]:
+    """The one JSON line a client sends, as a checked request; ``ValueError`` says what is wrong."""
+    conn.settimeout(REQUEST_TIMEOUT)
     data = b""
     while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            raise ValueError(f"no complete request line within {REQUEST_TIMEOUT:g} s") from None
         if not chunk:
-            return
+            raise ValueError("the connection closed before a complete request line")
         data += chunk
-    request = json.loads(data)
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the request is longer than {MAX_REQUEST_BYTES} bytes")
+    try:
+        request = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ValueError("the request is not one line of JSON") from None
+    if not isinstance(request, dict):
+        raise ValueError("the request is not a JSON object")
     if request.get("ping"):
-        conn.sendall(b'{"pong": true}\n')
+        return request
+    argv, cwd = request.get("argv"), request.get("cwd")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("'argv' must be a non-empty list of strings")
+    if not isinstance(cwd, str) or not os.path.isdir(cwd):
+        raise ValueError("'cwd' must name an existing folder")
+    return request
+
+
+def _answer(conn: socket.socket, answer: dict[str, Any]) -> None:
+    try:
+        conn.sendall(json.dumps(answer).encode() + b"\n")
+    except OSError:
+        pass  # the client left; nothing to tell it
+
+
+def _handle(conn: socket.socket, server: socket.socket, lifeline: int) -> None:
+    # A bad request gets an error answer and the zygote lives on: it serves every kernel of a
+    # pool, so one malformed line (from a bug, or from code in a kernel that found the socket)
+    # must not take the whole batch down.
+    try:
+        request = _read_request(conn)
+    except (ValueError, OSError) as exc:
+        _answer(conn, {"error": str(exc)})
+        return
+    if request.get("ping"):
+        _answer(conn, {"pong": True})
         return
     pid = os.fork()
     if pid == 0:
@@ -91,7 +137,7 @@ def _handle(conn: socket.socket, server: socket.socket, lifeline: int) -> None:
             code = 1
         finally:
             os._exit(code)
-    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    _answer(conn, {"pid": pid})
 
 
 def main(argv: list[str]) -> int:
@@ -121,9 +167,15 @@ def main(argv: list[str]) -> int:
             if lifeline in ready and not os.read(lifeline, 4096):
                 return 0
             if server in ready:
-                conn, _ = server.accept()
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
                 with conn:
-                    _handle(conn, server, lifeline)
+                    try:
+                        _handle(conn, server, lifeline)
+                    except Exception as exc:  # the zygote must outlive any one request
+                        print(f"nbagent.execution.zygote: request failed: {exc!r}", file=sys.stderr)
     finally:
         server.close()
         try:

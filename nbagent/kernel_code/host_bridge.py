@@ -88,11 +88,13 @@ class _NbagentHost:
 
     def __init__(self):
         self.address = None
+        self.token = None
         self.recorded = []
         self.used = set()
 
-    def connect(self, address):
+    def connect(self, address, token=None):
         self.address = address
+        self.token = token  # binds this kernel's calls to the run that started it
 
     def replay(self, calls):
         """Results recorded during the run, answered in order when no host is connected."""
@@ -111,7 +113,7 @@ class _NbagentHost:
                 sock.connect(self.address)
             except OSError as exc:
                 raise HostToolError(f"cannot reach the nbagent host for tool {tool!r}: {exc}") from None
-            sock.sendall(json.dumps({"tool": tool, "args": args}).encode() + b"\n")
+            sock.sendall(json.dumps({"tool": tool, "args": args, "token": self.token}).encode() + b"\n")
             chunks = []
             while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = sock.recv(1 << 20)

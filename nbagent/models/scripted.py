@@ -51,6 +51,11 @@ class ScriptedModel(Model):
             raise UsageError(f"scripted model file {str(path)!r} does not exist") from None
         except IsADirectoryError:
             raise UsageError(f"scripted model file {str(path)!r} is a directory, not a JSON file") from None
+        except RecursionError:
+            raise UsageError(
+                f"scripted model file {str(path)!r} is nested too deeply; "
+                "it must be a JSON list of reply strings"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(
                 f"scripted model file {str(path)!r} is not valid JSON ({exc}); "

@@ -20,6 +20,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import textwrap
@@ -35,8 +36,12 @@ from nbformat.validator import validate as validate_schema
 
 from .._version import __version__
 from ..agent.memory import Step, Task
-from ..execution.outputs import Execution, display_updates
+from ..execution.outputs import ANSWER_MIME, Execution, display_updates
 from .redact import Redactor
+from .safe_files import write_atomic
+from .signing import SigningKey, load_key
+
+log = logging.getLogger("nbagent")
 
 RAISES = "raises-exception"
 SKIP = "skip-execution"
@@ -49,6 +54,17 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def answer_in(outputs: Iterable[Any]) -> Any:
+    """The ``final_answer`` payload among a cell's outputs (the last one), or ``None``."""
+    found = None
+    for out in outputs:
+        if out.get("output_type") in ("display_data", "execute_result"):
+            payload = (out.get("data") or {}).get(ANSWER_MIME)
+            if isinstance(payload, dict):
+                found = payload
+    return found
 
 
 def _cell_id() -> str:
@@ -73,18 +89,12 @@ def _code_cell_of(source: str) -> NotebookNode:
 
 
 def atomic_write_text(path: Path, text: str, errors: str = "strict") -> None:
-    """Write ``text`` to ``path`` by writing a temporary file beside it and renaming it.
+    """Write ``text`` to ``path`` all at once, never through a symlink planted there or beside it.
 
-    ``errors`` is the UTF-8 encoder's error handler, as for :func:`open`.
+    ``errors`` is the UTF-8 encoder's error handler, as for :func:`open`. See
+    :func:`nbagent.notebook.safe_files.write_atomic`.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.nbagent-tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", errors=errors) as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, text, errors=errors)
 
 
 class NotebookRecorder:
@@ -107,6 +117,9 @@ class NotebookRecorder:
         self.validate = validate
         self.secrets = [s for s in secrets if s]
         self._redactor: Redactor | None = None
+        self._key: SigningKey | None = None
+        self._key_failed = False  # signing failed once: do not retry (nor warn) at every save
+        self._own: set[str] = set()  # ids of the cells this recorder made: only those are signed
         self._validated_head = ""
         self._seen_updates = display_updates()
         self._fragments: dict[str, tuple[tuple[Any, ...], str]] = {}
@@ -248,10 +261,10 @@ class NotebookRecorder:
 
         The values of the host's secret variables (and of ``secrets``) are redacted.
         """
-        text = self._unredacted_json()
         if self._redactor is None:
             # Secrets are those of the environment when the notebook is first written.
             self._redactor = Redactor.from_environment(extra=self.secrets)
+        text = self._unredacted_json()
         return self._redactor.redact_json(text)
 
     def _unredacted_json(self) -> str:
@@ -293,6 +306,8 @@ class NotebookRecorder:
         signature = (*quick, tuple((id(o.get("data")), len(o.get("text", ""))) for o in outputs))
         if cached is not None and cached[0] == signature:
             return cached[1]
+        if cell.cell_type == "code" and cell.id in self._own:
+            self._sign(cell)
         if self.validate:
             validate_schema(cell, ref=f"{cell.cell_type}_cell", version=4, version_minor=5)
         single = split_lines(NotebookNode(cells=[copy.deepcopy(cell)]))
@@ -301,6 +316,30 @@ class NotebookRecorder:
         )
         self._fragments[cell.id] = (signature, text)
         return text
+
+    def _signing_key(self) -> SigningKey | None:
+        if self._key is None and not self._key_failed:
+            try:
+                self._key = load_key()
+            except OSError as exc:
+                # Unsigned is still a good notebook; verify will say "not signed here".
+                log.warning("nbagent: notebooks are not signed (%s)", exc)
+                self._key_failed = True
+        return self._key
+
+    def _sign(self, cell: NotebookNode) -> None:
+        """Record the keyed digests of a code cell as it will be on disk (secrets redacted)."""
+        key = self._signing_key()
+        if key is None:
+            return
+        redactor = self._redactor or Redactor({})
+        meta = cell.metadata.setdefault("nbagent", {})
+        meta["digest"] = key.code_digest(redactor.text(cell.source))
+        payload = answer_in(cell.get("outputs") or ())
+        if payload is not None:
+            meta["answer_digest"] = key.answer_digest(redactor.data(payload))
+        else:
+            meta.pop("answer_digest", None)
 
     def _code_cell(self, execution: Execution) -> NotebookNode:
         cell = _code_cell_of(execution.code)
@@ -325,4 +364,5 @@ class NotebookRecorder:
         while cell.id in self._ids:
             cell.id = _cell_id()  # ids must be unique in a notebook
         self._ids.add(cell.id)
+        self._own.add(cell.id)
         self.nb.cells.append(cell)

@@ -7,22 +7,77 @@ values that name an existing file or folder (``AWS_CA_BUNDLE=/etc/ssl/...``) are
 replacing them everywhere would damage ordinary text. Each occurrence becomes
 ``[redacted $NAME]``.
 
+Besides those names, redaction treats as secrets the variables named in :data:`REDACTED_NAMES`
+(``TOKEN``, ``APIKEY``, ``*_PAT``, ``BEARER``, ``*WEBHOOK*``...) and the password inside any
+variable holding a URL with one (``REDIS_URL=redis://user:PASSWORD@host``, whatever its name). Each
+secret is also looked for in its trivially re-encoded forms (base64, hex, URL-encoding), which a
+step can produce without meaning to (``base64.b64encode(os.environ[...])``).
+
 The sandbox keeps secrets out of the kernel in the first place; redaction is the second line,
 for kernels run without the sandbox, variables let in with ``--allow-env``, and secrets a step
-finds some other way.
+finds some other way. It cannot be complete (a secret can be encoded in endless ways), which is
+why the sandbox's environment allow-list is the defence that counts.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import fnmatch
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
 
 from ..execution.sandbox import is_secret_name
 
 MIN_SECRET_LENGTH = 8
 """Shorter values are not redacted (a password of ``1234`` would blank out every ``1234``)."""
+
+
+REDACTED_NAMES: tuple[str, ...] = (
+    "TOKEN",
+    "APIKEY",
+    "API_KEY",
+    "BEARER",
+    "SECRET",
+    "PASSWORD",
+    "*_PAT",
+    "*WEBHOOK*",
+    "*_BEARER",
+    "*_SESSION",
+    "*_COOKIE",
+    "*_SIGNATURE",
+)
+"""Names redacted besides :data:`~nbagent.execution.sandbox.SECRET_PATTERNS` (matched the same way)."""
+
+
+def is_redacted_name(name: str) -> bool:
+    """True when the value of an environment variable of this name is redacted from notebooks."""
+    upper = name.upper()
+    return is_secret_name(name) or any(fnmatch.fnmatchcase(upper, p) for p in REDACTED_NAMES)
+
+
+def url_password(value: str) -> str | None:
+    """The password in a URL's userinfo (``scheme://user:PASSWORD@host``), if it has one."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        password = urlsplit(value.strip()).password
+    except ValueError:
+        return None
+    return password or None
+
+
+def encodings(value: str) -> Iterator[str]:
+    """Trivially re-encoded copies of ``value``: base64 (standard and URL-safe), hex, URL-encoded."""
+    raw = value.encode("utf-8", "surrogatepass")
+    b64 = base64.b64encode(raw).decode()
+    yield from (b64, b64.rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("="))
+    hexed = binascii.hexlify(raw).decode()
+    yield from (hexed, hexed.upper())
+    yield from (quote(value, safe=""), quote_plus(value, safe=""))
 
 
 def _worth_hiding(value: str) -> bool:
@@ -52,10 +107,21 @@ class Redactor:
     ) -> Redactor:
         """A redactor for the secret variables of ``env`` (default: this process's environment)."""
         env = os.environ if env is None else env
-        secrets = {v: f"${k}" for k, v in env.items() if is_secret_name(k) and _worth_hiding(v)}
-        for value in extra:
-            if value and _worth_hiding(value):
-                secrets.setdefault(value, "secret")
+        secrets: dict[str, str] = {}
+        for name, value in env.items():
+            if is_redacted_name(name) and _worth_hiding(value):
+                secrets.setdefault(value, f"${name}")
+            password = url_password(value)
+            if password is not None and _worth_hiding(password):
+                secrets.setdefault(value, f"${name}")
+                secrets.setdefault(password, f"${name} password")
+        for given in extra:
+            if given and _worth_hiding(given):
+                secrets.setdefault(given, "secret")
+        for value, shown in list(secrets.items()):
+            for copy in encodings(value):
+                if copy != value:
+                    secrets.setdefault(copy, f"{shown}, encoded")
         return cls(secrets)
 
     def __bool__(self) -> bool:

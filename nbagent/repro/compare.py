@@ -25,6 +25,7 @@ import io
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,11 +100,20 @@ def texts_match(a: str, b: str, rel_tol: float = 1e-9) -> bool:
     return True
 
 
+MAX_COMPARED_PIXELS = 40_000_000
+"""Larger images are compared by their bytes only, never decoded."""
+
+
 def _decode_image(data: str | bytes) -> Any:
     from PIL import Image
 
     raw = base64.b64decode(data) if isinstance(data, str) else data
-    image = Image.open(io.BytesIO(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(raw))
+    if image.size[0] * image.size[1] > MAX_COMPARED_PIXELS:
+        # A decompression bomb in a stored or re-run output must not take the verifier down.
+        raise ValueError(f"image of {image.size[0]}x{image.size[1]} pixels is too large to compare")
     image.load()
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -120,7 +130,14 @@ def image_difference(a: str | bytes, b: str | bytes) -> float:
 
     try:
         first, second = _decode_image(a), _decode_image(b)
-    except (UnidentifiedImageError, OSError, ValueError, binascii.Error):
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        binascii.Error,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ):
         return 0.0 if a == b else 1.0
     if first.size == second.size and first.tobytes() == second.tobytes():
         return 0.0

@@ -10,7 +10,9 @@ written only if it reproduces them, and then with the outputs and execution coun
 top-to-bottom re-run.
 
 **HTML** (:func:`export_html`): a standalone report made by nbconvert's ``lab`` template, figures
-embedded as base64 ``data:`` URIs, so one file can be mailed or archived. nbagent's setup cell is
+embedded as base64 ``data:`` URIs, so one file can be mailed or archived. It is inert: outputs,
+thoughts and the answer are untrusted (model code made them), so their HTML is cleaned with nh3,
+code-like output types are left out, and a Content-Security-Policy forbids any script. nbagent's setup cell is
 left out of the report (it is in the ``.ipynb``) and a closing note states the environment, the
 data files with their SHA-256, the random seed policy and the last verification.
 """
@@ -33,7 +35,9 @@ from nbformat.v4 import new_markdown_cell
 from .._version import __version__
 from ..agent.agent import check_notebook_path
 from ..exceptions import NotReproducedError, UsageError
+from ..execution.sandbox import Sandbox
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text
+from ..notebook.signing import load_key, resign_answers
 from .dataflow import CellNames, analyse_cell, needed_cells
 from .verify import (
     VerifyReport,
@@ -227,6 +231,12 @@ def _adopt_rerun(result: TidyResult, report: VerifyReport) -> None:
             cell.outputs = rerun.outputs
             cell.execution_count = rerun.execution_count
     result.notebook.metadata["nbagent"]["tidy"]["verified"] = True
+    if report.signature == "signed here":
+        # The re-run's answers may be serialised a little differently: sign what is now stored.
+        try:
+            resign_answers(result.notebook.cells, load_key(create=False), answer_payload)
+        except OSError:
+            pass  # a damaged key: the tidy notebook then reads as changed answers, and says so
     record_verification(result.notebook, report)
 
 
@@ -239,6 +249,7 @@ async def aexport_tidy(
     verify: bool = True,
     overwrite: bool = False,
     timeout: float = 600.0,
+    sandbox: Sandbox | None = None,
 ) -> TidyResult:
     """Make, verify and write the tidy notebook; see :func:`export_tidy`."""
     source = Path(notebook).expanduser().resolve()
@@ -248,7 +259,12 @@ async def aexport_tidy(
     result.source, result.output = source, target
     if verify:
         report = await averify_notebook(
-            result.notebook, data=data, kernel=kernel, timeout=timeout, base_dir=source.parent
+            result.notebook,
+            data=data,
+            kernel=kernel,
+            timeout=timeout,
+            base_dir=source.parent,
+            sandbox=sandbox,
         )
         result.verification = report
         if not report.ok:
@@ -273,6 +289,7 @@ def export_tidy(
     verify: bool = True,
     overwrite: bool = False,
     timeout: float = 600.0,
+    sandbox: Sandbox | None = None,
 ) -> TidyResult:
     """Write the tidy version of a run's notebook: the same analysis without the dead ends.
 
@@ -280,14 +297,24 @@ def export_tidy(
         notebook: the notebook a run wrote.
         output: where to write the tidy notebook (``None``: do not write; the result holds it).
         data: data files to verify with instead of those beside ``notebook`` (by name).
-        kernel: kernel spec to verify in (default as for :func:`~nbagent.verify_notebook`).
+        kernel: kernel spec to verify in (default: nbagent's sandboxed kernel, never the one the
+            notebook records).
         verify: re-run the tidy notebook in a fresh kernel and write it only if it reproduces
             the source's outputs and answer (:class:`~nbagent.NotReproducedError` otherwise).
         overwrite: allow replacing an existing ``output``.
         timeout: seconds one cell may run while verifying.
+        sandbox: limits of the sandboxed kernel it verifies in (default
+            :class:`~nbagent.Sandbox()`; never taken from the notebook).
     """
     return run_sync(aexport_tidy)(
-        notebook, output, data=data, kernel=kernel, verify=verify, overwrite=overwrite, timeout=timeout
+        notebook,
+        output,
+        data=data,
+        kernel=kernel,
+        verify=verify,
+        overwrite=overwrite,
+        timeout=timeout,
+        sandbox=sandbox,
     )
 
 
@@ -297,8 +324,9 @@ def check_output_path(
     """The export's target as an absolute path; :class:`UsageError` if it cannot be written."""
     if output is None:
         return None
-    target = Path(output).expanduser().resolve()
-    if source is not None and target == source:
+    # Absolute, but a symlink at the name is not followed: it is replaced, never written through.
+    target = Path(os.path.abspath(Path(output).expanduser()))
+    if source is not None and target.resolve() == source:
         raise UsageError(f"output {str(output)!r} is the notebook being exported; choose another name")
     return check_notebook_path(target, overwrite)
 
@@ -317,9 +345,8 @@ def _environment_note(nb: NotebookNode) -> NotebookNode | None:
         parts.append(f"Python {env['python']}" + (f" ({packages})" if packages else ""))
     seed = env.get("random_seed")
     if isinstance(seed, dict):
-        parts.append(
-            f"random generators seeded with {seed.get('seed')} ({', '.join(seed.get('seeded', []))})"
-        )
+        seeded = ", ".join(map(str, seed.get("seeded", [])))
+        parts.append(f"random generators seeded with {seed.get('seed')} ({seeded})")
     elif env:
         parts.append("random generators not seeded")
     if env.get("python_hash_seed") is not None:
@@ -347,20 +374,128 @@ def _environment_note(nb: NotebookNode) -> NotebookNode | None:
     return cell
 
 
+REPORT_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+    "base-uri 'none'; form-action 'none'"
+)
+"""The report's Content-Security-Policy: no script of any kind, images only from ``data:`` URIs
+(nothing is fetched when the report is opened), styles only from the page itself."""
+
+REPORT_MIMES = (
+    "text/plain",
+    "text/html",
+    "text/markdown",
+    "text/latex",
+    "image/png",
+    "image/jpeg",
+    "image/svg+xml",
+)
+"""The output types a report shows; others (JavaScript, widgets, Mermaid...) are left out."""
+
+_REPORT_TAGS = {
+    *("a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "details"),
+    *("div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i"),
+    *("img", "ins", "kbd", "li", "ol", "p", "pre", "q", "s", "samp", "small", "span", "strong", "sub"),
+    *("summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var"),
+}
+_REPORT_ATTRIBUTES = {
+    "*": {"class", "id", "title", "align"},
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+}
+_SAFE_TAG = re.compile(r"^[\w-]{1,64}$")
+
+
+def _keep_attribute(tag: str, name: str, value: str) -> str | None:
+    # Images only as data: URIs (a remote image would tell a server the report was opened);
+    # links never to data: (a page of the attacker's own making).
+    if tag == "img" and name == "src":
+        return value if value.strip().lower().startswith("data:image/") else None
+    if name == "href" and value.strip().lower().startswith("data:"):
+        return None
+    return value
+
+
+def clean_html(html: str | bytes) -> str:
+    """HTML from an output or a Markdown cell with everything that could run removed (nh3).
+
+    Script and style elements go with their content; event handlers, ``javascript:`` links and
+    unknown tags go; tables, headings, lists, links and ``data:`` images stay.
+    """
+    import nh3
+
+    text = html.decode("utf-8", "replace") if isinstance(html, bytes) else str(html)
+    return nh3.clean(
+        text,
+        tags=_REPORT_TAGS,
+        attributes=_REPORT_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto", "data"},
+        attribute_filter=_keep_attribute,
+        clean_content_tags={"script", "style"},
+        link_rel="noopener noreferrer",
+    )
+
+
+def _inert_copy(nb: NotebookNode) -> NotebookNode:
+    """The notebook as the report shows it: only known output types, no metadata a template trusts."""
+    report = copy.deepcopy(nb)
+    # Widget state, attachments and output metadata reach nbconvert's templates unsanitised
+    # (an image's "width" is written into the tag unquoted): none of it is kept.
+    report.metadata = NotebookNode(
+        kernelspec={"name": "python3", "display_name": "Python 3", "language": "python"},
+        language_info={"name": "python"},
+    )
+    cells = []
+    for cell in report.cells:
+        if "nbagent-setup" in cell.metadata.get("tags", []):
+            continue
+        tags = [t for t in cell.metadata.get("tags", []) if isinstance(t, str) and _SAFE_TAG.match(t)]
+        cell.metadata = NotebookNode(tags=tags) if tags else NotebookNode()
+        cell.pop("attachments", None)
+        for out in cell.get("outputs", []):
+            if out.get("output_type") in ("display_data", "execute_result"):
+                kept = {k: v for k, v in out.data.items() if k in REPORT_MIMES}
+                if not kept:
+                    left_out = ", ".join(sorted(out.data)) or "nothing"
+                    kept = {"text/plain": f"[output of type {left_out}: not shown in the report]"}
+                out.data = NotebookNode(kept)
+                out.metadata = NotebookNode()
+        cells.append(cell)
+    report.cells = cells
+    return report
+
+
 def notebook_to_html(nb: NotebookNode) -> str:
-    """A standalone HTML report of a notebook (see the module docstring)."""
+    """A standalone HTML report of a notebook that runs nothing when opened (see the module docstring).
+
+    What the kernel printed, the model's thoughts and the answer are untrusted: every HTML and
+    Markdown piece is cleaned (:func:`clean_html`), output types that are code are left out,
+    and the page carries a Content-Security-Policy (:data:`REPORT_CSP`) that forbids any script,
+    should something slip through.
+    """
     from nbconvert import HTMLExporter
 
-    report = copy.deepcopy(nb)
-    report.cells = [c for c in report.cells if "nbagent-setup" not in c.metadata.get("tags", [])]
+    report = _inert_copy(nb)
     note = _environment_note(nb)
     if note is not None:
         report.cells.append(note)
     runs = nb.metadata.get("nbagent", {}).get("runs", [])
     title = str(runs[0].get("question", "")) if runs else ""
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter = HTMLExporter(template_name="lab", sanitize_html=True, embed_images=False)
+    # nbconvert's own clean_html filter keeps too little (no headings or table heads) and lets
+    # script text through as visible text; ours is the stricter and more faithful one.
+    exporter.register_filter("clean_html", clean_html)
     body, _ = exporter.from_notebook_node(report, resources={"metadata": {"name": title or "nbagent report"}})
-    return str(body)
+    html = str(body)
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">'
+    # The policy applies to what follows it, so it goes first in <head>, before anything else.
+    head = re.search(r"<head[^>]*>", html, re.IGNORECASE)
+    if head is None:
+        return f"<!DOCTYPE html>\n<html><head>{meta}</head><body>{html}</body></html>\n"
+    return html[: head.end()] + "\n" + meta + html[head.end() :]
 
 
 def export_html(

@@ -6,15 +6,18 @@ into a temporary folder, starts a fresh kernel there (nbagent's own spec unless 
 ``raises-exception`` may raise, cells tagged ``skip-execution`` are skipped, as nbclient and
 ``jupyter nbconvert --execute`` do -- and compares each cell's new outputs with the stored ones
 after normalisation (:mod:`nbagent.repro.compare`). Each code cell comes out ``same``, ``differs`` (with a
-short diff), ``new-error`` (it raises now and did not then), ``skipped`` or ``not-run`` (the kernel
-died before it). The notebook is reproduced when every answer cell gives the same answer and no
-cell differs.
+short diff), ``new-error`` (it raises now and did not then), ``skipped``, ``not-run`` (the kernel
+died before it) or ``code-changed``: its code (or recorded answer) is not what nbagent wrote, by the
+keyed digests of :mod:`nbagent.notebook.signing`. The notebook is reproduced when every answer cell
+gives the same answer and no cell differs or changed. A notebook without digests made on this
+machine is reported as "not signed here", which is not a failure on its own.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import os
 import shutil
 import tempfile
@@ -33,10 +36,13 @@ from ..agent.environment import parse_probe_output, probe_code, version_changes
 from ..exceptions import KernelStartError, NoSuchKernelError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL, available_kernels, kernel_spec_manager
 from ..execution.outputs import ANSWER_MIME
+from ..execution.sandbox import Sandbox
+from ..notebook.reader import check_metadata, read_notebook_file
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest
+from ..notebook.signing import Signature, SignatureCheck, check_signatures, load_key
 from .compare import DEFAULT_IMAGE_TOLERANCE, answers_match, compare_outputs
 
-CellStatus = Literal["same", "differs", "new-error", "skipped", "not-run"]
+CellStatus = Literal["same", "differs", "new-error", "skipped", "not-run", "code-changed"]
 
 
 @dataclass
@@ -101,6 +107,8 @@ class VerifyReport:
     executed: NotebookNode | None = None
     duration: float = 0.0
     verified_at: str = ""
+    signature: Signature = "not signed here"
+    """Whether the notebook carries digests made with this machine's key (:mod:`nbagent.notebook.signing`)."""
 
     @property
     def answer_cells(self) -> list[CellCheck]:
@@ -132,7 +140,9 @@ class VerifyReport:
 
     def counts(self) -> dict[str, int]:
         """How many code cells have each status."""
-        counts = {status: 0 for status in ("same", "differs", "new-error", "skipped", "not-run")}
+        counts = {
+            status: 0 for status in ("same", "differs", "new-error", "skipped", "not-run", "code-changed")
+        }
         for cell in self.cells:
             counts[cell.status] += 1
         return counts
@@ -145,7 +155,10 @@ class VerifyReport:
                 where = str(self.notebook.relative_to(Path.cwd()))
             except ValueError:
                 where = str(self.notebook)
-        lines = [f"verify {where}: kernel {self.kernel}, {len(self.cells)} code cells, {self.duration:.1f} s"]
+        lines = [
+            f"verify {where}: kernel {self.kernel}, {len(self.cells)} code cells, {self.duration:.1f} s, "
+            f"{self.signature}"
+        ]
         for cell in self.cells:
             if not all_cells and cell.ok:
                 continue
@@ -168,7 +181,9 @@ class VerifyReport:
         verdict = "REPRODUCED" if self.ok else "NOT REPRODUCED"
         lines.append(
             f"{verdict}: {counts['same']} same, {counts['differs']} differ, "
-            f"{counts['new-error']} new errors, {counts['skipped']} skipped, {counts['not-run']} not run; "
+            f"{counts['new-error']} new errors, {counts['skipped']} skipped, {counts['not-run']} not run"
+            + (f", {counts['code-changed']} code changed" if counts["code-changed"] else "")
+            + "; "
             f"answer {'reproduced' if self.answer_reproduced else 'not reproduced'}"
         )
         return "\n".join(lines)
@@ -183,6 +198,7 @@ class VerifyReport:
             "kernel": self.kernel,
             "duration": round(self.duration, 3),
             "counts": self.counts(),
+            "signature": self.signature,
             "cells": [c.to_dict() for c in self.cells if not c.ok or c.answer],
             "problems": list(self.problems),
             "environment": self.environment,
@@ -192,18 +208,7 @@ class VerifyReport:
 
 def read_notebook(path: str | os.PathLike[str]) -> NotebookNode:
     """Read and validate a notebook file; :class:`UsageError` says what is wrong with it."""
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"notebook {str(path)!r} does not exist")
-    if not p.is_file():
-        raise UsageError(f"notebook {str(path)!r} is not a file")
-    try:
-        nb = nbformat.read(p, as_version=4)
-        nbformat.validate(nb)
-    except (ValueError, OSError, nbformat.ValidationError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{str(path)!r} is not a valid notebook ({first})") from None
-    return nb
+    return read_notebook_file(path)
 
 
 def recorded_files(nb: NotebookNode) -> dict[str, str]:
@@ -245,14 +250,15 @@ def cell_label(cell: NotebookNode) -> str:
     return "code"
 
 
-def _choose_kernel(nb: NotebookNode, kernel: str | None) -> str:
+def _choose_kernel(kernel: str | None) -> str:
+    # Never the kernel the notebook records: a notebook naming an unsandboxed kernel would
+    # otherwise run its code with the host's secrets, network and no limits.
     known = available_kernels()
     if kernel is not None:
         if kernel not in known:
             raise NoSuchKernelError(f"unknown kernel {kernel!r}; available kernels: {', '.join(known)}")
         return kernel
-    recorded = (nb.metadata.get("nbagent", {}).get("environment") or {}).get("kernel")
-    return recorded if recorded in known else DEFAULT_KERNEL
+    return DEFAULT_KERNEL
 
 
 def _stage_data(
@@ -288,10 +294,14 @@ def _stage_data(
     return problems
 
 
-def _hash_seed_env(nb: NotebookNode) -> dict[str, str]:
+def _kernel_env(nb: NotebookNode, sandbox: Sandbox) -> dict[str, str]:
+    """The verifying kernel's environment: the host's, the sandbox's settings, the recorded hash seed."""
     env = dict(os.environ)
+    # Set explicitly (not inherited, never from the notebook): limits no looser than asked for.
+    env.update(sandbox.to_env())
     seed = (nb.metadata.get("nbagent", {}).get("environment") or {}).get("python_hash_seed")
-    if seed is not None:
+    # Only a number PYTHONHASHSEED accepts: the notebook is not trusted to set anything else.
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= 4294967295:
         env["PYTHONHASHSEED"] = str(seed)
     return env
 
@@ -432,32 +442,35 @@ async def averify_notebook(
     record: bool = False,
     image_tolerance: float = DEFAULT_IMAGE_TOLERANCE,
     base_dir: str | os.PathLike[str] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> VerifyReport:
     """Re-run a notebook in a fresh kernel and compare; see :func:`verify_notebook`."""
-    if timeout <= 0:
+    if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"timeout must be a positive number of seconds, not {timeout:g}")
     if not 0 <= image_tolerance < 1:
         raise UsageError(f"image_tolerance must be a share between 0 and 1, not {image_tolerance:g}")
     path: Path | None = None
     if isinstance(notebook, NotebookNode):
         stored = notebook
+        check_metadata(stored)
     else:
         path = Path(notebook).expanduser().resolve()
         stored = read_notebook(path)
     folder = Path(base_dir).resolve() if base_dir is not None else (path.parent if path else Path.cwd())
-    kernel_name = _choose_kernel(stored, kernel)
+    kernel_name = _choose_kernel(kernel)
     started = time.perf_counter()
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     workdir = Path(tempfile.mkdtemp(prefix="nbagent-verify-"))
     try:
         problems = _stage_data(stored, folder, data, workdir)
         executed, errors, not_run, environment, stopped = await _execute(
-            copy.deepcopy(stored), kernel_name, workdir, _hash_seed_env(stored), timeout
+            copy.deepcopy(stored), kernel_name, workdir, _kernel_env(stored, sandbox or Sandbox()), timeout
         )
         workdirs = [str(folder), str(workdir), str(workdir.resolve())]
         checks = _judge(stored, executed, errors, not_run, workdirs, image_tolerance)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    signatures = _check_signatures(stored, checks)
     if stopped:
         problems.append(stopped)
     if not any(c.answer for c in checks):
@@ -474,10 +487,26 @@ async def averify_notebook(
         executed=executed,
         duration=time.perf_counter() - started,
         verified_at=when,
+        signature=signatures.state,
     )
     if record:
         record_verification(stored, report, path)
     return report
+
+
+def _check_signatures(nb: NotebookNode, checks: list[CellCheck]) -> SignatureCheck:
+    """Mark the cells whose code or answer is not what nbagent wrote (by the keyed digests)."""
+    try:
+        key = load_key(create=False)
+    except OSError:
+        key = None  # a damaged key: nothing here can be checked, so "not signed here"
+    signatures = check_signatures(nb.cells, key, answer_payload)
+    for check in checks:
+        what = signatures.changed.get(check.index)
+        if what is not None:
+            check.status = "code-changed"
+            check.error = f"{what} is not what nbagent wrote (changed since the run)"
+    return signatures
 
 
 def record_verification(nb: NotebookNode, report: VerifyReport, path: Path | None = None) -> None:
@@ -497,6 +526,7 @@ def verify_notebook(
     record: bool = False,
     image_tolerance: float = DEFAULT_IMAGE_TOLERANCE,
     base_dir: str | os.PathLike[str] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> VerifyReport:
     """Re-run a notebook in a fresh kernel and check that it gives what it recorded.
 
@@ -504,14 +534,16 @@ def verify_notebook(
         notebook: a notebook file (or an in-memory notebook).
         data: data files to use instead of those beside the notebook (matched by name); each is
             checked against the SHA-256 recorded at run time.
-        kernel: kernel spec to run in; default: the one recorded by the run if it exists here,
-            else nbagent's own.
+        kernel: kernel spec to run in; default: nbagent's sandboxed kernel (never the one the
+            notebook records: re-running a notebook is running untrusted code).
         timeout: seconds one cell may run.
         record: store the result under ``metadata.nbagent.verification`` (the file is rewritten
             atomically; only its metadata changes).
         image_tolerance: share of pixels that may change before an image differs.
         base_dir: where the data files are when ``notebook`` is in memory (default: the
             notebook's folder, else the current directory).
+        sandbox: limits of a sandboxed kernel (default :class:`~nbagent.Sandbox()`); never taken
+            from the notebook.
 
     Returns:
         a :class:`VerifyReport`; ``report.ok`` says whether the notebook reproduced.
@@ -524,4 +556,5 @@ def verify_notebook(
         record=record,
         image_tolerance=image_tolerance,
         base_dir=base_dir,
+        sandbox=sandbox,
     )

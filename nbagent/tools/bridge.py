@@ -7,7 +7,7 @@ runs without network (its own network namespace), exactly like the kernel's own 
 
 One request per connection, one JSON line each way::
 
-    kernel -> host   {"tool": "lookup", "args": {"city": {"kind": "json", "value": "Lyon"}}}
+    kernel -> host   {"tool": "lookup", "args": {"city": {"kind": "json", "value": "Lyon"}}, "token": "..."}
     host -> kernel   {"result": {"kind": "json", "value": {...}}}   or   {"error": "KeyError: 'Lyon'"}
 
 Values use the tagged format of ``kernel_code/host_bridge.py`` (JSON values, pandas objects, bytes,
@@ -16,15 +16,25 @@ as a sqlite3 connection, works in a tool); coroutine functions are awaited, so a
 alongside the step that called it and the step's timeout still applies. When the kernel stops
 waiting (the step was interrupted), a pending coroutine is cancelled. Every call is kept in
 :attr:`HostBridge.calls` so the agent can record it in the notebook.
+
+The kernel runs model code, so what arrives on the socket is untrusted. Each call must carry the
+run's token (:attr:`HostBridge.token`, random per bridge, given to the kernel in its live setup and
+never recorded), so a kernel of another run -- or any other process of the user that finds the
+socket -- cannot call this run's tools. Connections are bounded in number (``max_connections``
+served at once; more are refused at once), in size (``max_request_bytes``) and in time (a request
+line must arrive within ``idle_timeout`` seconds), so a flood of idle or endless connections costs
+a bounded number of threads and bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hmac
 import inspect
 import json
 import os
+import secrets
 import select
 import shutil
 import socket
@@ -43,7 +53,12 @@ encode_value: Callable[[Any], dict[str, Any]] = _nbagent_encode
 decode_value: Callable[[dict[str, Any]], Any] = _nbagent_decode
 """The value a tagged payload stands for."""
 
-_MAX_REQUEST = 256 << 20
+MAX_CONNECTIONS = 16
+"""Connections a bridge serves at once; more are answered with an error and closed."""
+MAX_REQUEST_BYTES = 32 << 20
+"""Longest request line (arguments included) a bridge reads."""
+IDLE_TIMEOUT = 30.0
+"""Seconds a connection has to send its whole request line."""
 
 
 @dataclass
@@ -101,10 +116,26 @@ class HostBridge:
 
     Args:
         functions: name -> callable (sync or async); keyword arguments come from the kernel.
+        max_connections: connections served at once (see the module docstring).
+        max_request_bytes: longest request line read.
+        idle_timeout: seconds a connection has to send its request line.
     """
 
-    def __init__(self, functions: Mapping[str, HostFunction]) -> None:
+    def __init__(
+        self,
+        functions: Mapping[str, HostFunction],
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.functions = dict(functions)
+        self.token = secrets.token_hex(16)
+        """The secret each call must carry: it binds the calls to the run whose kernel got it."""
+        self.max_connections = max_connections
+        self.max_request_bytes = max_request_bytes
+        self.idle_timeout = idle_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
         self.calls: list[HostCall] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._dir: str | None = None
@@ -165,18 +196,49 @@ class HostBridge:
                 continue
             except OSError:
                 return
+            if not self._slots.acquire(blocking=False):
+                with conn:  # over the limit: refused at once, no thread spent on it
+                    try:
+                        conn.setblocking(False)
+                        _send(
+                            conn, {"error": f"the nbagent host serves {self.max_connections} calls at once"}
+                        )
+                    except OSError:
+                        pass
+                continue
             threading.Thread(
-                target=self._serve, args=(conn,), name="nbagent-bridge-call", daemon=True
+                target=self._serve_in_slot, args=(conn,), name="nbagent-bridge-call", daemon=True
             ).start()
+
+    def _serve_in_slot(self, conn: socket.socket) -> None:
+        try:
+            self._serve(conn)
+        finally:
+            self._slots.release()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
-                request = json.loads(_read_line(conn))
-                name, args = str(request["tool"]), dict(request.get("args") or {})
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                _send(conn, {"error": f"bad request to the nbagent host: {exc}"})
+                conn.settimeout(self.idle_timeout)
+                request = json.loads(_read_line(conn, self.max_request_bytes))
+                if not isinstance(request, dict):
+                    raise TypeError("a request is a JSON object")
+                name, args = str(request["tool"]), request.get("args") or {}
+                if not isinstance(args, dict) or not all(isinstance(v, dict) for v in args.values()):
+                    raise TypeError("'args' must map names to tagged values")
+            except TimeoutError:
+                _send_quietly(conn, {"error": f"no complete request within {self.idle_timeout:g} s"})
                 return
+            except (ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+                _send_quietly(conn, {"error": f"bad request to the nbagent host: {exc}"})
+                return
+            token = request.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(token, self.token):
+                _send_quietly(
+                    conn, {"error": f"{name}(): refused: this call does not come from this run's kernel"}
+                )
+                return
+            conn.settimeout(None)
             if _peer_pid(conn) == os.getpid():
                 # The code runs in this very process (an in-process executor, such as the user's own
                 # shell), most likely on the agent's loop thread, which waits for this reply: run
@@ -239,18 +301,25 @@ class HostBridge:
         return reply
 
 
-def _read_line(conn: socket.socket) -> bytes:
+def _read_line(conn: socket.socket, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while not chunks or not chunks[-1].endswith(b"\n"):
-        chunk = conn.recv(1 << 20)
+        chunk = conn.recv(min(1 << 20, limit + 1 - size))
         if not chunk:
             raise ValueError("the connection closed before a full request arrived")
         chunks.append(chunk)
         size += len(chunk)
-        if size > _MAX_REQUEST:
-            raise ValueError("request too large")
+        if size > limit:
+            raise ValueError(f"request longer than {limit} bytes")
     return b"".join(chunks)
+
+
+def _send_quietly(conn: socket.socket, payload: dict[str, Any]) -> None:
+    try:
+        _send(conn, payload)
+    except OSError:
+        pass  # the other end is gone (or never read): nothing more to do
 
 
 def _send(conn: socket.socket, payload: dict[str, Any]) -> None:

@@ -124,7 +124,7 @@ class Toolbox:
         """What the kernel runs at start: the setup cell plus the live bridge address (not recorded)."""
         source = self.setup_source()
         if self.bridge is not None and self.bridge.address is not None:
-            source += f"\n_nbagent_host.connect({self.bridge.address!r})\n"
+            source += f"\n_nbagent_host.connect({self.bridge.address!r}, {self.bridge.token!r})\n"
         return source
 
     def check_setup(self, execution: Execution) -> None:
