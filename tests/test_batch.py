@@ -270,7 +270,7 @@ def test_cluster_without_dask_installed_says_how_to_install_it(tmp_path: Path) -
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "pip install 'nbagent[dask]'" in done.stderr
+    assert "pip install 'nbagent-ai[dask]'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

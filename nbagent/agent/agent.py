@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -44,6 +44,18 @@ STOP_SEQUENCES = ("\nObservation:",)
 NO_CODE = (
     "Your reply had no ```python code block, so nothing ran. Reply with a short thought and one "
     "```python block. When you have the answer, call final_answer(value) in a code block."
+)
+
+
+CUT_OFF = (
+    "Your reply was cut off: it reached the length limit of one reply before it ended, so none of "
+    "its code ran. Reply again, shorter: a brief thought and one short ```python block (split long "
+    "work over several steps; print summaries rather than whole tables)."
+)
+
+EMPTY_REPLY = (
+    "Your reply was empty: the server sent no text, so nothing ran. Reply with a short thought and "
+    "one ```python block."
 )
 
 
@@ -82,6 +94,12 @@ class RunListener:
 
     def task_started(self, task: Task, notebook_path: Path | None) -> None:
         """A question was put to the agent."""
+
+    def model_called(self, number: int) -> None:
+        """The model was asked for the reply of step ``number``; its text follows (or not) as it comes."""
+
+    def reply_text(self, number: int, text: str) -> None:
+        """A piece of the reply of step ``number`` arrived (the model streams its reply)."""
 
     def reply_received(self, number: int, thought: str, code: str | None) -> None:
         """The model replied; ``code`` is about to run (``None``: the reply had none)."""
@@ -262,6 +280,10 @@ class Agent:
         else:
             await self._new_session(notebook, overwrite, workdir)
         assert self._memory is not None and self._recorder is not None and self._workdir is not None
+        path = self._recorder.path
+        # What this run creates, so that a run refused before its first step leaves nothing behind.
+        created = [] if follow_up else [p for p in [path] if p is not None and not p.exists()]
+        created += [self._workdir / f.name for f in sources if not (self._workdir / f.name).exists()]
         digests = _bring_files(sources, self._workdir)
         task = Task(question=question.strip(), files=list(digests), parameters=params)
         self._memory.entries.append(task)
@@ -276,7 +298,12 @@ class Agent:
 
         result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
         first_number = len(self._memory.steps) + 1
-        return await self._drive(result, first_number, first_number, 0, started)
+        result = await self._drive(result, first_number, first_number, 0, started)
+        if result.status == "error" and not result.steps and not result.plans and created:
+            _remove_created(created)
+            if path is not None and path in created:
+                result.notebook_path = None
+        return result
 
     async def _drive(
         self, result: RunResult, first_number: int, number: int, done: int, started: float
@@ -496,14 +523,29 @@ class Agent:
     async def _step(self, number: int, nudge: str | None) -> Step:
         assert self._memory is not None and self._recorder is not None and self._executor is not None
         messages = self._memory.to_messages(images=self.model.supports_images, nudge=nudge)
+
+        def on_text(text: str) -> None:
+            for listener in self.listeners:
+                listener.reply_text(number, text)
+
+        for listener in self.listeners:
+            listener.model_called(number)
         t0 = time.perf_counter()
-        reply = await self.model.acomplete(messages, stop=STOP_SEQUENCES)
+        reply = await self.model.astream(messages, stop=STOP_SEQUENCES, on_text=on_text)
         model_duration = time.perf_counter() - t0
         parsed = parse_reply(reply.text)
+        cut_off = reply.finish_reason == "length"
+        if cut_off:
+            # The code is probably cut short too: running half of it helps no one.
+            parsed = replace(parsed, code=None)
         for listener in self.listeners:
             listener.reply_received(number, parsed.thought, parsed.code)
         execution: Execution | None = None
-        if parsed.code is None:
+        if cut_off:
+            observation = Observation(text=CUT_OFF)
+        elif not reply.text.strip():
+            observation = Observation(text=EMPTY_REPLY)
+        elif parsed.code is None:
             observation = Observation(text=NO_CODE)
         elif assigns_name(parsed.code, "final_answer"):
             execution = Execution(
@@ -659,6 +701,14 @@ class Agent:
         if restoration.died:
             self._restarts += 1
         execution.note += "; " + restoration.describe()
+
+
+def _remove_created(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # already gone, or never written: nothing to clean
 
 
 async def _interrupt(executor: Executor) -> None:

@@ -152,7 +152,13 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     costs = [r.cost for r in records if r.cost is not None]
     cost = f", cost ${sum(costs):.4f}" if costs else ""
     lines.append(f"  tokens {tokens:,}{cost}")
-    if outcome.interrupted:
+    if outcome.stopped:
+        lines.append(f"  stopped: {outcome.stopped}")
+        lines.append(
+            f"  {len(outcome.missing)} tasks were not run; fix the cause, then run again with --resume "
+            "(it also runs again the tasks that failed before their first step)"
+        )
+    elif outcome.interrupted:
         lines.append(
             f"  interrupted: {len(outcome.missing)} tasks left; run again with --resume to finish them"
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import check_kernel
+from .arguments import add_model_arguments, check_kernel, model_options
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -29,9 +29,19 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     batch.add_argument(
         "-j", "--jobs", type=int, metavar="N", help="tasks run at once, and kernels kept warm (default 1)"
     )
-    batch.add_argument("-m", "--model", help="model for tasks that name none (default: $NBAGENT_MODEL)")
+    add_model_arguments(batch, model_help="model for tasks that name none (default: $NBAGENT_MODEL)")
     batch.add_argument(
-        "--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint"
+        "--max-same-errors",
+        type=int,
+        default=3,
+        metavar="N",
+        help="stop the batch when N tasks in a row fail with the same error, e.g. a wrong key "
+        "(default 3; 0: never); --resume goes on once it is fixed",
+    )
+    batch.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="do not ask each model one tiny question before the first task",
     )
     batch.add_argument(
         "--max-steps", type=int, default=10, metavar="N", help="step limit of a task (default 10)"
@@ -54,7 +64,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="finish an earlier batch in OUT: run only tasks without a status",
     )
     batch.add_argument(
-        "--cluster", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786); needs nbagent[dask]"
+        "--cluster",
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786); needs nbagent-ai[dask]",
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
 
@@ -76,11 +88,15 @@ def batch_command(args: argparse.Namespace) -> int:
         import_distributed()
     else:
         check_kernel(args.kernel)
+    options = model_options(args)
     tasks = load_tasks(args.tasks)
     settings = BatchSettings(
         out=Path(args.out),
         model=args.model,
-        api_base=args.api_base,
+        api_base=options.api_base,
+        model_options=options,
+        max_same_errors=args.max_same_errors,
+        check_models=not args.no_model_check,
         max_steps=args.max_steps,
         timeout=args.timeout,
         task_timeout=args.task_timeout,

@@ -18,6 +18,7 @@ from .arguments import (
     check_kernel,
     check_step_limits,
     load_tools,
+    model_options,
     sandbox_from_args,
 )
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
@@ -113,14 +114,14 @@ def run_command(args: argparse.Namespace) -> int:
 
     question = _read_question(args.question)
     check_step_limits(args)
+    options = model_options(args)
     observer = _observer(args)
     check_data_files(args.data)
     output = Path(args.output or f"{_slug(question)}.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     check_notebook_path(output, args.overwrite)
     check_kernel(args.kernel)
-    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
-    model = resolve_model(args.model, **model_kwargs)
+    model = resolve_model(args.model, **options.kwargs())
     if isinstance(model, LiteLLMModel):
         model.check()
     if args.vision is not None:
@@ -166,14 +167,14 @@ def resume_command(args: argparse.Namespace) -> int:
     from ..models import MODEL_ENV, LiteLLMModel, resolve_model
 
     check_step_limits(args)
+    options = model_options(args)
     check_kernel(args.kernel)
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
     spec = args.model or os.environ.get(MODEL_ENV) or nb.metadata["nbagent"]["runs"][-1].get("model")
-    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
     try:
-        model = resolve_model(spec, **model_kwargs)
+        model = resolve_model(spec, **options.kwargs())
     except UsageError as exc:
         if args.model:
             raise

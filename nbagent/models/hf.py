@@ -7,7 +7,8 @@ from typing import Any
 
 from ..exceptions import ModelError
 from .base import Message, Model, Reply, Usage
-from .retry import RetryPolicy, retry_after_seconds, with_retries
+from .options import DEFAULT_REQUEST_TIMEOUT, check_api_base
+from .retry import RetriesExhausted, RetryPolicy, retry_after_seconds, with_retries
 
 
 class HFInferenceModel(Model):
@@ -20,7 +21,11 @@ class HFInferenceModel(Model):
         base_url: an endpoint URL (a TGI / vLLM server, an Inference Endpoint).
         api_key: token; by default huggingface_hub uses ``HF_TOKEN`` or the cached login.
         vision: whether the model takes images.
-        **kwargs: passed to ``chat_completion`` (``temperature``, ``max_tokens``, ...).
+        retry: how 429 and 5xx replies are retried (other failures are not).
+        timeout: seconds one request may take.
+        temperature: sampling temperature; ``None``: the server's default.
+        max_tokens: the longest reply, in tokens; ``None``: the server's default.
+        **kwargs: passed to ``chat_completion`` (``top_p``, ``seed``, ...).
     """
 
     def __init__(
@@ -32,16 +37,24 @@ class HFInferenceModel(Model):
         api_key: str | None = None,
         vision: bool = False,
         retry: RetryPolicy | None = None,
-        timeout: float | None = 300.0,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
         from huggingface_hub import AsyncInferenceClient
 
+        if base_url:
+            base_url = check_api_base(base_url, "base_url")
         self.name = model or base_url or "hf-inference"
         self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
         self.supports_images = vision
         self.retry = retry or RetryPolicy()
-        self.kwargs = kwargs
+        self.timeout = timeout
+        sampling = {"temperature": temperature, "max_tokens": max_tokens}
+        self.kwargs = {k: v for k, v in sampling.items() if v is not None} | kwargs
         client_args: dict[str, Any] = {"timeout": timeout}
         if base_url:
             client_args["base_url"] = base_url
@@ -56,22 +69,34 @@ class HFInferenceModel(Model):
         params: dict[str, Any] = {"messages": list(messages), **self.kwargs}
         if stop:
             params["stop"] = list(stop)
+        if self.base_url and self.model:
+            # A server at base_url is told the model's name; without it huggingface_hub sends "dummy".
+            params["model"] = self.model
 
         async def call() -> Any:
             return await self._client.chat_completion(**params)
 
+        where = f"model {self.name!r} at {self.base_url or 'Hugging Face inference'}"
         try:
             response = await with_retries(call, self.retry, _classify, f"model {self.name}")
+        except RetriesExhausted as exc:
+            raise ModelError(f"{where}: {exc.reason}: {exc.cause}") from exc.cause
         except Exception as exc:
-            raise ModelError(f"model {self.name!r} failed: {exc}") from exc
-        text = response.choices[0].message.content or ""
+            raise ModelError(f"{where} failed: {exc}") from exc
+        if not response.choices:
+            raise ModelError(
+                f"{where} sent a reply without any choice (empty 'choices'); "
+                "the server may have filtered or dropped the reply: look at its log, or try again"
+            )
+        choice = response.choices[0]
         usage = response.usage
         return Reply(
-            text=text,
+            text=choice.message.content or "",
             usage=Usage(
                 input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                 output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             ),
+            finish_reason=getattr(choice, "finish_reason", None),
         )
 
     async def aclose(self) -> None:
@@ -83,6 +108,6 @@ def _classify(exc: BaseException) -> tuple[bool, float | None]:
     status = getattr(response, "status_code", None)
     if status is not None:
         return status == 429 or status >= 500, retry_after_seconds(getattr(response, "headers", None))
-    # No response at all: the connection failed or timed out.
-    name = type(exc).__name__
-    return ("Connect" in name or "Timeout" in name or isinstance(exc, OSError)), None
+    # No response at all: a server that is not there, or a request timeout already waited out,
+    # is not helped by asking again.
+    return False, None
