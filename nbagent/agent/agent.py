@@ -544,6 +544,12 @@ class Agent:
         if cut_off:
             observation = Observation(text=CUT_OFF)
         elif not reply.text.strip():
+            if self._memory.steps and not self._memory.steps[-1].reply.strip():
+                # A server that sends nothing twice in a row is broken, not the model unlucky.
+                raise ModelError(
+                    f"model {self.model.name!r} sent an empty reply twice in a row; "
+                    "check the model and its server (its log may say why)"
+                )
             observation = Observation(text=EMPTY_REPLY)
         elif parsed.code is None:
             observation = Observation(text=NO_CODE)

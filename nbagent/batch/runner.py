@@ -338,8 +338,12 @@ async def run_local(
     tasks: Sequence[BatchTask],
     settings: BatchSettings,
     on_record: Callable[[TaskRecord], None],
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool."""
+    """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool.
+
+    Once ``stop`` is set no further task starts; those running finish.
+    """
     pool = KernelPool(
         settings.jobs,
         settings.out / POOL_FOLDER,
@@ -352,7 +356,7 @@ async def run_local(
         queue.put_nowait(task)
 
     async def worker() -> None:
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 task = queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -396,6 +400,7 @@ async def run_batch(
         records={t.id: done[t.id] for t in tasks if t.id in done}, skipped=len(tasks) - len(todo)
     )
 
+    stop = asyncio.Event()
     same: list[str] = []  # the error of the last tasks, while they all ended with the same one
 
     def on_record(record: TaskRecord) -> None:
@@ -407,19 +412,25 @@ async def run_batch(
             same.clear()
         if record.status == "error" and record.error:
             same.append(record.error)
-        if settings.max_same_errors and len(same) >= settings.max_same_errors and outcome.stopped is None:
+        # (A cluster runs its tasks as they come; the batch stops early only on this machine.)
+        if (
+            cluster is None
+            and settings.max_same_errors
+            and len(same) >= settings.max_same_errors
+            and outcome.stopped is None
+        ):
             outcome.stopped = (
                 f"{len(same)} tasks in a row failed with the same error, so the batch stopped: {record.error}"
             )
             listener.message(f"nbagent batch: {outcome.stopped}")
-            main.cancel()
+            stop.set()  # the tasks running end on their own (quickly, failing the same way)
 
     if cluster is not None:
         from .cluster import run_on_cluster
 
         runner = run_on_cluster(todo, settings, cluster, on_record)
     else:
-        runner = run_local(todo, settings, on_record)
+        runner = run_local(todo, settings, on_record, stop)
 
     listener.batch_started(len(todo), outcome.skipped)
     main = asyncio.ensure_future(runner)
@@ -427,9 +438,9 @@ async def run_batch(
         try:
             await main
         except asyncio.CancelledError:
-            if outcome.stopped is None and not stopped():
+            if not stopped():
                 raise
-            outcome.interrupted = stopped()
+            outcome.interrupted = True
     listener.batch_finished()
     outcome.missing = [t.id for t in tasks if t.id not in outcome.records]
     outcome.duration = time.perf_counter() - started

@@ -74,8 +74,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def batch_command(args: argparse.Namespace) -> int:
     """``nbagent batch``: run the tasks, print the summary; exit 1 unless every task is ok."""
     from ..batch.report import progress_for, summary
-    from ..batch.runner import BatchSettings, run_batch
+    from ..batch.runner import BatchOutcome, BatchSettings, run_batch
     from ..batch.tasks import load_tasks
+    from ..models.litellm_model import close_http_clients
 
     if args.cluster is not None:
         if args.jobs is not None:
@@ -104,15 +105,20 @@ def batch_command(args: argparse.Namespace) -> int:
         jobs=args.jobs if args.jobs is not None else 1,
         fork=not args.no_fork,
     )
-    outcome = asyncio.run(
-        run_batch(
-            tasks,
-            settings,
-            resume=args.resume,
-            cluster=args.cluster,
-            listener=progress_for(sys.stderr, quiet=args.quiet),
-        )
-    )
+
+    async def go() -> BatchOutcome:
+        try:
+            return await run_batch(
+                tasks,
+                settings,
+                resume=args.resume,
+                cluster=args.cluster,
+                listener=progress_for(sys.stderr, quiet=args.quiet),
+            )
+        finally:
+            await close_http_clients()
+
+    outcome = asyncio.run(go())
     print(summary(outcome, tasks, args.out))
     if outcome.interrupted:
         return EXIT_INTERRUPTED

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..agent.observe import Observer
 from ..exceptions import UsageError
+from ..models.litellm_model import close_http_clients
 from .arguments import (
     add_agent_arguments,
     add_sandbox_arguments,
@@ -148,6 +149,7 @@ def run_command(args: argparse.Namespace) -> int:
             result = await agent.arun(question, files=args.data, notebook=output, overwrite=args.overwrite)
         finally:
             await agent.aclose()
+            await close_http_clients()
         if result.answered:
             print(result.answer_text)
             if args.verify:
@@ -199,6 +201,7 @@ def resume_command(args: argparse.Namespace) -> int:
             result = await agent.aresume(args.notebook, workdir=args.workdir)
         finally:
             await agent.aclose()
+            await close_http_clients()
         if result.answered:
             print(result.answer_text)
             return EXIT_OK

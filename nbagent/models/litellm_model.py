@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -184,8 +185,8 @@ class LiteLLMModel(Model):
                 if on_text is not None:
                     for piece in _delta_texts(chunk):
                         on_text(piece)
-            if not any(getattr(chunk, "choices", None) for chunk in chunks):
-                return None  # nothing but (perhaps) usage: a reply without any choice
+            if not chunks:
+                return None
             return litellm.stream_chunk_builder(chunks, messages=list(messages))
 
         response = await self._call(call)
@@ -277,6 +278,19 @@ class LiteLLMModel(Model):
         if isinstance(status, int) and 400 <= status < 500:
             return f"{head}: the server refused the request (HTTP {status}): {detail}"
         return f"{head} failed: {detail}"
+
+
+async def close_http_clients() -> None:
+    """Close the HTTP clients litellm keeps for this event loop (call before the loop ends: a
+    client left open is a socket left open)."""
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return  # never imported: nothing was opened
+    try:
+        await litellm.close_litellm_async_clients()
+        litellm.in_memory_llm_clients_cache.flush_cache()
+    except Exception:
+        pass  # closing is a courtesy at exit; a failure here must not hide the run's outcome
 
 
 def _classify(exc: BaseException) -> tuple[bool, float | None]:

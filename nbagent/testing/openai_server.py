@@ -185,7 +185,10 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                 }
                 finish = item.get("finish_reason", "stop")
                 if body.get("stream"):
-                    self._stream(head, item, text, finish, usage, body)
+                    try:
+                        self._stream(head, item, text, finish, usage, body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client stopped listening (its timeout): nothing to tell it
                     return
                 choices = item.get("choices")
                 if choices is None:
