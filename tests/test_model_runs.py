@@ -259,3 +259,51 @@ def test_batch_stops_after_the_same_error_three_times_and_resume_goes_on(
     assert sorted(final) == [f"t{i}" for i in range(5)]
     assert all(r["status"] == "ok" for r in final.values())
     assert sorted(json.loads(json.dumps(r["answer"])) for r in final.values()) == ["1", "2", "3", "4", "5"]
+
+
+def test_agent_magic_streams_the_reply_under_the_cell_with_its_model_options(tmp_path: Path) -> None:
+    from jupyter_client.manager import KernelManager
+
+    thought = "Thought: counting the letters of a long word, slowly, so it streams."
+    script = [
+        {"reply": thought + "\n```python\nn = len('streaming')\n```", "chunk_delay": 0.1, "delay": 1.3},
+        code("final_answer(n)"),
+    ]
+    manager = KernelManager(kernel_name="python3")
+    env = {**os.environ, "MY_LOOPBACK_KEY": "sk-from-my-variable", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("OPENAI_API_KEY", None)
+    manager.start_kernel(cwd=str(tmp_path), env=env)
+    client = manager.client()
+    client.start_channels()
+    messages: list[dict[str, object]] = []
+    try:
+        client.wait_for_ready(timeout=60)
+        with OpenAICompatibleServer(script) as server:
+            line = (
+                f"%agent --model openai/m --api-base {server.url} --api-key-env MY_LOOPBACK_KEY "
+                "--temperature 0.1 --max-tokens 64 --request-timeout 30 How long is the word?"
+            )
+            client.execute_interactive("%load_ext nbagent", timeout=60)
+            reply = client.execute_interactive(line, timeout=120, output_hook=messages.append)
+            # A key typed on the magic's line would be saved in the notebook: only a NAME is taken.
+            refused = client.execute_interactive(
+                "%agent --api-key-env sk-abc123 Hm?", timeout=60, output_hook=messages.append
+            )
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok"
+    updates = [
+        m["content"]["data"]["text/plain"]  # type: ignore[index]
+        for m in messages
+        if m["msg_type"] == "update_display_data"  # type: ignore[index]
+    ]
+    assert any("waiting for model… 1 s" in u for u in updates), updates
+    writing = [u for u in updates if u.startswith("Step 1 · the model is writing…")]
+    assert len(writing) >= 3 and len(writing[0]) < len(writing[-1])  # the text grew in place
+    results = [m for m in messages if m["msg_type"] == "execute_result"]  # type: ignore[index]
+    assert results[0]["content"]["data"]["text/plain"] == "9"  # type: ignore[index]
+    assert server.headers[0]["authorization"] == "Bearer sk-from-my-variable"
+    assert (server.requests[0]["temperature"], server.requests[0]["max_tokens"]) == (0.1, 64)
+    assert refused["content"]["status"] == "error"
+    assert "takes the NAME of an environment variable" in json.dumps(refused["content"])
