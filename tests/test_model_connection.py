@@ -194,3 +194,14 @@ def test_hf_with_a_base_url_sends_the_real_model_name() -> None:
     assert reply.text == "from hf"
     assert server.requests[0]["model"] == "Org/Coder-7B"
     assert server.requests[0]["max_tokens"] == 9
+
+
+def test_hf_check_asks_one_tiny_question_and_refused_keys_are_not_retried() -> None:
+    with OpenAICompatibleServer(["OK", {"status": 401}, "never reached"]) as server:
+        model = HFInferenceModel("Org/Coder-7B", base_url=server.url, retry=FAST_RETRY)
+        run_sync(model.acheck)()
+        with pytest.raises(ModelError, match=f"'Org/Coder-7B' at {server.url}"):
+            model.complete(HELLO)
+        model.close()
+    assert server.requests[0]["max_tokens"] == 1
+    assert len(server.requests) == 2

@@ -66,7 +66,10 @@ class HFInferenceModel(Model):
         self._client = AsyncInferenceClient(**client_args)
 
     async def acomplete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
-        params: dict[str, Any] = {"messages": list(messages), **self.kwargs}
+        return await self._chat(messages, stop, {})
+
+    async def _chat(self, messages: Sequence[Message], stop: Sequence[str], extra: dict[str, Any]) -> Reply:
+        params: dict[str, Any] = {"messages": list(messages), **self.kwargs, **extra}
         if stop:
             params["stop"] = list(stop)
         if self.base_url and self.model:
@@ -98,6 +101,10 @@ class HFInferenceModel(Model):
             ),
             finish_reason=getattr(choice, "finish_reason", None),
         )
+
+    async def acheck(self) -> None:
+        """One tiny request (a one-token reply): raises :class:`ModelError` saying what is wrong."""
+        await self._chat([{"role": "user", "content": "Reply with the word OK."}], (), {"max_tokens": 1})
 
     async def aclose(self) -> None:
         await self._client.close()
