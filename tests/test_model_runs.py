@@ -92,6 +92,12 @@ def test_a_run_refused_before_its_first_step_leaves_no_notebook(
     assert list(out.iterdir()) == []  # neither the notebook nor the copied data file
     assert took < 30, took
 
+    # Quiet, the cause is still said (on stderr), and nothing is left either.
+    args = ["run", "Sum?", "-q", "-o", str(out / "quiet.ipynb"), "-m", "openai/m", "--api-base", url]
+    assert main(args) == 1
+    assert "error: model 'openai/m' at " in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
     # A file that was there before the run is never removed.
     existing = tmp_path / "mine.ipynb"
     existing.write_text("{}")

@@ -155,6 +155,8 @@ def run_command(args: argparse.Namespace) -> int:
             if args.verify:
                 return await _verify_after_run(output, args)
             return EXIT_OK
+        if args.quiet and result.error:
+            print(f"nbagent run: {result.status}: {result.error}", file=sys.stderr)  # no step log said it
         if args.verify:
             print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
         return EXIT_NO_ANSWER
