@@ -241,6 +241,7 @@ def test_batch_stops_after_the_same_error_three_times_and_resume_goes_on(
     assert "stopped: 3 tasks in a row failed with the same error" in captured.out
     assert "Incorrect API key provided: sk-wrong. Find your key at the dashboard." in captured.out
     assert "--resume" in captured.out
+    assert "errors in full:\n  (3 tasks) model 'openai/m' at" in captured.out
     statuses = read_status(out)
     assert [(r["id"], r["status"], r["steps"]) for r in statuses] == [(f"t{i}", "error", 0) for i in range(3)]
 

@@ -169,6 +169,13 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     if bad:
         lines.append("")
         lines.append(_table(bad))
+        # The table clips errors to its column; each distinct one is given whole, once.
+        errors = Counter(r.error for r in bad if r.error and len(" ".join(r.error.split())) > 70)
+        if errors:
+            lines.append("")
+            lines.append("errors in full:")
+            for error, count in errors.most_common():
+                lines.append(f"  ({count} {'task' if count == 1 else 'tasks'}) {error}")
     return "\n".join(lines)
 
 
