@@ -205,3 +205,18 @@ def test_hf_check_asks_one_tiny_question_and_refused_keys_are_not_retried() -> N
         model.close()
     assert server.requests[0]["max_tokens"] == 1
     assert len(server.requests) == 2
+
+
+def test_retry_after_is_read_in_each_form_servers_use() -> None:
+    import email.utils
+
+    from nbagent.models.retry import retry_after_seconds
+
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= (retry_after_seconds({"retry-after": in_ten}) or 0) <= 10
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds(None) is None
+    # A policy never waits less than the server asked for.
+    assert RetryPolicy(initial_delay=0.01).delay(1, retry_after=2.0) >= 2.0
