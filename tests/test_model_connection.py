@@ -220,3 +220,18 @@ def test_retry_after_is_read_in_each_form_servers_use() -> None:
     assert retry_after_seconds(None) is None
     # A policy never waits less than the server asked for.
     assert RetryPolicy(initial_delay=0.01).delay(1, retry_after=2.0) >= 2.0
+
+
+def test_hf_streams_its_reply_with_usage() -> None:
+    script = [
+        {"reply": "a streamed hf reply", "prompt_tokens": 12, "completion_tokens": 4, "chunk_delay": 0.02}
+    ]
+    pieces: list[str] = []
+    with OpenAICompatibleServer(script) as server:
+        model = HFInferenceModel("Org/Coder-7B", base_url=server.url)
+        reply = run_sync(model.astream)(HELLO, (), pieces.append)
+        model.close()
+    assert reply.text == "a streamed hf reply" and "".join(pieces) == reply.text and len(pieces) > 2
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (12, 4)
+    assert reply.finish_reason == "stop"
+    assert server.requests[0]["stream"] is True

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..exceptions import ModelError
-from .base import Message, Model, Reply, Usage
+from .base import Message, Model, Reply, TextCallback, Usage
 from .options import DEFAULT_REQUEST_TIMEOUT, check_api_base
 from .retry import RetriesExhausted, RetryPolicy, retry_after_seconds, with_retries
 
@@ -25,6 +25,7 @@ class HFInferenceModel(Model):
         timeout: seconds one request may take.
         temperature: sampling temperature; ``None``: the server's default.
         max_tokens: the longest reply, in tokens; ``None``: the server's default.
+        stream: stream replies (their text reaches :meth:`astream`'s ``on_text`` as it comes).
         **kwargs: passed to ``chat_completion`` (``top_p``, ``seed``, ...).
     """
 
@@ -40,6 +41,7 @@ class HFInferenceModel(Model):
         timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stream: bool = True,
         **kwargs: Any,
     ) -> None:
         from huggingface_hub import AsyncInferenceClient
@@ -53,6 +55,7 @@ class HFInferenceModel(Model):
         self.supports_images = vision
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
+        self.stream = stream
         sampling = {"temperature": temperature, "max_tokens": max_tokens}
         self.kwargs = {k: v for k, v in sampling.items() if v is not None} | kwargs
         client_args: dict[str, Any] = {"timeout": timeout}
@@ -66,18 +69,38 @@ class HFInferenceModel(Model):
         self._client = AsyncInferenceClient(**client_args)
 
     async def acomplete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
-        return await self._chat(messages, stop, {})
+        return await self._chat(messages, stop, {}, None)
 
-    async def _chat(self, messages: Sequence[Message], stop: Sequence[str], extra: dict[str, Any]) -> Reply:
+    async def astream(
+        self, messages: Sequence[Message], stop: Sequence[str] = (), on_text: TextCallback | None = None
+    ) -> Reply:
+        if not self.stream:
+            return await super().astream(messages, stop, on_text)
+        return await self._chat(messages, stop, {}, on_text)
+
+    async def _chat(
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str],
+        extra: dict[str, Any],
+        on_text: TextCallback | None,
+    ) -> Reply:
         params: dict[str, Any] = {"messages": list(messages), **self.kwargs, **extra}
         if stop:
             params["stop"] = list(stop)
         if self.base_url and self.model:
             # A server at base_url is told the model's name; without it huggingface_hub sends "dummy".
             params["model"] = self.model
+        streaming = on_text is not None
+        if streaming:
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}  # usage comes in the last chunk
 
         async def call() -> Any:
-            return await self._client.chat_completion(**params)
+            response = await self._client.chat_completion(**params)
+            if not streaming:
+                return response
+            return await _gather_stream(response, on_text)
 
         where = f"model {self.name!r} at {self.base_url or 'Hugging Face inference'}"
         try:
@@ -86,28 +109,54 @@ class HFInferenceModel(Model):
             raise ModelError(f"{where}: {exc.reason}: {exc.cause}") from exc.cause
         except Exception as exc:
             raise ModelError(f"{where} failed: {exc}") from exc
+        if isinstance(response, Reply):
+            return response
         if not response.choices:
             raise ModelError(
                 f"{where} sent a reply without any choice (empty 'choices'); "
                 "the server may have filtered or dropped the reply: look at its log, or try again"
             )
         choice = response.choices[0]
-        usage = response.usage
         return Reply(
             text=choice.message.content or "",
-            usage=Usage(
-                input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            ),
+            usage=_usage(response.usage),
             finish_reason=getattr(choice, "finish_reason", None),
         )
 
     async def acheck(self) -> None:
         """One tiny request (a one-token reply): raises :class:`ModelError` saying what is wrong."""
-        await self._chat([{"role": "user", "content": "Reply with the word OK."}], (), {"max_tokens": 1})
+        await self._chat(
+            [{"role": "user", "content": "Reply with the word OK."}], (), {"max_tokens": 1}, None
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+async def _gather_stream(chunks: Any, on_text: TextCallback | None) -> Reply:
+    """The reply a streamed answer adds up to, passing its text on as it comes."""
+    pieces: list[str] = []
+    finish: str | None = None
+    usage: Any = None
+    async for chunk in chunks:
+        usage = getattr(chunk, "usage", None) or usage
+        for choice in getattr(chunk, "choices", None) or []:
+            text = getattr(getattr(choice, "delta", None), "content", None)
+            if text:
+                pieces.append(text)
+                if on_text is not None:
+                    on_text(text)
+            finish = getattr(choice, "finish_reason", None) or finish
+    if finish is None and not pieces:
+        raise ModelError("the streamed reply held no choice (empty 'choices'); look at the server's log")
+    return Reply(text="".join(pieces), usage=_usage(usage), finish_reason=finish)
+
+
+def _usage(usage: Any) -> Usage:
+    return Usage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
 
 
 def _classify(exc: BaseException) -> tuple[bool, float | None]:
