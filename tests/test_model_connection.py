@@ -235,3 +235,13 @@ def test_hf_streams_its_reply_with_usage() -> None:
     assert (reply.usage.input_tokens, reply.usage.output_tokens) == (12, 4)
     assert reply.finish_reason == "stop"
     assert server.requests[0]["stream"] is True
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_reply_without_usage_is_estimated_and_says_so(stream: bool) -> None:
+    with OpenAICompatibleServer([{"reply": "x" * 400, "usage": False}]) as server:
+        reply = LiteLLMModel("openai/m", api_base=server.url, stream=stream).complete(HELLO)
+    assert reply.usage.estimated and reply.usage.output_tokens == 100
+    with OpenAICompatibleServer([{"reply": "x" * 400, "prompt_tokens": 3, "completion_tokens": 2}]) as server:
+        reply = LiteLLMModel("openai/m", api_base=server.url, stream=stream).complete(HELLO)
+    assert not reply.usage.estimated and (reply.usage.input_tokens, reply.usage.output_tokens) == (3, 2)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
 from ..exceptions import ModelError, UsageError
-from .base import Message, Model, Reply, TextCallback, Usage
+from .base import Message, Model, Reply, TextCallback, Usage, estimate_tokens, message_text
 from .options import API_KEY_ENV, DEFAULT_REQUEST_TIMEOUT, check_api_base
 from .retry import RetriesExhausted, RetryPolicy, retry_after_seconds, with_retries
 
@@ -34,10 +35,16 @@ the user's real ``OPENAI_API_KEY`` must not go to a server they did not hand it 
 CHECK_MESSAGES: list[Message] = [{"role": "user", "content": "Reply with the word OK."}]
 
 
+READONLY_WARNING = r"Item '.*' on TypedDict class '.*' is using the `ReadOnly` qualifier"
+
+
 def _litellm() -> Any:
     # Imported on first use: litellm takes seconds to import, and offline it would try to
     # download its model cost map unless told to use the bundled copy.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # pydantic >= 2.12 warns, on the first reply, that litellm's reasoning types use ReadOnly; it is
+    # litellm's own typing, harmless, and would otherwise be printed in the middle of a user's run.
+    warnings.filterwarnings("ignore", message=READONLY_WARNING, category=UserWarning)
     import litellm
 
     litellm.suppress_debug_info = True
@@ -187,10 +194,15 @@ class LiteLLMModel(Model):
                         on_text(piece)
             if not chunks:
                 return None
+            # litellm counts the tokens itself when the server sent no usage; its stream wrapper
+            # keeps the server's chunks, which say whether it did.
+            raw = getattr(response, "chunks", None)
+            reported[0] = raw is None or any(getattr(c, "usage", None) for c in raw)
             return litellm.stream_chunk_builder(chunks, messages=list(messages))
 
+        reported = [True]
         response = await self._call(call)
-        return self._reply(response)
+        return self._reply(response, messages, reported[0])
 
     async def acheck(self) -> None:
         """One tiny request (a one-token reply): raises :class:`ModelError` saying what is wrong."""
@@ -217,7 +229,7 @@ class LiteLLMModel(Model):
         except Exception as exc:
             raise ModelError(self.describe(exc)) from exc
 
-    def _reply(self, response: Any) -> Reply:
+    def _reply(self, response: Any, messages: Sequence[Message], reported: bool = True) -> Reply:
         choices = getattr(response, "choices", None) or []
         if not choices:
             raise ModelError(
@@ -227,19 +239,30 @@ class LiteLLMModel(Model):
         choice = choices[0]
         message = getattr(choice, "message", None)
         text = getattr(message, "content", None) or ""
+        litellm = _litellm()
         usage = getattr(response, "usage", None)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         cost: float | None
         try:
-            cost = float(_litellm().completion_cost(completion_response=response))
+            cost = float(litellm.completion_cost(completion_response=response))
         except Exception:
             cost = None
+        estimated = not reported or (input_tokens == 0 and output_tokens == 0)
+        if estimated:
+            # The server reported no usage: estimate it, so that budgets still hold.
+            input_tokens = sum(estimate_tokens(message_text(m)) for m in messages)
+            output_tokens = estimate_tokens(text)
+            try:
+                prices = litellm.cost_per_token(
+                    model=self.name, prompt_tokens=input_tokens, completion_tokens=output_tokens
+                )
+                cost = float(sum(prices))
+            except Exception:
+                cost = None
         return Reply(
             text=text,
-            usage=Usage(
-                input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                cost=cost,
-            ),
+            usage=Usage(input_tokens, output_tokens, cost=cost, estimated=estimated),
             finish_reason=getattr(choice, "finish_reason", None),
         )
 

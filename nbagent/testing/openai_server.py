@@ -13,6 +13,7 @@ Each script item is a reply string, or a dict:
 - ``{"reply": "...", "finish_reason": "length"}``: a reply cut off at the token limit;
 - ``{"reply": None}``: a reply whose ``content`` is ``null``;
 - ``{"choices": []}``: a reply without any choice;
+- ``{"reply": "...", "usage": false}``: a reply without a ``usage`` object, as some servers send;
 - ``{"status": 429, "retry_after": 1}``: an HTTP error (any status), optionally with Retry-After.
 
 A request with ``"stream": true`` gets the reply as server-sent events, a few characters a chunk
@@ -190,6 +191,7 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                     except (BrokenPipeError, ConnectionResetError):
                         pass  # the client stopped listening (its timeout): nothing to tell it
                     return
+                reported = {"usage": usage} if item.get("usage", True) is not False else {}
                 choices = item.get("choices")
                 if choices is None:
                     choices = [
@@ -199,9 +201,7 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                             "finish_reason": finish,
                         }
                     ]
-                self._send_json(
-                    200, {**head, "object": "chat.completion", "choices": choices, "usage": usage}
-                )
+                self._send_json(200, {**head, "object": "chat.completion", "choices": choices, **reported})
 
             def _stream(
                 self,
@@ -234,7 +234,8 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                         time.sleep(delay)
                         send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
                     send([{"index": 0, "delta": {}, "finish_reason": finish}])
-                if (body.get("stream_options") or {}).get("include_usage"):
+                asked = (body.get("stream_options") or {}).get("include_usage")
+                if asked and item.get("usage", True) is not False:
                     send([], usage=usage)
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
