@@ -533,26 +533,21 @@ class Agent:
         t0 = time.perf_counter()
         reply = await self.model.astream(messages, stop=STOP_SEQUENCES, on_text=on_text)
         model_duration = time.perf_counter() - t0
+        if not reply.text.strip() and self._memory.steps and not self._memory.steps[-1].reply.strip():
+            # A server that sends nothing twice in a row is broken, not the model unlucky.
+            raise ModelError(
+                f"model {self.model.name!r} sent an empty reply twice in a row; "
+                "check the model and its server (its log may say why)"
+            )
         parsed = parse_reply(reply.text)
-        cut_off = reply.finish_reason == "length"
-        if cut_off:
+        if reply.finish_reason == "length":
             # The code is probably cut short too: running half of it helps no one.
             parsed = replace(parsed, code=None)
         for listener in self.listeners:
             listener.reply_received(number, parsed.thought, parsed.code)
         execution: Execution | None = None
-        if cut_off:
-            observation = Observation(text=CUT_OFF)
-        elif not reply.text.strip():
-            if self._memory.steps and not self._memory.steps[-1].reply.strip():
-                # A server that sends nothing twice in a row is broken, not the model unlucky.
-                raise ModelError(
-                    f"model {self.model.name!r} sent an empty reply twice in a row; "
-                    "check the model and its server (its log may say why)"
-                )
-            observation = Observation(text=EMPTY_REPLY)
-        elif parsed.code is None:
-            observation = Observation(text=NO_CODE)
+        if parsed.code is None:
+            observation = Observation(text=_no_code_text(reply))
         elif assigns_name(parsed.code, "final_answer"):
             execution = Execution(
                 code=parsed.code,
@@ -707,6 +702,15 @@ class Agent:
         if restoration.died:
             self._restarts += 1
         execution.note += "; " + restoration.describe()
+
+
+def _no_code_text(reply: Reply) -> str:
+    """What the model is told when its reply ran nothing: cut off, empty, or without code."""
+    if reply.finish_reason == "length":
+        return CUT_OFF
+    if not reply.text.strip():
+        return EMPTY_REPLY
+    return NO_CODE
 
 
 def _remove_created(paths: list[Path]) -> None:
