@@ -207,6 +207,8 @@ def resume_command(args: argparse.Namespace) -> int:
         if result.answered:
             print(result.answer_text)
             return EXIT_OK
+        if args.quiet and result.error:
+            print(f"nbagent resume: {result.status}: {result.error}", file=sys.stderr)
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
