@@ -314,3 +314,70 @@ def test_agent_magic_streams_the_reply_under_the_cell_with_its_model_options(tmp
     assert (server.requests[0]["temperature"], server.requests[0]["max_tokens"]) == (0.1, 64)
     assert refused["content"]["status"] == "error"
     assert "takes the NAME of an environment variable" in json.dumps(refused["content"])
+
+
+def test_task_file_model_fields_are_checked_and_override_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbagent.batch.runner import BatchSettings, distinct_models, model_kwargs
+    from nbagent.batch.tasks import TaskFileError, load_tasks
+    from nbagent.models import ModelOptions
+
+    def tasks_of(**fields: object) -> Path:
+        path = tmp_path / "tasks.jsonl"
+        path.write_text(json.dumps({"id": "a", "question": "q", **fields}) + "\n")
+        return path
+
+    for fields, says in [
+        ({"api_base": "localhost:8000/v1"}, "field 'api_base'.*not an http"),
+        ({"api_key_env": "sk-abc"}, "field 'api_key_env'.*name of an environment variable"),
+        ({"api_key_env": "SURELY_UNSET_KEY_VAR"}, "SURELY_UNSET_KEY_VAR is not set"),
+        ({"temperature": 5}, "field 'temperature'"),
+        ({"max_tokens": 0}, "field 'max_tokens'"),
+        ({"request_timeout": -1}, "field 'request_timeout'"),
+    ]:
+        with pytest.raises(TaskFileError, match=says):
+            load_tasks(tasks_of(**fields))
+
+    monkeypatch.setenv("TASK_KEY", "sk-task")
+    [task] = load_tasks(
+        tasks_of(api_base="http://h:1/v1", api_key_env="TASK_KEY", temperature=0.5, max_tokens=99)
+    )
+    settings = BatchSettings(
+        out=tmp_path, model="openai/m", model_options=ModelOptions(api_key="sk-batch", request_timeout=9)
+    )
+    assert model_kwargs(settings, task) == {
+        "api_base": "http://h:1/v1",
+        "api_key": "sk-task",
+        "timeout": 9,
+        "temperature": 0.5,
+        "max_tokens": 99,
+    }
+    assert model_kwargs(settings) == {"api_key": "sk-batch", "timeout": 9}
+    assert len(distinct_models([task, task], settings)) == 1
+
+
+def test_magic_model_options_are_checked() -> None:
+    from nbagent.exceptions import UsageError
+    from nbagent.magic.magics import parse_options
+
+    opts = parse_options("--temperature 0.3 --max-tokens 50 --request-timeout=20 --api-base http://h:1/v1 Q")
+    assert (opts.temperature, opts.max_tokens, opts.request_timeout, opts.api_base) == (
+        0.3,
+        50,
+        20.0,
+        "http://h:1/v1",
+    )
+    for line, says in [
+        ("--api-key-env sk-live-123 Q", "takes the NAME of an environment variable"),
+        (
+            "--api-key-env SURELY_UNSET_KEY_VAR Q",
+            "SURELY_UNSET_KEY_VAR: that environment variable is not set",
+        ),
+        ("--api-key sk-live-123 Q", "unknown option '--api-key'"),
+        ("--temperature 9 Q", "from 0 to 2"),
+        ("--max-tokens 0 Q", "at least 1"),
+        ("--api-base localhost:1 Q", "not an http"),
+    ]:
+        with pytest.raises(UsageError, match=says):
+            parse_options(line)
