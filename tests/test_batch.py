@@ -246,7 +246,8 @@ def test_batch_reaches_a_real_http_model_with_api_base(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     # A real process: litellm's HTTP clients live and die with it, as they do for a user.
     env = {**os.environ, "OPENAI_API_KEY": "test-key", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    with OpenAICompatibleServer([code("final_answer(6 * 7)")] * 3) as server:
+    # The first reply answers the check made before the first task (a one-token question).
+    with OpenAICompatibleServer(["OK"] + [code("final_answer(6 * 7)")] * 3) as server:
         done = subprocess.run(
             [
                 *(sys.executable, "-m", "nbagent", "batch", str(task_file), "--out", str(out), "--jobs", "2"),
@@ -257,7 +258,8 @@ def test_batch_reaches_a_real_http_model_with_api_base(tmp_path: Path) -> None:
             env=env,
             timeout=170,
         )
-        assert len(server.requests) == 3
+        assert len(server.requests) == 4
+        assert server.requests[0]["max_tokens"] == 1
     assert done.returncode == 0, done.stderr
     assert [r["correct"] for r in read_status(out)] == [True, True, True]
 
@@ -270,7 +272,7 @@ def test_cluster_without_dask_installed_says_how_to_install_it(tmp_path: Path) -
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "pip install 'nbagent[dask]'" in done.stderr
+    assert "pip install 'nbagent-ai[dask]'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

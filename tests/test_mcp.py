@@ -416,4 +416,4 @@ def test_without_the_mcp_extra_the_command_says_how_to_install_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "mcp", None)  # as if the SDK were not installed
     assert main(["mcp", "--root", str(tmp_path)]) == 2
-    assert "pip install 'nbagent[mcp]'" in capsys.readouterr().err
+    assert "pip install 'nbagent-ai[mcp]'" in capsys.readouterr().err

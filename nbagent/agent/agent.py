@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -52,6 +52,18 @@ STOP_SEQUENCES = ("\nObservation:",)
 NO_CODE = (
     "Your reply had no ```python code block, so nothing ran. Reply with a short thought and one "
     "```python block. When you have the answer, call final_answer(value) in a code block."
+)
+
+
+CUT_OFF = (
+    "Your reply was cut off: it reached the length limit of one reply before it ended, so none of "
+    "its code ran. Reply again, shorter: a brief thought and one short ```python block (split long "
+    "work over several steps; print summaries rather than whole tables)."
+)
+
+EMPTY_REPLY = (
+    "Your reply was empty: the server sent no text, so nothing ran. Reply with a short thought and "
+    "one ```python block."
 )
 
 
@@ -114,6 +126,12 @@ class RunListener:
 
     def task_started(self, task: Task, notebook_path: Path | None) -> None:
         """A question was put to the agent."""
+
+    def model_called(self, number: int) -> None:
+        """The model was asked for the reply of step ``number``; its text follows (or not) as it comes."""
+
+    def reply_text(self, number: int, text: str) -> None:
+        """A piece of the reply of step ``number`` arrived (the model streams its reply)."""
 
     def reply_received(self, number: int, thought: str, code: str | None) -> None:
         """The model replied; ``code`` is about to run (``None``: the reply had none)."""
@@ -264,6 +282,7 @@ class Agent:
         self._restarts = 0
         self._final_answer_id: str | None = None
         self._gave_up: str | None = None
+        self._created: list[Path] = []  # files the open question created (removed if refused at once)
         self._redactor = Redactor({})
 
     # -- public API ------------------------------------------------------------------------
@@ -306,9 +325,17 @@ class Agent:
             parameters=parameters,
         )
         assert self._memory is not None and self._recorder is not None
-        result = RunResult(question=task.question, status="max_steps", notebook_path=self._recorder.path)
+        created, self._created = self._created, []
+        path = self._recorder.path
+        result = RunResult(question=task.question, status="max_steps", notebook_path=path)
         first_number = len(self._memory.steps) + 1
-        return await self._drive(result, first_number, first_number, 0, started)
+        result = await self._drive(result, first_number, first_number, 0, started)
+        if result.status == "error" and not result.steps and not result.plans and created:
+            # Refused before its first step (a bad model, a dead server): leave nothing behind.
+            _remove_created(created)
+            if path is not None and path in created:
+                result.notebook_path = None
+        return result
 
     async def aopen_task(
         self,
@@ -342,6 +369,11 @@ class Agent:
         else:
             await self._new_session(notebook, overwrite, workdir)
         assert self._memory is not None and self._recorder is not None and self._workdir is not None
+        path = self._recorder.path
+        # What this run creates, so that a run refused before its first step leaves nothing behind.
+        created = [] if follow_up else [p for p in [path] if p is not None and not p.exists()]
+        created += [self._workdir / f.name for f in sources if not (self._workdir / f.name).exists()]
+        self._created = created
         digests = _bring_files(sources, self._workdir)
         task = Task(question=question.strip(), files=list(digests), parameters=params)
         self._memory.entries.append(task)
@@ -615,10 +647,26 @@ class Agent:
     async def _step(self, number: int, nudge: str | None) -> Step:
         assert self._memory is not None and self._recorder is not None and self._executor is not None
         messages = self._memory.to_messages(images=self.model.supports_images, nudge=nudge)
+
+        def on_text(text: str) -> None:
+            for listener in self.listeners:
+                listener.reply_text(number, text)
+
+        for listener in self.listeners:
+            listener.model_called(number)
         t0 = time.perf_counter()
-        reply = await self.model.acomplete(messages, stop=STOP_SEQUENCES)
+        reply = await self.model.astream(messages, stop=STOP_SEQUENCES, on_text=on_text)
         model_duration = time.perf_counter() - t0
+        if not reply.text.strip() and self._memory.steps and not self._memory.steps[-1].reply.strip():
+            # A server that sends nothing twice in a row is broken, not the model unlucky.
+            raise ModelError(
+                f"model {self.model.name!r} sent an empty reply twice in a row; "
+                "check the model and its server (its log may say why)"
+            )
         parsed = parse_reply(reply.text)
+        if reply.finish_reason == "length":
+            # The code is probably cut short too: running half of it helps no one.
+            parsed = replace(parsed, code=None)
         for listener in self.listeners:
             listener.reply_received(number, parsed.thought, parsed.code)
         return await self._act(number, reply, parsed, model_duration, nudge)
@@ -642,7 +690,7 @@ class Agent:
         if isinstance(decision, str) and decision != parsed.code:
             original_code, parsed = parsed.code, dataclasses.replace(parsed, code=decision)
         if parsed.code is None:
-            observation = Observation(text=NO_CODE)
+            observation = Observation(text=_no_code_text(reply))
         elif decision is False:
             execution = _not_run(parsed.code, "Refused", "the user refused to run this code")
             observation = Observation(text=REFUSED)
@@ -882,6 +930,23 @@ class Agent:
             self._restarts += 1
         execution.note += "; " + restoration.describe()
         await self._remember_final_answer()
+
+
+def _no_code_text(reply: Reply) -> str:
+    """What the model is told when its reply ran nothing: cut off, empty, or without code."""
+    if reply.finish_reason == "length":
+        return CUT_OFF
+    if not reply.text.strip():
+        return EMPTY_REPLY
+    return NO_CODE
+
+
+def _remove_created(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # already gone, or never written: nothing to clean
 
 
 async def _interrupt(executor: Executor) -> None:

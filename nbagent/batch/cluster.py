@@ -9,7 +9,7 @@ finishes, so a crash of the client loses nothing that finished.
 Paths are shared by name: data files and ``--out`` are used at the same absolute paths on the
 workers (a shared filesystem, as with papermill's remote paths). Each task's notebook is also
 sent back and written here when this machine does not already see it.
-Dask is optional: ``pip install 'nbagent[dask]'``.
+Dask is optional: ``pip install 'nbagent-ai[dask]'``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def import_distributed() -> Any:
         import distributed
     except ImportError:
         raise UsageError(
-            "--cluster needs Dask, which is not installed; install it with: pip install 'nbagent[dask]'"
+            "--cluster needs Dask, which is not installed; install it with: pip install 'nbagent-ai[dask]'"
         ) from None
     return distributed
 

@@ -157,7 +157,13 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     costs = [r.cost for r in records if r.cost is not None]
     cost = f", cost ${sum(costs):.4f}" if costs else ""
     lines.append(f"  tokens {tokens:,}{cost}")
-    if outcome.interrupted:
+    if outcome.stopped:
+        lines.append(f"  stopped: {outcome.stopped}")
+        lines.append(
+            f"  {len(outcome.missing)} tasks were not run; fix the cause, then run again with --resume "
+            "(it also runs again the tasks that failed before their first step)"
+        )
+    elif outcome.interrupted:
         lines.append(
             f"  interrupted: {len(outcome.missing)} tasks left; run again with --resume to finish them"
         )
@@ -173,6 +179,13 @@ def summary(outcome: BatchOutcome, tasks: Sequence[BatchTask], out: str) -> str:
     if bad:
         lines.append("")
         lines.append(_table(bad))
+        # The table clips errors to its column; each distinct one is given whole, once.
+        errors = Counter(r.error for r in bad if r.error and len(" ".join(r.error.split())) > 70)
+        if errors:
+            lines.append("")
+            lines.append("errors in full:")
+            for error, count in errors.most_common():
+                lines.append(f"  ({count} {'task' if count == 1 else 'tasks'}) {error}")
     return "\n".join(lines)
 
 

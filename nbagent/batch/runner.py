@@ -9,10 +9,15 @@ Layout of ``--out``::
 
 A task's folder is its kernel's working directory, so a notebook re-runs from its own folder and
 tasks never see each other's files. ``status.jsonl`` is the record of what is done: a task with
-a line there is finished (whatever its status) and ``--resume`` skips it; any other task is run
-again from scratch, its folder (a half-written notebook of an interrupted run) replaced.
+a line there is finished (whatever its status, unless it is an error before the first step) and
+``--resume`` skips it; any other task is run again from scratch, its folder (a half-written
+notebook of an interrupted run) replaced.
 
-One task's failure (model error, kernel crash, timeout) is written down and the batch goes on.
+One task's failure (model error, kernel crash, timeout) is written down and the batch goes on,
+except when it cannot help: before the first task each distinct model is asked one tiny question
+(a wrong key or URL stops the batch at once, nothing written), and after ``max_same_errors``
+tasks in a row end with the same error the batch stops, saying why; ``--resume`` goes on once
+it is fixed.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..agent.agent import Agent, RunResult
-from ..exceptions import NbagentError, UsageError
+from ..exceptions import ModelError, NbagentError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.pool import KernelPool
 from ..models import LiteLLMModel, Usage, resolve_model
+from ..models.options import ModelOptions
 from ..notebook.safe_files import append_line, creation_problem
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
@@ -55,6 +61,8 @@ class BatchSettings:
         out: folder of the notebooks and ``status.jsonl``.
         model: model string for tasks that name none.
         api_base: base URL for the model (OpenAI-compatible servers, endpoints).
+        model_options: key, request timeout, temperature, reply length and retries of the model
+            (its ``api_base`` is ``api_base``'s); a task's own fields override them.
         max_steps: step limit of a task.
         timeout: time limit of one step, in seconds.
         task_timeout: time limit of a whole task, in seconds (``None``: none).
@@ -68,6 +76,9 @@ class BatchSettings:
             left have no status, so ``--resume`` with a larger budget runs them), and a task
             that starts may use no more than what is left.
         total_cost: the same in US dollars.
+        max_same_errors: stop the batch after this many tasks in a row end with the same error
+            (``0``: never stop).
+        check_models: ask each distinct model one tiny question before the first task.
     """
 
     out: Path
@@ -83,6 +94,9 @@ class BatchSettings:
     max_cost: float | None = None
     total_tokens: int | None = None
     total_cost: float | None = None
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    max_same_errors: int = 3
+    check_models: bool = True
 
 
 @dataclass
@@ -171,6 +185,8 @@ class BatchOutcome:
     skipped: int = 0
     missing: list[str] = field(default_factory=list)
     interrupted: bool = False
+    stopped: str | None = None
+    """Why the batch stopped early (the same error again and again), ``None`` if it did not."""
     duration: float = 0.0
     budget_used: str | None = None
     """Why some tasks were not started: the batch's total budget was used."""
@@ -201,6 +217,8 @@ def prepare(
     """
     if settings.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {settings.jobs}")
+    if settings.max_same_errors < 0:
+        raise UsageError(f"--max-same-errors cannot be negative ({settings.max_same_errors})")
     if settings.max_steps < 1:
         raise UsageError(f"--max-steps must be at least 1, not {settings.max_steps}")
     for name, value in (("--timeout", settings.timeout), ("--task-timeout", settings.task_timeout)):
@@ -226,13 +244,13 @@ def prepare(
         model = resolve_scripted_path(model, Path.cwd())
     settings = replace(settings, out=out, model=model)
 
-    needed = sorted({t.model or settings.model or "" for t in tasks})
-    for spec in needed:
-        if not spec and not os.environ.get("NBAGENT_MODEL"):
+    for task in tasks:
+        if not (task.model or settings.model) and not os.environ.get("NBAGENT_MODEL"):
             raise UsageError(
                 "no model given for some tasks: pass --model, set NBAGENT_MODEL, or give each task a 'model'"
             )
-        resolved = resolve_model(spec or None, **_model_kwargs(settings))
+    for spec, kwargs in distinct_models(tasks, settings):
+        resolved = resolve_model(spec, **kwargs)
         if check_models and isinstance(resolved, LiteLLMModel):
             resolved.check()
 
@@ -250,6 +268,9 @@ def prepare(
                 f"{str(settings.out)!r} already has a folder for task {taken[0]!r}; pass --resume to "
                 "replace unfinished tasks, or choose another --out folder"
             )
+    # A task that failed before its first step (its model refused or could not be reached) never
+    # got to work: --resume runs it again, once the cause is fixed.
+    done = {k: r for k, r in done.items() if not (r.status == "error" and r.steps == 0)}
     todo = [t for t in tasks if t.id not in done]
     return settings, todo, done
 
@@ -278,7 +299,7 @@ async def run_task(
             shutil.rmtree(folder)  # an unfinished earlier attempt: replaced, never merged
         kernel = await pool.acquire(folder)
         agent = Agent(
-            resolve_model(spec, **_model_kwargs(settings)),
+            resolve_model(spec, **model_kwargs(settings, task)),
             max_steps=task.max_steps or settings.max_steps,
             timeout=timeout,
             kernel=settings.kernel,
@@ -379,10 +400,12 @@ async def run_local(
     tasks: Sequence[BatchTask],
     settings: BatchSettings,
     on_record: Callable[[TaskRecord], None],
+    stop: asyncio.Event | None = None,
 ) -> str | None:
     """Run ``tasks`` on this machine, ``settings.jobs`` at a time, from one warm kernel pool.
 
-    Returns why tasks were left unstarted (the batch's total budget was used), else ``None``.
+    Once ``stop`` is set no further task starts; those running finish. Returns why tasks were
+    left unstarted (the batch's total budget was used), else ``None``.
     """
     pool = KernelPool(
         settings.jobs,
@@ -399,7 +422,7 @@ async def run_local(
     stopped: list[str] = []
 
     async def worker() -> None:
-        while True:
+        while stop is None or not stop.is_set():
             reason = spent.used_up(settings)
             if reason is not None:
                 stopped.append(reason)
@@ -434,7 +457,7 @@ async def run_batch(
 ) -> BatchOutcome:
     """Run a batch to the end, or until SIGINT/SIGTERM; see the module docstring.
 
-    ``cluster``: address of a Dask scheduler to send the tasks to (``nbagent[dask]``).
+    ``cluster``: address of a Dask scheduler to send the tasks to (``nbagent-ai[dask]``).
     Raises :class:`UsageError` for bad input before anything runs.
     """
     listener = listener or BatchListener()
@@ -445,6 +468,8 @@ async def run_batch(
             "a budget (--max-total-tokens, --max-cost or the task's own fields)"
         )
     settings, todo, done = prepare(tasks, settings, resume, check_models=cluster is None)
+    if cluster is None and settings.check_models:
+        await check_models_answer(todo, settings)
     settings.out.mkdir(parents=True, exist_ok=True)
     status = StatusFile(settings.out / STATUS_FILE)
     if not status.path.exists():
@@ -453,11 +478,30 @@ async def run_batch(
         records={t.id: done[t.id] for t in tasks if t.id in done}, skipped=len(tasks) - len(todo)
     )
 
+    stop = asyncio.Event()
+    same: list[str] = []  # the error of the last tasks, while they all ended with the same one
+
     def on_record(record: TaskRecord) -> None:
         status.append(record)
         outcome.records[record.id] = record
         outcome.ran.append(record)
         listener.task_finished(record)
+        if record.status != "error" or not record.error or (same and same[-1] != record.error):
+            same.clear()
+        if record.status == "error" and record.error:
+            same.append(record.error)
+        # (A cluster runs its tasks as they come; the batch stops early only on this machine.)
+        if (
+            cluster is None
+            and settings.max_same_errors
+            and len(same) >= settings.max_same_errors
+            and outcome.stopped is None
+        ):
+            outcome.stopped = (
+                f"{len(same)} tasks in a row failed with the same error, so the batch stopped: {record.error}"
+            )
+            listener.message(f"nbagent batch: {outcome.stopped}")
+            stop.set()  # the tasks running end on their own (quickly, failing the same way)
 
     runner: Coroutine[Any, Any, str | None]
     if cluster is not None:
@@ -468,7 +512,7 @@ async def run_batch(
 
         runner = on_cluster()
     else:
-        runner = run_local(todo, settings, on_record)
+        runner = run_local(todo, settings, on_record, stop)
 
     listener.batch_started(len(todo), outcome.skipped)
     main = asyncio.ensure_future(runner)
@@ -512,5 +556,46 @@ def _stop_on_signals(main: asyncio.Future[Any]) -> Any:
                 loop.remove_signal_handler(s)
 
 
-def _model_kwargs(settings: BatchSettings) -> dict[str, Any]:
-    return {"api_base": settings.api_base} if settings.api_base else {}
+def model_kwargs(settings: BatchSettings, task: BatchTask | None = None) -> dict[str, Any]:
+    """How a task's model is reached: the batch's model options, overridden by the task's fields."""
+    options = replace(settings.model_options, api_base=settings.api_base or settings.model_options.api_base)
+    if task is not None:
+        overrides: dict[str, Any] = {
+            "api_base": task.api_base,
+            "api_key": os.environ.get(task.api_key_env) if task.api_key_env else None,
+            "temperature": task.temperature,
+            "max_tokens": task.max_tokens,
+            "request_timeout": task.request_timeout,
+        }
+        options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
+    return options.kwargs()
+
+
+def distinct_models(
+    tasks: Sequence[BatchTask], settings: BatchSettings
+) -> list[tuple[str | None, dict[str, Any]]]:
+    """Each distinct (model string, how it is reached) of ``tasks``, in the order tasks name them."""
+    seen: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for task in tasks:
+        spec = task.model or settings.model or None
+        kwargs = model_kwargs(settings, task)
+        key = json.dumps([spec, {k: repr(v) for k, v in sorted(kwargs.items())}])
+        seen.setdefault(key, (spec, kwargs))
+    return list(seen.values())
+
+
+async def check_models_answer(tasks: Sequence[BatchTask], settings: BatchSettings) -> None:
+    """Ask each distinct model of ``tasks`` one tiny question; :class:`UsageError` naming the first
+    that does not answer (a wrong key, model or URL would fail every task the same way)."""
+    for spec, kwargs in distinct_models(tasks, settings):
+        model = resolve_model(spec, **kwargs)
+        try:
+            await model.acheck()
+        except ModelError as exc:
+            users = [t.id for t in tasks if (t.model or settings.model or None) == spec]
+            raise UsageError(
+                f"{exc} (checked before the first task; no task was run. {len(users)} tasks use this "
+                "model: fix it and run the batch again)"
+            ) from None
+        finally:
+            await model.aclose()

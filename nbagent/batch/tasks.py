@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from ..agent.parameters import check_parameters
 from ..exceptions import UsageError
+from ..models.options import check_api_base
 
 Scoring = Literal["exact", "numeric", "dabench"]
 SCORINGS: tuple[Scoring, ...] = ("exact", "numeric", "dabench")
@@ -28,6 +30,11 @@ FIELDS = {
     "files": "data files copied into the task's folder",
     "parameters": "variables set in the kernel, written as a cell tagged 'parameters'",
     "model": "model string for this task (overrides --model)",
+    "api_base": "base URL of the model's server for this task (overrides --api-base)",
+    "api_key_env": "name of the environment variable holding this task's model key (not the key itself)",
+    "temperature": "sampling temperature for this task (overrides --temperature)",
+    "max_tokens": "longest model reply for this task, in tokens (overrides --max-tokens)",
+    "request_timeout": "time limit of one model request, in seconds (overrides --request-timeout)",
     "max_steps": "step limit for this task (overrides --max-steps)",
     "timeout": "time limit of one step, in seconds (overrides --timeout)",
     "task_timeout": "time limit of the whole task, in seconds (overrides --task-timeout)",
@@ -66,6 +73,11 @@ class BatchTask:
     files: tuple[Path, ...] = ()
     parameters: Mapping[str, Any] = field(default_factory=dict)
     model: str | None = None
+    api_base: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    request_timeout: float | None = None
     max_steps: int | None = None
     timeout: float | None = None
     task_timeout: float | None = None
@@ -289,11 +301,32 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
         if model.startswith("scripted:") and not Path(model[len("scripted:") :]).is_file():
             raise fail("model", f"scripted model file {model[len('scripted:') :]!r} does not exist")
 
+    api_base = raw.get("api_base")
+    if api_base is not None:
+        if not isinstance(api_base, str):
+            raise fail("api_base", "must be a URL string such as 'http://localhost:8000/v1'")
+        try:
+            api_base = check_api_base(api_base, "the URL")
+        except UsageError as exc:
+            raise fail("api_base", str(exc)) from None
+    api_key_env = raw.get("api_key_env")
+    if api_key_env is not None:
+        if not isinstance(api_key_env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
+            raise fail("api_key_env", "must be the name of an environment variable, such as 'OPENAI_API_KEY'")
+        if not os.environ.get(api_key_env):
+            raise fail("api_key_env", f"the environment variable {api_key_env} is not set (or empty)")
+    temperature = raw.get("temperature")
+    if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
+        raise fail("temperature", f"must be a number from 0 to 2, not {temperature!r}")
+    max_tokens = raw.get("max_tokens")
+    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
+        raise fail("max_tokens", f"must be a whole number of at least 1, not {max_tokens!r}")
+
     max_steps = raw.get("max_steps")
     if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
         raise fail("max_steps", f"must be a whole number of at least 1, not {max_steps!r}")
     timeouts: dict[str, float | None] = {}
-    for name in ("timeout", "task_timeout"):
+    for name in ("timeout", "task_timeout", "request_timeout"):
         value = raw.get(name)
         if value is not None and (not _is_number(value) or value <= 0):
             raise fail(name, f"must be a positive number of seconds, not {value!r}")
@@ -322,6 +355,11 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
         files=tuple(resolved),
         parameters=parameters,
         model=model,
+        api_base=api_base,
+        api_key_env=api_key_env,
+        temperature=None if temperature is None else float(temperature),
+        max_tokens=max_tokens,
+        request_timeout=timeouts["request_timeout"],
         max_steps=max_steps,
         timeout=timeouts["timeout"],
         task_timeout=timeouts["task_timeout"],

@@ -15,17 +15,73 @@ from ..execution.sandbox import (
     format_size,
     parse_size,
 )
+from ..models.options import API_BASE_ENV, API_KEY_ENV, DEFAULT_REQUEST_TIMEOUT, ModelOptions
+from ..models.retry import RetryPolicy
 from ..tools.tool import Tool
 
 
-def add_agent_arguments(parser: argparse.ArgumentParser, *, model_help: str, max_steps_help: str) -> None:
-    """Add the flags that choose the model and kernel and bound each step: ``-m``, ``--api-base``,
-    ``--max-steps``, ``--timeout``, ``--kernel``. Only the help of ``-m`` and ``--max-steps`` differs
-    between commands."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, model_help: str) -> None:
+    """Add the flags that choose the model and how it is reached: ``-m``, ``--api-base``,
+    ``--api-key``, ``--request-timeout``, ``--temperature``, ``--max-tokens``, ``--max-retries``."""
     parser.add_argument("-m", "--model", help=model_help)
-    parser.add_argument(
-        "--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint"
+    group = parser.add_argument_group("model", "how the model is reached and how it replies")
+    group.add_argument(
+        "--api-base",
+        metavar="URL",
+        help="base URL of an OpenAI-compatible server or endpoint, e.g. http://localhost:8000/v1 "
+        f"(default: ${API_BASE_ENV}); no key is needed for it unless you pass one",
     )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"key to send to the model's server (default: ${API_KEY_ENV}, else the provider's own "
+        "variable such as OPENAI_API_KEY; never sent to an --api-base unless given here)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time limit of one model request (default {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--temperature", type=float, metavar="T", help="sampling temperature (default: the model's)"
+    )
+    group.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="longest reply of the model, in tokens (default: the model's)",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=RetryPolicy.max_attempts - 1,
+        metavar="N",
+        help="retries of a request refused for a rate limit (429) or a server error (5xx), honouring "
+        f"Retry-After (default {RetryPolicy.max_attempts - 1}); other failures are not retried",
+    )
+
+
+def model_options(args: argparse.Namespace) -> ModelOptions:
+    """The checked :class:`~nbagent.models.ModelOptions` of :func:`add_model_arguments`'s flags."""
+    if args.max_retries < 0:
+        raise UsageError(f"--max-retries cannot be negative ({args.max_retries})")
+    return ModelOptions(
+        api_base=args.api_base,
+        api_key=args.api_key,
+        request_timeout=args.request_timeout,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        retry=RetryPolicy(max_attempts=args.max_retries + 1),
+    ).check()
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser, *, model_help: str, max_steps_help: str) -> None:
+    """Add the flags that choose the model and kernel and bound each step: the model's flags
+    (:func:`add_model_arguments`), ``--max-steps``, ``--timeout``, ``--kernel``. Only the help of
+    ``-m`` and ``--max-steps`` differs between commands."""
+    add_model_arguments(parser, model_help=model_help)
     parser.add_argument(
         "--max-steps", type=int, default=10, metavar="N", help=f"{max_steps_help} (default 10)"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..agent.observe import escape_controls
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import add_budget_arguments, check_kernel
+from .arguments import add_budget_arguments, add_model_arguments, check_kernel, model_options
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -30,9 +30,19 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     batch.add_argument(
         "-j", "--jobs", type=int, metavar="N", help="tasks run at once, and kernels kept warm (default 1)"
     )
-    batch.add_argument("-m", "--model", help="model for tasks that name none (default: $NBAGENT_MODEL)")
+    add_model_arguments(batch, model_help="model for tasks that name none (default: $NBAGENT_MODEL)")
     batch.add_argument(
-        "--api-base", metavar="URL", help="base URL of an OpenAI-compatible server or endpoint"
+        "--max-same-errors",
+        type=int,
+        default=3,
+        metavar="N",
+        help="stop the batch when N tasks in a row fail with the same error, e.g. a wrong key "
+        "(default 3; 0: never); --resume goes on once it is fixed",
+    )
+    batch.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="do not ask each model one tiny question before the first task",
     )
     batch.add_argument(
         "--max-steps", type=int, default=10, metavar="N", help="step limit of a task (default 10)"
@@ -55,7 +65,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="finish an earlier batch in OUT: run only tasks without a status",
     )
     batch.add_argument(
-        "--cluster", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786); needs nbagent[dask]"
+        "--cluster",
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786); needs nbagent-ai[dask]",
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
     budget = batch.add_argument_group("budgets", "what the model may cost, per task and in total")
@@ -73,8 +85,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def batch_command(args: argparse.Namespace) -> int:
     """``nbagent batch``: run the tasks, print the summary; exit 1 unless every task is ok."""
     from ..batch.report import progress_for, summary
-    from ..batch.runner import BatchSettings, run_batch
+    from ..batch.runner import BatchOutcome, BatchSettings, run_batch
     from ..batch.tasks import load_tasks
+    from ..models.litellm_model import close_http_clients
 
     if args.approve:
         raise UsageError(
@@ -92,11 +105,15 @@ def batch_command(args: argparse.Namespace) -> int:
         import_distributed()
     else:
         check_kernel(args.kernel)
+    options = model_options(args)
     tasks = load_tasks(args.tasks)
     settings = BatchSettings(
         out=Path(args.out),
         model=args.model,
-        api_base=args.api_base,
+        api_base=options.api_base,
+        model_options=options,
+        max_same_errors=args.max_same_errors,
+        check_models=not args.no_model_check,
         max_steps=args.max_steps,
         timeout=args.timeout,
         task_timeout=args.task_timeout,
@@ -108,15 +125,20 @@ def batch_command(args: argparse.Namespace) -> int:
         total_tokens=args.total_tokens,
         total_cost=args.total_cost,
     )
-    outcome = asyncio.run(
-        run_batch(
-            tasks,
-            settings,
-            resume=args.resume,
-            cluster=args.cluster,
-            listener=progress_for(sys.stderr, quiet=args.quiet),
-        )
-    )
+
+    async def go() -> BatchOutcome:
+        try:
+            return await run_batch(
+                tasks,
+                settings,
+                resume=args.resume,
+                cluster=args.cluster,
+                listener=progress_for(sys.stderr, quiet=args.quiet),
+            )
+        finally:
+            await close_http_clients()
+
+    outcome = asyncio.run(go())
     print(escape_controls(summary(outcome, tasks, args.out)))
     if outcome.interrupted:
         return EXIT_INTERRUPTED

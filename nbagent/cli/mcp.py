@@ -102,7 +102,7 @@ def mcp_command(args: argparse.Namespace) -> int:
         import mcp  # noqa: F401  (the SDK is an optional extra)
     except ImportError:
         raise UsageError(
-            "nbagent mcp needs the MCP Python SDK: pip install 'nbagent[mcp]' (or pip install mcp)"
+            "nbagent mcp needs the MCP Python SDK: pip install 'nbagent-ai[mcp]' (or pip install mcp)"
         ) from None
     from ..agent.observe import Observer
     from ..mcp.server import build_server, transport_security

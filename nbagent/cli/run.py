@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
+from ..models.litellm_model import close_http_clients
 from ..notebook.safe_files import creation_problem
 from .approval import TerminalApproval
 from .arguments import (
@@ -22,6 +23,7 @@ from .arguments import (
     check_kernel,
     check_step_limits,
     load_tools,
+    model_options,
     sandbox_from_args,
 )
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
@@ -124,6 +126,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     question = _read_question(args.question)
     check_step_limits(args)
+    options = model_options(args)
     observer = _observer(args)
     check_data_files(args.data)
     output = Path(args.output or f"{_slug(question)}.ipynb")
@@ -134,8 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
     max_total_tokens, max_cost = budget_from_args(args)
     if args.approve:
         TerminalApproval.check_terminal()
-    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
-    model = resolve_model(args.model, **model_kwargs)
+    model = resolve_model(args.model, **options.kwargs())
     if isinstance(model, LiteLLMModel):
         model.check()
     if args.vision is not None:
@@ -169,11 +171,14 @@ def run_command(args: argparse.Namespace) -> int:
             result = await agent.arun(question, files=args.data, notebook=output, overwrite=args.overwrite)
         finally:
             await agent.aclose()
+            await close_http_clients()
         if result.answered:
             print(escape_controls(result.answer_text or ""))
             if args.verify:
                 return await _verify_after_run(output, args)
             return EXIT_OK
+        if args.quiet and result.error:
+            print(f"nbagent run: {result.status}: {result.error}", file=sys.stderr)  # no step log said it
         if args.verify:
             print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -188,6 +193,7 @@ def resume_command(args: argparse.Namespace) -> int:
     from ..models import MODEL_ENV, LiteLLMModel, resolve_model
 
     check_step_limits(args)
+    options = model_options(args)
     check_kernel(args.kernel)
     max_total_tokens, max_cost = budget_from_args(args)
     if args.workdir is not None and not Path(args.workdir).is_dir():
@@ -202,8 +208,7 @@ def resume_command(args: argparse.Namespace) -> int:
             f"say which model to go on with: the notebook records {recorded!r}, which nbagent does "
             f"not use on the notebook's word; pass --model {recorded} (or set ${MODEL_ENV}) if you trust it"
         )
-    model_kwargs = {"api_base": args.api_base} if args.api_base else {}
-    model = resolve_model(spec, **model_kwargs)
+    model = resolve_model(spec, **options.kwargs())
     if isinstance(model, LiteLLMModel):
         model.check()
     agent = Agent(
@@ -226,9 +231,12 @@ def resume_command(args: argparse.Namespace) -> int:
             result = await agent.aresume(args.notebook, workdir=args.workdir)
         finally:
             await agent.aclose()
+            await close_http_clients()
         if result.answered:
             print(escape_controls(result.answer_text or ""))
             return EXIT_OK
+        if args.quiet and result.error:
+            print(f"nbagent resume: {result.status}: {result.error}", file=sys.stderr)
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())

@@ -13,9 +13,13 @@ import asyncio
 import builtins
 import concurrent.futures
 import inspect
+import json
 import os
 import re
 import textwrap
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,7 +28,7 @@ from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.display import display
+from IPython.display import display, update_display
 from traitlets import Bool, Float, Integer, Unicode
 
 from ..agent.agent import Agent, RunListener, RunResult
@@ -32,6 +36,7 @@ from ..agent.memory import Step, Task
 from ..exceptions import StopRun, UsageError
 from ..execution.shell import ShellExecutor
 from ..models import MODEL_ENV, Model, Usage, resolve_model
+from ..models.options import DEFAULT_REQUEST_TIMEOUT, ModelOptions, check_api_base
 from .namespace import describe_namespace
 
 ANSWER_VARIABLE = "_nbagent_answer"
@@ -54,6 +59,10 @@ class MagicOptions:
     question: str = ""
     model: str | None = None
     api_base: str | None = None
+    api_key_env: str | None = None
+    request_timeout: float | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
     max_steps: int | None = None
     timeout: float | None = None
     notebook: str | None = None
@@ -70,6 +79,10 @@ _VALUE_OPTIONS = {
     "-m": ("model", "MODEL"),
     "--model": ("model", "MODEL"),
     "--api-base": ("api_base", "URL"),
+    "--api-key-env": ("api_key_env", "NAME"),
+    "--request-timeout": ("request_timeout", "SECONDS"),
+    "--temperature": ("temperature", "T"),
+    "--max-tokens": ("max_tokens", "N"),
     "--max-steps": ("max_steps", "N"),
     "--timeout": ("timeout", "SECONDS"),
     "--notebook": ("notebook", "PATH"),
@@ -86,8 +99,9 @@ _FLAGS = {
 }
 _TOKEN = re.compile(r"""\s*("[^"]*"|'[^']*'|\S+)""")
 _KNOWN = (
-    "--model, --api-base, --max-steps, --timeout, --notebook, --overwrite, --reset, --insert, "
-    "--approve, --max-total-tokens, --max-cost"
+    "--model, --api-base, --api-key-env, --request-timeout, --temperature, --max-tokens, "
+    "--max-steps, --timeout, --notebook, --overwrite, --reset, --insert, --approve, "
+    "--max-total-tokens, --max-cost"
 )
 
 
@@ -164,7 +178,7 @@ def _convert(option: str, field: str, value: str) -> Any:
         if not usd > 0:
             raise UsageError(f"{option} must be a positive number of US dollars (got {value!r})")
         return usd
-    if field == "timeout":
+    if field in ("timeout", "request_timeout"):
         try:
             seconds = float(value)
         except ValueError:
@@ -172,6 +186,36 @@ def _convert(option: str, field: str, value: str) -> Any:
         if not seconds > 0:
             raise UsageError(f"{option} must be a positive number of seconds (got {value!r})")
         return seconds
+    if field == "max_tokens":
+        try:
+            tokens = int(value)
+        except ValueError:
+            tokens = 0
+        if tokens < 1:
+            raise UsageError(f"{option} must be a whole number of tokens, at least 1 (got {value!r})")
+        return tokens
+    if field == "temperature":
+        try:
+            temperature = float(value)
+        except ValueError:
+            temperature = -1.0
+        if not 0 <= temperature <= 2:
+            raise UsageError(f"{option} must be a number from 0 to 2 (got {value!r})")
+        return temperature
+    if field == "api_key_env":
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise UsageError(
+                f"{option} takes the NAME of an environment variable holding the key (got {value!r}); "
+                "a key typed here would be saved in your notebook"
+            )
+        if not os.environ.get(value):
+            raise UsageError(
+                f"{option} {value}: that environment variable is not set; set it first, e.g. "
+                f"%env {value}=... in a cell you do not save, or before starting Jupyter"
+            )
+        return value
+    if field == "api_base":
+        return check_api_base(value)
     return value
 
 
@@ -244,10 +288,65 @@ class LiveSteps(RunListener):
     def __init__(self, executor: ShellExecutor) -> None:
         self.executor = executor
         self.spent = Usage()
+        self._step_display: str | None = None  # the display the current reply streams into
+        self._text = ""
+        self._updated = 0.0
+        self._stop_ticking = threading.Event()
 
-    def _show(self, markdown: str, plain: str) -> None:
+    def _show(self, markdown: str, plain: str, display_id: str | None = None, update: bool = False) -> None:
         bundle = {"text/markdown": markdown, "text/plain": plain}
-        self.executor.call_soon(lambda: display(bundle, raw=True))
+        if update:
+            self.executor.call_soon(lambda: update_display(bundle, raw=True, display_id=display_id))
+        elif display_id is not None:
+            self.executor.call_soon(lambda: display(bundle, raw=True, display_id=display_id))
+        else:
+            self.executor.call_soon(lambda: display(bundle, raw=True))
+
+    # -- the reply as it streams: one display, updated, then replaced by the step ------------------
+
+    def model_called(self, number: int) -> None:
+        self._stop_ticking.set()
+        self._stop_ticking = threading.Event()
+        self._step_display, self._text, self._updated = uuid.uuid4().hex, "", 0.0
+        self._show(
+            f"*Step {number} · waiting for model… 0 s*",
+            f"Step {number} · waiting for model… 0 s",
+            self._step_display,
+        )
+        threading.Thread(
+            target=self._tick, args=(number, self._step_display, self._stop_ticking), daemon=True
+        ).start()
+
+    def _tick(self, number: int, display_id: str, stop: threading.Event) -> None:
+        started = time.monotonic()
+        while not stop.wait(1.0):
+            if self._text or self._step_display != display_id:
+                return
+            waited = f"waiting for model… {int(time.monotonic() - started)} s"
+            self._show(f"*Step {number} · {waited}*", f"Step {number} · {waited}", display_id, update=True)
+
+    def reply_text(self, number: int, text: str) -> None:
+        self._stop_ticking.set()
+        self._text += text
+        now = time.monotonic()
+        if self._step_display is None or now - self._updated < 0.1:
+            return  # a few updates a second are enough to read along
+        self._updated = now
+        fence = "`" * max(4, _longest_backtick_run(self._text) + 1)
+        self._show(
+            f"*Step {number} · the model is writing…*\n\n{fence}text\n{self._text}\n{fence}",
+            f"Step {number} · the model is writing…\n{self._text}",
+            self._step_display,
+            update=True,
+        )
+
+    def _show_step(self, markdown: str, plain: str) -> None:
+        self._stop_ticking.set()
+        display_id, self._step_display = self._step_display, None
+        if display_id is None:
+            self._show(markdown, plain)
+        else:
+            self._show(markdown, plain, display_id, update=True)
 
     def task_started(self, task: Task, notebook_path: Path | None) -> None:
         self.spent = Usage()
@@ -257,13 +356,13 @@ class LiveSteps(RunListener):
     def reply_received(self, number: int, thought: str, code: str | None) -> None:
         thought = thought or "(no thought given)"
         if code is None:
-            self._show(
+            self._show_step(
                 f"**Step {number}.** {thought}\n\n*(the reply had no code to run)*",
                 f"Step {number}. {thought}\n(the reply had no code to run)",
             )
             return
         fence = "`" * max(3, _longest_backtick_run(code) + 1)
-        self._show(
+        self._show_step(
             f"**Step {number}.** {thought}\n\n{fence}python\n{code}\n{fence}",
             f"Step {number}. {thought}\n" + textwrap.indent(code, "    "),
         )
@@ -277,6 +376,10 @@ class LiveSteps(RunListener):
         self._show(f"<sub>{spent} so far</sub>", f"({spent} so far)")
 
     def run_finished(self, result: RunResult) -> None:
+        self._stop_ticking.set()
+        if self._step_display is not None:  # the model never answered: no "waiting" left behind
+            self._show("*no reply*", "no reply", self._step_display, update=True)
+            self._step_display = None
         tokens = f"{result.usage.total_tokens:,} tokens"
         cost = f", ${result.usage.cost:.4f}" if result.usage.cost else ""
         facts = f"{len(result.steps)} steps · {result.duration:.1f} s · {tokens}{cost}"
@@ -378,6 +481,18 @@ class AgentMagics(Magics):
         f"Empty: the {MODEL_ENV} environment variable.",
     ).tag(config=True)
     api_base = Unicode("", help="Base URL of an OpenAI-compatible server or endpoint.").tag(config=True)
+    api_key_env = Unicode(
+        "", help="Name of the environment variable holding the model's key (not the key itself)."
+    ).tag(config=True)
+    request_timeout = Float(DEFAULT_REQUEST_TIMEOUT, help="Seconds one model request may take.").tag(
+        config=True
+    )
+    temperature = Float(None, allow_none=True, help="Sampling temperature (None: the model's).").tag(
+        config=True
+    )
+    max_tokens = Integer(None, allow_none=True, help="Longest reply, in tokens (None: the model's).").tag(
+        config=True
+    )
     max_steps = Integer(10, help="Steps before the model is asked for its final answer.").tag(config=True)
     timeout = Float(60.0, help="Seconds a step may run before it is interrupted.").tag(config=True)
     insert = Bool(
@@ -392,7 +507,7 @@ class AgentMagics(Magics):
         self.ip: Any = shell  # the InteractiveShell (Magics.shell is typed Optional)
         self.executor = ShellExecutor(shell)
         self._agent: Agent | None = None
-        self._model_key: tuple[str, str] | None = None
+        self._model_key: str | None = None
         self._model: Model | None = None
         self._reset_pending = False
 
@@ -414,6 +529,12 @@ class AgentMagics(Magics):
                                scripted:FILE.json, or the name of a Model object in the
                                namespace; default: c.AgentMagics.model, then $NBAGENT_MODEL
           --api-base URL       base URL of an OpenAI-compatible server or endpoint
+          --api-key-env NAME   send the key held by environment variable NAME (a key typed
+                               here would be saved in the notebook); default: $NBAGENT_API_KEY,
+                               else the provider's own variable
+          --request-timeout SECONDS  time limit of one model request (default 120)
+          --temperature T      sampling temperature (default: the model's)
+          --max-tokens N       longest reply of the model, in tokens (default: the model's)
           --max-steps N        steps before a final answer is demanded (default 10)
           --timeout SECONDS    time limit of one step; the step is interrupted (default 60)
           --notebook PATH      audit notebook of a new conversation (default: NAME.agent.ipynb
@@ -514,11 +635,18 @@ class AgentMagics(Magics):
         named = self.ip.user_ns.get(spec) if spec.isidentifier() else None
         if isinstance(named, Model):
             return named
-        api_base = opts.api_base or self.api_base or ""
-        key = (spec, api_base)
+        key_env = opts.api_key_env or self.api_key_env or None
+        options = ModelOptions(
+            api_base=opts.api_base or self.api_base or None,
+            api_key=os.environ.get(key_env) if key_env else None,
+            request_timeout=opts.request_timeout or self.request_timeout,
+            temperature=opts.temperature if opts.temperature is not None else self.temperature,
+            max_tokens=opts.max_tokens or self.max_tokens,
+        ).check()
+        key = json.dumps([spec, key_env, {k: repr(v) for k, v in sorted(options.kwargs().items())}])
         if self._model is None or self._model_key != key:
             # The same spec keeps its model object: a scripted model goes on with its script.
-            self._model = resolve_model(spec, **({"api_base": api_base} if api_base else {}))
+            self._model = resolve_model(spec, **options.kwargs())
             self._model_key = key
         return self._model
 

@@ -1,6 +1,6 @@
 """``nbagent mcp``: nbagent's sandboxed, recorded kernels as tools for another agent (an MCP server).
 
-Needs the official MCP Python SDK (``pip install 'nbagent[mcp]'``); this package imports it only in
+Needs the official MCP Python SDK (``pip install 'nbagent-ai[mcp]'``); this package imports it only in
 :mod:`nbagent.mcp.server`, so the rest of nbagent never needs it.
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,10 +43,19 @@ class Usage:
 
 @dataclass
 class Reply:
-    """What a model answered: its text and what it cost."""
+    """What a model answered: its text, what it cost, and why it ended.
+
+    ``finish_reason`` is the server's (``"stop"``, ``"length"`` when the reply hit the token limit,
+    ...), or ``None`` when the model does not say.
+    """
 
     text: str
     usage: Usage
+    finish_reason: str | None = None
+
+
+TextCallback = Callable[[str], None]
+"""Called with each piece of a reply's text as it arrives (streaming)."""
 
 
 class Model(ABC):
@@ -66,6 +75,25 @@ class Model(ABC):
     def complete(self, messages: Sequence[Message], stop: Sequence[str] = ()) -> Reply:
         """Blocking form of :meth:`acomplete`."""
         return run_sync(self.acomplete)(messages, stop)
+
+    async def astream(
+        self, messages: Sequence[Message], stop: Sequence[str] = (), on_text: TextCallback | None = None
+    ) -> Reply:
+        """Like :meth:`acomplete`, calling ``on_text`` with the reply's text as it arrives.
+
+        Models that cannot stream (the default) call it once, with the whole text.
+        """
+        reply = await self.acomplete(messages, stop)
+        if on_text is not None and reply.text:
+            on_text(reply.text)
+        return reply
+
+    async def acheck(self) -> None:  # noqa: B027  (optional hook, not abstract)
+        """Make sure the model answers (a tiny request); raise :class:`~nbagent.ModelError` if not.
+
+        Used before a batch starts, so a wrong key or URL costs one request, not one per task.
+        Models that need no server (the scripted one) do nothing.
+        """
 
     def resume(self, replies: Sequence[str]) -> None:  # noqa: B027  (optional hook, not abstract)
         """Told, when a run is resumed from its notebook, the replies this model gave before.

@@ -9,8 +9,16 @@ network or an API key::
 Each script item is a reply string, or a dict:
 
 - ``{"reply": "...", "prompt_tokens": 10, "completion_tokens": 5}``: a reply with given usage;
-- ``{"status": 429, "retry_after": 0}``: an HTTP error (any status), optionally with Retry-After;
-- ``{"reply": "...", "usage": false}``: a reply without a ``usage`` object, as some servers send.
+- ``{"reply": "...", "delay": 2.0}``: a slow server, silent for 2 s before it answers;
+- ``{"reply": "...", "finish_reason": "length"}``: a reply cut off at the token limit;
+- ``{"reply": None}``: a reply whose ``content`` is ``null``;
+- ``{"choices": []}``: a reply without any choice;
+- ``{"reply": "...", "usage": false}``: a reply without a ``usage`` object, as some servers send;
+- ``{"status": 429, "retry_after": 1}``: an HTTP error (any status), optionally with Retry-After.
+
+A request with ``"stream": true`` gets the reply as server-sent events, a few characters a chunk
+(``"chunk_delay"`` seconds apart, default 0), ending with a usage chunk when the request asked
+for one (``stream_options.include_usage``), as OpenAI does.
 
 :class:`LoopbackHTTPServer` is the scaffolding (port, thread, context manager) it shares with
 :class:`nbagent.testing.openai_server.LoopbackHub`.
@@ -93,9 +101,10 @@ class LoopbackRequestHandler(BaseHTTPRequestHandler):
 
 
 class OpenAICompatibleServer(LoopbackHTTPServer):
-    """Serves ``POST /v1/chat/completions`` (non-streaming) on 127.0.0.1 from a script.
+    """Serves ``POST /v1/chat/completions`` (plain or streamed) and ``GET /v1/models`` on 127.0.0.1.
 
-    ``requests`` holds the JSON bodies received, in order, so tests can check what was sent.
+    ``requests`` holds the JSON bodies received, in order, and ``headers`` their HTTP headers (to
+    check which key was sent); ``models_requests`` counts the ``GET /v1/models`` calls.
     """
 
     thread_name = "openai-loopback"
@@ -104,6 +113,8 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
         self.script = list(script)
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.models_requests = 0
         super().__init__()
 
     @property
@@ -111,9 +122,10 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
         """Base URL to give clients (``http://127.0.0.1:PORT/v1``)."""
         return f"{super().url}/v1"
 
-    def _next(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         with self._lock:
             self.requests.append(body)
+            self.headers.append(headers)
             if not self.script:
                 return {"status": 500, "error": "the loopback server's script is exhausted"}
             item = self.script.pop(0)
@@ -125,6 +137,8 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
         class Handler(LoopbackRequestHandler):
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
+                    with server._lock:
+                        server.models_requests += 1
                     self._send_json(
                         200, {"object": "list", "data": [{"id": server.model, "object": "model"}]}
                     )
@@ -141,7 +155,8 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send_json(404, {"error": {"message": f"no route {self.path}"}})
                     return
-                item = server._next(body)
+                item = server._next(body, {k.lower(): v for k, v in self.headers.items()})
+                time.sleep(float(item.get("delay", 0)))
                 status = int(item.get("status", 200))
                 if status != 200:
                     headers = {}
@@ -154,35 +169,75 @@ class OpenAICompatibleServer(LoopbackHTTPServer):
                         headers,
                     )
                     return
-                text = item["reply"]
+                text = item.get("reply")
                 for s in body.get("stop") or []:
-                    if s and s in text:
+                    if text is not None and s and s in text:
                         text = text[: text.index(s)]
                 prompt = json.dumps(body.get("messages", []))
                 usage = {
                     "prompt_tokens": int(item.get("prompt_tokens", max(1, len(prompt) // 4))),
-                    "completion_tokens": int(item.get("completion_tokens", max(1, len(text) // 4))),
+                    "completion_tokens": int(item.get("completion_tokens", max(1, len(text or "") // 4))),
                 }
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                ident = "chatcmpl-" + uuid.uuid4().hex[:12]
-                created = int(time.time())
-                model = body.get("model", server.model)
-                self._send_json(
-                    200,
-                    {
-                        "id": ident,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        **({"usage": usage} if item.get("usage", True) is not False else {}),
-                    },
-                )
+                head = {
+                    "id": "chatcmpl-" + uuid.uuid4().hex[:12],
+                    "created": int(time.time()),
+                    "model": body.get("model", server.model),
+                }
+                finish = item.get("finish_reason", "stop")
+                if body.get("stream"):
+                    try:
+                        self._stream(head, item, text, finish, usage, body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client stopped listening (its timeout): nothing to tell it
+                    return
+                reported = {"usage": usage} if item.get("usage", True) is not False else {}
+                choices = item.get("choices")
+                if choices is None:
+                    choices = [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish,
+                        }
+                    ]
+                self._send_json(200, {**head, "object": "chat.completion", "choices": choices, **reported})
+
+            def _stream(
+                self,
+                head: dict[str, Any],
+                item: dict[str, Any],
+                text: str | None,
+                finish: str,
+                usage: dict[str, int],
+                body: dict[str, Any],
+            ) -> None:
+                # Server-sent events, as OpenAI streams: one JSON chunk per "data:" line, then [DONE].
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                delay = float(item.get("chunk_delay", 0))
+                size = int(item.get("chunk_chars", 4))
+
+                def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+                    chunk = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+
+                if item.get("choices") is None:
+                    send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                    pieces = [text[i : i + size] for i in range(0, len(text), size)] if text else []
+                    for piece in pieces:
+                        time.sleep(delay)
+                        send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                    send([{"index": 0, "delta": {}, "finish_reason": finish}])
+                asked = (body.get("stream_options") or {}).get("include_usage")
+                if asked and item.get("usage", True) is not False:
+                    send([], usage=usage)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
 
         return Handler
