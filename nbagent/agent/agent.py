@@ -24,11 +24,12 @@ from ..execution.kernel import DEFAULT_KERNEL, Kernel
 from ..execution.outputs import ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
 from ..models import Model, Reply, Usage, resolve_model
-from ..notebook.recorder import NotebookRecorder, file_digest
+from ..notebook.recorder import ANSWER_SOURCE, NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
-from .bootstrap import complete_answer, decode_answer
+from .answers import decode_answer
+from .bootstrap import agent_code, complete_answer, new_answer_key, setup_code
 from .environment import probe_environment
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .observe import Observation, Observer
@@ -103,15 +104,18 @@ class RunResult:
     ``status`` is ``"answered"``, ``"max_steps"`` (no answer within the step limit),
     ``"error"`` (the model or kernel failed; see ``error``), ``"interrupted"``, or
     ``"kernel_died"`` (the kernel had to be restarted more than ``max_restarts`` times).
-    ``answer`` is the value given to ``final_answer`` (JSON-able values as themselves, pandas
-    objects as pandas objects, figures as PIL images, anything else as text); ``answer_text`` is
-    its readable form.
+    ``answer`` is the value given to ``final_answer``, rebuilt as the same kind of object
+    (pandas objects with index and dtypes, numpy arrays, tuples, sets, datetimes, Decimals...;
+    figures as PIL images); a value nbagent cannot carry is exactly its ``str()``, and
+    ``answer_note`` then says so (it is ``None`` for a faithful answer). ``answer_text`` is the
+    answer's readable form.
     """
 
     question: str
     status: RunStatus
     answer: Any = None
     answer_text: str | None = None
+    answer_note: str | None = None
     steps: list[Step] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     notebook_path: Path | None = None
@@ -213,6 +217,7 @@ class Agent:
         self._restarts = 0
         self._gave_up: str | None = None
         self._redactor = Redactor({})
+        self._answer_key = new_answer_key()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class Agent:
     async def arun(
         self,
         question: str,
-        files: Iterable[str | os.PathLike[str]] = (),
+        files: Iterable[str | os.PathLike[str]] | None = (),
         notebook: str | os.PathLike[str] | None = None,
         *,
         reset: bool = True,
@@ -246,7 +251,7 @@ class Agent:
         if not question or not question.strip():
             raise UsageError("the question is empty: say what you want the agent to find out")
         started = time.perf_counter()
-        sources = check_data_files(files)
+        sources = check_data_files(files or ())
         params = check_parameters(parameters or {})
         follow_up = not reset and self._memory is not None
         if follow_up:
@@ -321,7 +326,7 @@ class Agent:
     def run(
         self,
         question: str,
-        files: Iterable[str | os.PathLike[str]] = (),
+        files: Iterable[str | os.PathLike[str]] | None = (),
         notebook: str | os.PathLike[str] | None = None,
         *,
         reset: bool = True,
@@ -481,17 +486,26 @@ class Agent:
             if self._gave_up:
                 raise KernelDiedError(self._gave_up)
             if step.execution is not None:
-                payload = step.execution.answer_bundle()
+                payload = step.execution.answer_bundle(self._answer_key)
                 if payload is not None:
                     assert self._executor is not None
                     payload = await complete_answer(self._executor, payload)
+                    answer = decode_answer(payload)
                     result.status = "answered"
-                    result.answer = decode_answer(payload)
+                    result.answer, result.answer_note = answer.value, answer.note
                     result.answer_text = self._redactor.text(str(payload.get("text", "")))
                     assert self._recorder is not None
-                    self._recorder.add_answer(result.answer_text)
+                    self._recorder.add_answer(result.answer_text, await self._answer_cell())
                     self._recorder.save()
                     return
+
+    async def _answer_cell(self) -> Execution | None:
+        # In a kernel of its own the answer cell is run, so it shows what a re-run will show; in
+        # the user's shell (%%agent) the answer is the magic's result, and a statement records it.
+        if not isinstance(self._executor, Kernel):
+            return None
+        execution = await self._executor.aexecute(ANSWER_SOURCE, timeout=60)
+        return execution if execution.ok else None
 
     async def _step(self, number: int, nudge: str | None) -> Step:
         assert self._memory is not None and self._recorder is not None and self._executor is not None
@@ -617,12 +631,21 @@ class Agent:
 
     async def _setup_kernel(self) -> None:
         assert self._executor is not None and self._recorder is not None
-        execution = await self._executor.aexecute(self.toolbox.live_source(), timeout=60)
-        execution.code = self.toolbox.setup_source()  # the live bridge address is not recorded
+        # The setup cell a person reads; the agent's own part runs with it but is not recorded.
+        core = setup_code(self.toolbox.seed)
+        execution = await self._executor.aexecute(core + agent_code(self._answer_key), timeout=60)
+        execution.code = core
         if not execution.ok:
-            self.toolbox.check_setup(execution)
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         self._recorder.add_setup(execution)
+        live_tools = self.toolbox.live_tools_source()
+        if live_tools:
+            execution = await self._executor.aexecute(live_tools, timeout=60)
+            execution.code = self.toolbox.tools_source()  # the live bridge address is not recorded
+            if not execution.ok:
+                self.toolbox.check_setup(execution)
+                raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
+            self._recorder.add_setup(execution, tools=True)
         kernel_name = self.kernel_name if self._given_executor is None else None
         self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
         self.toolbox.add_replay_cell(self._recorder)
@@ -636,7 +659,8 @@ class Agent:
 
     def _restore_source(self) -> str:
         # What a fresh kernel runs before the steps are replayed: setup, then the parameters.
-        source = self.toolbox.live_source()
+        core = setup_code(self.toolbox.seed)
+        source = core + agent_code(self._answer_key) + self.toolbox.live_tools_source()
         tasks = [e for e in self._memory.entries if isinstance(e, Task)] if self._memory else []
         if tasks and tasks[-1].parameters:
             source = source.rstrip("\n") + "\n\n" + parameters_code(tasks[-1].parameters)

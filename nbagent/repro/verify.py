@@ -29,11 +29,12 @@ from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from .._version import __version__
+from ..agent.bootstrap import agent_code, new_answer_key
 from ..agent.environment import parse_probe_output, probe_code, version_changes
 from ..exceptions import KernelStartError, NoSuchKernelError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL, available_kernels, kernel_spec_manager
 from ..execution.outputs import ANSWER_MIME
-from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest
+from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest, step_code
 from .compare import DEFAULT_IMAGE_TOLERANCE, answers_match, compare_outputs
 
 CellStatus = Literal["same", "differs", "new-error", "skipped", "not-run"]
@@ -342,11 +343,19 @@ async def _execute(
         try:
             async with client.async_setup_kernel(cleanup_kc=True, env=env):
                 code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+                for index in code_cells:
+                    # A failed step raises again, to be compared with the error it recorded.
+                    nb.cells[index].source = step_code(nb.cells[index].source)
+                agent_part = nbformat.v4.new_code_cell(agent_code(new_answer_key()))
                 for position, index in enumerate(code_cells):
                     try:
                         await client.async_execute_cell(
                             nb.cells[index], index, execution_count=client.code_cells_executed + 1
                         )
+                        if agent_part is not None and cell_label(nb.cells[index]) == "setup":
+                            # As in the run: the answer is handed over in typed form, to compare.
+                            await client.async_execute_cell(agent_part, index, store_history=False)
+                            agent_part = None
                     except DeadKernelError:
                         errors[index] = "DeadKernelError: the kernel died while running this cell"
                         not_run.update(code_cells[position + 1 :])
@@ -387,7 +396,7 @@ def _judge(
     for index, cell in enumerate(stored.cells):
         if cell.cell_type != "code":
             continue
-        first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+        first_line = next((line for line in step_code(cell.source).splitlines() if line.strip()), "")
         payload = answer_payload(cell)
         check = CellCheck(
             index=index,
