@@ -3,10 +3,13 @@ shown well in the notebook, and the notebook still re-runs."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import code, scripted
@@ -14,6 +17,8 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from nbagent import Agent, Kernel, RunResult
+from nbagent.agent.answers import decode_answer
+from nbagent.agent.bootstrap import agent_code, new_answer_key, setup_code
 from nbagent.agent.observe import SUMMARY_MIME
 from nbagent.execution.outputs import ANSWER_MIME
 
@@ -162,3 +167,149 @@ def test_notebook_with_tables_figures_errors_and_answer_reruns_without_nbagent(
     assert not any(o.get("output_type") == "error" for o in outputs)  # the failed step printed its error
     nbformat.validate(nb)
     json.dumps(nb)  # still plain JSON
+
+
+# Each kind of answer, made in the kernel and on the host by the same expression.
+FIDELITY = {
+    "object-valued Series (df.dtypes)": "frame.dtypes",
+    "repeated index labels": "pd.DataFrame({'a': [1, 2, 3]}, index=['x', 'x', 'y'])",
+    "MultiIndex rows and columns": (
+        "pd.DataFrame([[1, 2.5], [3, 4.5]], index=pd.MultiIndex.from_tuples([('a', 1), ('b', 2)], "
+        "names=['k', 'n']), columns=pd.MultiIndex.from_tuples([('x', 'p'), ('x', 'q')]))"
+    ),
+    "named Series with a datetime index": (
+        "pd.Series([1.5, float('nan')], index=pd.date_range('2024-01-01', periods=2, tz='UTC'), name='v')"
+    ),
+    "Series with a tuple name and mixed objects": "pd.Series([1, 'a', None], name=('n', 1))",
+    "frame of mixed objects": "pd.DataFrame({'o': [1, 'b'], 'd': [decimal.Decimal('1.5'), None]})",
+    "nullable and categorical columns": (
+        "pd.DataFrame({'i': pd.array([1, None], dtype='Int64'), 'c': pd.Categorical(['u', 'v'])})"
+    ),
+    "Index": "pd.Index([3, 1], name='ids')",
+    "ndarray": "np.arange(12, dtype='int16').reshape(3, 4)",
+    "float ndarray with NaN": "np.array([[1.0, np.nan], [np.inf, -0.0]], dtype='float32')",
+    "datetime64 ndarray": "np.array(['2024-01-01', 'NaT'], dtype='datetime64[s]')",
+    "object ndarray": "np.array([1, 'a', None], dtype=object)",
+    "numpy scalars": "(np.float32(1.5), np.int8(-3), np.bool_(True), np.datetime64('2024-01-02'))",
+    "tuple": "(1, 'a', (2.5, None))",
+    "set and frozenset": "[{1, 2, 3}, frozenset({'a'})]",
+    "dict with non-string keys": "{1: 'one', (2, 3): [4], 'text': {'$': 'not a tag'}}",
+    "datetimes": (
+        "[datetime.datetime(2024, 5, 6, 7, 8, 9, 10), datetime.date(2024, 1, 2), datetime.time(3, 4), "
+        "datetime.timedelta(days=2, microseconds=5), "
+        "datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)]"
+    ),
+    "pandas Timestamp and Timedelta": (
+        "[pd.Timestamp('2024-01-02 03:04:05.123456789', tz='Europe/Paris'), "
+        "pd.Timedelta('1 days 00:00:01'), pd.NaT]"
+    ),
+    "Decimal": "decimal.Decimal('1.10')",
+    "NaN and infinities": "[float('nan'), float('inf'), -float('inf'), 1e308]",
+    "complex and big int": "[complex(1, -2), 2**100]",
+    "bytes": "[b'\\x00\\xff', bytearray(b'ab')]",
+    "numpy dtype": "np.dtype('float64')",
+}
+
+
+def same(got: object, expected: object) -> bool:
+    """Equal, and of the same types all the way down (NaN equals NaN)."""
+    if type(got) is not type(expected):
+        return False
+    if isinstance(expected, pd.DataFrame):
+        pd.testing.assert_frame_equal(got, expected)  # type: ignore[arg-type]
+        return True
+    if isinstance(expected, pd.Series):
+        pd.testing.assert_series_equal(got, expected)  # type: ignore[arg-type]
+        return True
+    if isinstance(expected, pd.Index):
+        pd.testing.assert_index_equal(got, expected)  # type: ignore[arg-type]
+        return True
+    if isinstance(expected, np.ndarray):
+        assert isinstance(got, np.ndarray)
+        return (
+            got.dtype == expected.dtype
+            and got.shape == expected.shape
+            and bool(
+                np.array_equal(got, expected, equal_nan=expected.dtype.kind in "fcmM")
+                if expected.dtype != object
+                else all(same(a, b) for a, b in zip(got.ravel(), expected.ravel(), strict=True))
+            )
+        )
+    if isinstance(expected, (list, tuple)):
+        return len(got) == len(expected) and all(same(a, b) for a, b in zip(got, expected, strict=True))  # type: ignore[arg-type]
+    if isinstance(expected, dict):
+        return got.keys() == expected.keys() and all(same(got[k], v) for k, v in expected.items())  # type: ignore[attr-defined]
+    if isinstance(expected, float) and np.isnan(expected):
+        return bool(np.isnan(got))  # type: ignore[arg-type]
+    if isinstance(expected, np.generic):
+        return got.dtype == expected.dtype and got == expected  # type: ignore[attr-defined,no-any-return]
+    if expected is pd.NaT:
+        return got is pd.NaT
+    if isinstance(expected, pd.Timestamp):
+        return got == expected and str(got.tz) == str(expected.tz)  # type: ignore[attr-defined]
+    return bool(got == expected)
+
+
+def test_every_kind_of_answer_comes_back_as_the_same_object(kernel: Kernel) -> None:
+    key = new_answer_key()
+    assert kernel.execute(setup_code() + agent_code(key)).ok
+    prelude = (
+        "import datetime, decimal\nimport numpy as np, pandas as pd\n"
+        "frame = pd.DataFrame({'a': [1], 'b': ['x']})"
+    )
+    assert kernel.execute(prelude).ok
+    namespace: dict[str, object] = {}
+    exec(prelude, namespace)
+    wrong = []
+    for kind, expression in FIDELITY.items():
+        execution = kernel.execute(f"final_answer({expression})")
+        payload = execution.answer_bundle(key)
+        assert payload is not None, (kind, execution.error)
+        answer = decode_answer(payload)
+        expected = eval(expression, namespace)
+        try:
+            ok = answer.note is None and same(answer.value, expected)
+        except AssertionError as exc:
+            ok, answer.note = False, str(exc)
+        if not ok:
+            wrong.append(f"{kind}: got {answer.value!r} ({answer.note}), expected {expected!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_an_answer_nbagent_cannot_carry_is_its_str_with_a_note(kernel: Kernel, tmp_path: Path) -> None:
+    result = answer(
+        kernel,
+        tmp_path,
+        "class Odd:\n    def __str__(self):\n        return 'odd thing'\n"
+        "    def __repr__(self):\n        return 'Odd()'\nfinal_answer([Odd()])",
+    )
+    assert result.answer == "[Odd()]" and isinstance(result.answer, str)  # exactly str() of the list
+    assert result.answer_note is not None and "cannot be carried" in result.answer_note
+
+
+def test_a_display_of_the_answer_type_by_hand_is_not_an_answer(kernel: Kernel, tmp_path: Path) -> None:
+    agent = Agent(
+        scripted(
+            code(
+                "from IPython.display import display\n"
+                f"forged = {{'kind': 'tagged', 'value': 'forged', 'text': 'forged'}}\n"
+                f"display({{{ANSWER_MIME!r}: forged}}, raw=True)"
+            ),
+            code("final_answer('real')"),
+        ),
+        executor=kernel,
+    )
+    result = agent.run("Give the answer.", files=None, notebook=tmp_path / "run.ipynb")
+    assert result.answer == "real" and len(result.steps) == 2
+
+
+def test_a_huge_image_answer_comes_back_as_text_not_a_crash(tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("1", (20_000, 20_000)).save(buffer, format="PNG")  # small file, 400 M pixels
+    payload = {"kind": "image", "value": base64.b64encode(buffer.getvalue()).decode(), "text": "<huge>"}
+    decoded = decode_answer(payload)
+    assert decoded.value == "<huge>" and decoded.note is not None and "too large" in decoded.note
+    broken = decode_answer({"kind": "tagged", "value": {"$": "arrow", "v": "bm90IGFycm93"}, "text": "t"})
+    assert broken.value == "t" and broken.note is not None

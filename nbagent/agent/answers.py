@@ -127,7 +127,7 @@ def _untag(value: Any, depth: int) -> Any:
     if tag == "complex":
         return complex(*[float(x) for x in _untag(v, depth + 1)])
     if tag == "npy":
-        return _npy(v, bool(value.get("scalar")))
+        return _npy(v, bool(value.get("scalar")), value.get("view"))
     if tag == "ndarray":
         import numpy as np
 
@@ -190,10 +190,15 @@ _SIMPLE: dict[str, Any] = {
 }
 
 
-def _npy(v: Any, scalar: bool) -> Any:
+def _npy(v: Any, scalar: bool, view: Any = None) -> Any:
     import numpy as np
 
     array = np.load(io.BytesIO(_b64(v)), allow_pickle=False)
+    if view is not None:  # dates and durations travel as their int64 view
+        dtype = np.dtype(str(view))
+        if dtype.kind not in "mM" or array.dtype != np.dtype("i8"):
+            raise AnswerFormatError(f"an int64 array can only be viewed as dates or durations, not {view}")
+        array = array.view(dtype)
     return array[()] if scalar else array
 
 
@@ -245,6 +250,7 @@ def _astype(series: Any, dtype: Any) -> Any:
 
 
 def _arrow(value: dict[str, Any]) -> Any:
+    import pandas as pd
     import pyarrow as pa
 
     with pa.ipc.open_stream(_b64(value["v"])) as reader:
@@ -252,6 +258,12 @@ def _arrow(value: dict[str, Any]) -> Any:
         _refuse_extension_types(schema.types)
         table = reader.read_all()
     frame = table.to_pandas()
+    if value.get("freq"):
+        index = frame.index
+        if isinstance(index, pd.DatetimeIndex):
+            frame.index = pd.DatetimeIndex(index, freq=str(value["freq"]))
+        elif isinstance(index, pd.TimedeltaIndex):
+            frame.index = pd.TimedeltaIndex(index, freq=str(value["freq"]))
     if not value.get("series"):
         return frame
     series = frame.iloc[:, 0]

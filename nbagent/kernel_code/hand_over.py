@@ -73,7 +73,10 @@ def _nbagent_install_hand_over(key, inline_limit=1_000_000, max_pixels=50_000_00
                 items = tag(value.ravel().tolist(), depth + 1)
                 return {"$": "ndarray", "shape": list(value.shape), "v": items}
             if isinstance(value, (numpy.ndarray, numpy.generic)):
-                return {"$": "npy", "scalar": value.ndim == 0 and kind is not numpy.ndarray, "v": npy(value)}
+                scalar = value.ndim == 0 and kind is not numpy.ndarray
+                if value.dtype.kind in "mM":  # .npy cannot hold dates and durations: their int64 view
+                    return {"$": "npy", "scalar": scalar, "view": value.dtype.str, "v": npy(value.view("i8"))}
+                return {"$": "npy", "scalar": scalar, "v": npy(value)}
         if module_of(value) == "pandas":
             return tag_pandas(value, kind.__name__, depth)
         raise Uncarried(f"a {name}")
@@ -90,7 +93,14 @@ def _nbagent_install_hand_over(key, inline_limit=1_000_000, max_pixels=50_000_00
         if kind in ("DataFrame", "Series"):
             try:
                 name = tag(getattr(value, "name", None))
-                return {"$": "arrow", "series": kind == "Series", "name": name, "v": arrow(value)}
+                freq = getattr(value.index, "freqstr", None)  # Arrow keeps an index's values, not its freq
+                return {
+                    "$": "arrow",
+                    "series": kind == "Series",
+                    "name": name,
+                    "freq": freq,
+                    "v": arrow(value),
+                }
             except Exception:  # e.g. object columns of mixed types: tagged JSON, column by column
                 pass
             if kind == "Series":
@@ -131,9 +141,8 @@ def _nbagent_install_hand_over(key, inline_limit=1_000_000, max_pixels=50_000_00
             buf = io.BytesIO()
             value.save(buf, format="PNG")
             return buf.getvalue()
-        data = getattr(value, "data", None)
-        if getattr(value, "format", None) in ("png", "jpeg") and isinstance(data, bytes):
-            return data  # IPython.display.Image
+        if module_of(value) == "IPython" and getattr(value, "format", None) in ("png", "jpeg"):
+            return value.data if isinstance(value.data, bytes) else None  # IPython.display.Image
         return None
 
     def encode(answer, limit=None):
