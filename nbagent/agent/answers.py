@@ -64,6 +64,8 @@ def decode_answer(payload: dict[str, Any]) -> Answer:
             return Answer(_untag(value, 0))
         if kind in ("json", "repr"):  # notebooks written before tagged JSON
             return Answer(value if kind == "json" else text)
+        if kind in ("dataframe", "series", "dataframe-split", "series-split"):
+            return Answer(_legacy_pandas(kind, value, payload))
         raise AnswerFormatError(f"unknown answer kind {kind!r}")
     except Exception as exc:  # whatever the kernel sent, the run has answered: keep its text
         why = str(exc) if isinstance(exc, AnswerFormatError) else f"{type(exc).__name__}: {exc}"
@@ -278,6 +280,22 @@ def _refuse_extension_types(types: list[Any]) -> None:
         if isinstance(t, pa.ExtensionType):
             raise AnswerFormatError(f"Arrow extension type {t} is refused")
         _refuse_extension_types([t.field(i).type for i in range(t.num_fields)])
+
+
+def _legacy_pandas(kind: str, value: Any, payload: dict[str, Any]) -> Any:
+    # pandas' JSON table form: answers in notebooks written before Arrow, and host bridge values.
+    import pandas as pd
+
+    orient = "split" if kind.endswith("-split") else "table"
+    frame = pd.read_json(io.StringIO(json.dumps(value)), orient=orient, typ="frame")
+    for i, dtype in enumerate(payload.get("dtypes") or []):
+        if i < frame.shape[1] and str(frame.dtypes.iloc[i]) != dtype:
+            frame.isetitem(i, _astype(frame.iloc[:, i], dtype))
+    if not kind.startswith("series"):
+        return frame
+    series = frame.iloc[:, 0]
+    series.name = payload.get("name")
+    return series
 
 
 def json_friendly(value: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..exceptions import KernelError
 from ..execution.outputs import ANSWER_MIME, Execution
+from . import answers
 
 SETUP_MARKER = "# nbagent setup"
 """Every setup cell starts with this comment (executors use it to keep the setup out of history)."""
@@ -95,6 +96,12 @@ async def complete_answer(executor: AnswerExecutor, payload: dict[str, Any]) -> 
         note = f"the answer was too large to carry in the notebook and fetching it failed ({why})"
         return {**payload, "kind": "str", "value": text, "note": note, "deferred": False}
     return {**fetched, "text": text}
+
+
+def decode_answer(payload: dict[str, Any]) -> Any:
+    """The value of an answer payload (see :func:`nbagent.agent.answers.decode_answer`, which
+    also says when the value is only the answer's text)."""
+    return answers.decode_answer(payload).value
 
 
 def answer_text(payload: dict[str, Any]) -> str:

@@ -5,9 +5,9 @@ def final_answer(answer):
     from IPython import get_ipython
     from IPython.display import display
 
-    final_answer.value = answer
+    final_answer.value, shell = answer, get_ipython()
     shown = answer.figure if hasattr(answer, "get_figure") else answer  # an Axes: show its figure
-    bundle, metadata = get_ipython().display_formatter.format(shown)
+    bundle, metadata = shell.display_formatter.format(shown) if shell else ({"text/plain": repr(shown)}, {})
     if isinstance(answer, str):
         bundle = {"text/plain": answer, "text/markdown": answer}
     for hand_over in final_answer.hand_over:  # in an nbagent run: the agent takes the value here

@@ -8,4 +8,5 @@ def _nbagent_go_past_failures(lines, mark="# nbagent: failed during the run"):
     ]
 
 
-__import__("IPython").get_ipython().input_transformers_post.append(_nbagent_go_past_failures)
+# (outside IPython there is no shell to transform cells: the list appended to is thrown away)
+getattr(__import__("IPython").get_ipython(), "input_transformers_post", []).append(_nbagent_go_past_failures)

@@ -183,13 +183,14 @@ class NotebookRecorder:
         """Add the setup cell (``final_answer``, the seed), or with ``tools`` the tools' cell after it.
 
         The setup cell is short enough to read and stays open; the tools' cell (long definitions a
-        reader rarely needs) is collapsed in the notebook UIs. Both are tagged ``nbagent-setup``.
+        reader rarely needs, role ``tools``) is collapsed in the notebook UIs. Both are tagged
+        ``nbagent-setup``.
         """
         cell = self._code_cell(execution)
         if tools:
             cell.metadata["jupyter"] = {"source_hidden": True}
         cell.metadata["tags"] = ["nbagent-setup"]
-        self._add(cell, role="setup", **({"part": "tools"} if tools else {}))
+        self._add(cell, role="tools" if tools else "setup")
 
     def add_parameters(self, execution: Execution, parameters: dict[str, Any]) -> None:
         """Add the cell that sets the task's parameters, tagged ``parameters`` (papermill's tag)."""
