@@ -236,11 +236,13 @@ def error_of(outputs: Sequence[Any]) -> str | None:
 
 
 def cell_label(cell: NotebookNode) -> str:
-    """How the report names a cell: ``setup``, ``step 3``, or ``code``."""
+    """How the report names a cell: ``setup``, ``tools``, ``step 3``, ``answer cell`` or ``code``."""
     meta = cell.metadata.get("nbagent", {})
     role = meta.get("role")
-    if role == "setup":
-        return "setup"
+    if role in ("setup", "tools"):
+        return str(role)
+    if role == "answer":
+        return "answer cell"
     if role == "step" and meta.get("step") is not None:
         return f"step {meta['step']}"
     return "code"
@@ -354,8 +356,9 @@ async def _execute(
                         )
                         if agent_part is not None and cell_label(nb.cells[index]) == "setup":
                             # As in the run: the answer is handed over in typed form, to compare.
+                            setup = nb.cells[index]
                             await client.async_execute_cell(agent_part, index, store_history=False)
-                            agent_part = None
+                            nb.cells[index], agent_part = setup, None  # nbclient put agent_part there
                     except DeadKernelError:
                         errors[index] = "DeadKernelError: the kernel died while running this cell"
                         not_run.update(code_cells[position + 1 :])
