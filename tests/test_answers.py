@@ -20,6 +20,7 @@ from nbagent import Agent, Kernel, RunResult
 from nbagent.agent.answers import decode_answer
 from nbagent.agent.bootstrap import agent_code, new_answer_key, setup_code
 from nbagent.agent.observe import SUMMARY_MIME
+from nbagent.cli import main
 from nbagent.execution.outputs import ANSWER_MIME
 
 
@@ -313,3 +314,25 @@ def test_a_huge_image_answer_comes_back_as_text_not_a_crash(tmp_path: Path) -> N
     assert decoded.value == "<huge>" and decoded.note is not None and "too large" in decoded.note
     broken = decode_answer({"kind": "tagged", "value": {"$": "arrow", "v": "bm90IGFycm93"}, "text": "t"})
     assert broken.value == "t" and broken.note is not None
+
+
+def test_cli_json_prints_the_answer_and_status_as_one_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            [
+                code(
+                    "import pandas as pd\n"
+                    "final_answer(pd.DataFrame({'n': [1.5, float('nan')]}, index=['x', 'x']))"
+                )
+            ]
+        )
+    )
+    notebook = tmp_path / "out.ipynb"
+    assert main(["run", "Table?", "--model", f"scripted:{script}", "-o", str(notebook), "-q", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "answered" and record["answer_note"] is None and record["steps"] == 1
+    assert record["answer"] == {"columns": ["n"], "index": ["x", "x"], "data": [[1.5], [None]]}
+    assert record["notebook"] == str(notebook.resolve()) and "1.5" in record["answer_text"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..agent.observe import Observer
 from ..exceptions import UsageError
@@ -22,6 +24,9 @@ from .arguments import (
 )
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 from .steplog import StepLog
+
+if TYPE_CHECKING:
+    from ..agent.agent import RunResult
 
 
 def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +79,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
     add_tool_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    _add_json_argument(run)
     run.add_argument(
         "--verify",
         action="store_true",
@@ -104,6 +110,16 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_sandbox_arguments(resume)
     add_tool_arguments(resume)
     resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    _add_json_argument(resume)
+
+
+def _add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the answer and the run's status as one JSON object (tables as "
+        '{"columns", "index", "data"}) instead of the answer\'s text',
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -147,8 +163,8 @@ def run_command(args: argparse.Namespace) -> int:
             result = await agent.arun(question, files=args.data, notebook=output, overwrite=args.overwrite)
         finally:
             await agent.aclose()
+        _print_result(result, args.json)
         if result.answered:
-            print(result.answer_text)
             if args.verify:
                 return await _verify_after_run(output, args)
             return EXIT_OK
@@ -198,12 +214,32 @@ def resume_command(args: argparse.Namespace) -> int:
             result = await agent.aresume(args.notebook, workdir=args.workdir)
         finally:
             await agent.aclose()
-        if result.answered:
-            print(result.answer_text)
-            return EXIT_OK
-        return EXIT_NO_ANSWER
+        _print_result(result, args.json)
+        return EXIT_OK if result.answered else EXIT_NO_ANSWER
 
     return asyncio.run(go())
+
+
+def _print_result(result: RunResult, as_json: bool) -> None:
+    """The answer on stdout: its readable text, or with ``as_json`` one JSON object."""
+    from ..agent.answers import json_friendly
+
+    if as_json:
+        record = {
+            "status": result.status,
+            "answer": json_friendly(result.answer) if result.answered else None,
+            "answer_text": result.answer_text,
+            "answer_note": result.answer_note,
+            "notebook": None if result.notebook_path is None else str(result.notebook_path),
+            "steps": len(result.steps),
+            "error": result.error,
+        }
+        print(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        return
+    if result.answered:
+        print(result.answer_text)
+    if result.answer_note:
+        print(f"nbagent: note: {result.answer_note}", file=sys.stderr)
 
 
 def _read_question(arg: str) -> str:
