@@ -532,14 +532,17 @@ class Agent:
             try:
                 execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
             except asyncio.CancelledError:
-                await _interrupt(self._executor)
-                # Record what was running when the user stopped the run, then stop.
-                stopped = Execution(
-                    code=parsed.code,
-                    status="interrupted",
-                    error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
-                    note="interrupted by the user",
-                )
+                # Record what was running when the user stopped the run, then stop. A kernel
+                # keeps what the cell printed before the interrupt (as Jupyter shows it).
+                stopped = getattr(self._executor, "interrupted", None)
+                if not isinstance(stopped, Execution) or stopped.code != parsed.code:
+                    await _interrupt(self._executor)
+                    stopped = Execution(
+                        code=parsed.code,
+                        status="interrupted",
+                        error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
+                    )
+                stopped.note = "interrupted by the user"
                 self._record(
                     number,
                     reply,
