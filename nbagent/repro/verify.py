@@ -359,6 +359,7 @@ async def _execute(
                             setup = nb.cells[index]
                             await client.async_execute_cell(agent_part, index, store_history=False)
                             nb.cells[index], agent_part = setup, None  # nbclient put agent_part there
+                            client.code_cells_executed -= 1  # it is not a cell: counts go on as in the run
                     except DeadKernelError:
                         errors[index] = "DeadKernelError: the kernel died while running this cell"
                         not_run.update(code_cells[position + 1 :])
