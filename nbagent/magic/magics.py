@@ -242,6 +242,9 @@ class LiveSteps(RunListener):
         execution = step.execution
         if execution is not None and execution.status == "timeout":
             self._show(f"*Step {step.number} was stopped: {execution.note}.*", f"(stopped: {execution.note})")
+        elif execution is not None and execution.status == "error" and execution.note:
+            # What was undone of the failed step, and what it changed that could not be.
+            self._show(f"*Step {step.number}: {execution.note}.*", f"(step {step.number}: {execution.note})")
 
     def run_finished(self, result: RunResult) -> None:
         tokens = f"{result.usage.total_tokens:,} tokens"
