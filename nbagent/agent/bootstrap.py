@@ -34,16 +34,18 @@ AGENT_PARTS = ("formatters.py", "hand_over.py")
 def setup_code(seed: int | None = 0) -> str:
     """The source of the notebook's setup cell.
 
-    ``seed``: the value the global random generators are seeded with (``None``: not seeded, as in
-    ``%%agent``, where the session is the user's own and keeps its random state).
+    ``seed``: the value the global random generators are seeded with (``None``: as in ``%%agent``,
+    where the session is the user's own: not seeded, and its cells are not transformed to go past
+    failed steps, since the audit notebook documents the run rather than re-running on its own).
     """
     base = resources.files("nbagent") / "kernel_code"
     parts = []
     for part in SETUP_PARTS:
         text = (base / part).read_text(encoding="utf-8").strip()
-        if part == "reproducibility.py":
-            if seed is None:
+        if seed is None:
+            if part in ("reproducibility.py", "rerun.py"):
                 continue
+        elif part == "reproducibility.py":
             text = text.replace('{"seed": 0,', f'{{"seed": {int(seed)},', 1)
         parts.append(text)
     # One blank line between definitions (not the two of PEP 8): the cell is read, and short.
