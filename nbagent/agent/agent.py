@@ -386,7 +386,12 @@ class Agent:
             result.status = "answered"
             result.answer_text = str(payload.get("text", ""))
             # A deferred (large) value lived in the old kernel only: its text stands in for it.
-            result.answer = result.answer_text if payload.get("deferred") else decode_answer(payload)
+            if payload.get("deferred"):
+                result.answer = result.answer_text
+                result.answer_note = "the answer was too large for the notebook, and its kernel is gone"
+            else:
+                answer = decode_answer(payload)
+                result.answer, result.answer_note = answer.value, answer.note
             result.steps = list(saved.task_steps)
             for s in result.steps:
                 result.usage = result.usage + s.usage
