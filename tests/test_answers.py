@@ -204,6 +204,10 @@ FIDELITY = {
         "[pd.Timestamp('2024-01-02 03:04:05.123456789', tz='Europe/Paris'), "
         "pd.Timedelta('1 days 00:00:01'), pd.NaT]"
     ),
+    "Period and Interval": "[pd.Period('2024-01', freq='M'), pd.Interval(0, 1.5, closed='left')]",
+    "Series with a PeriodIndex (an Arrow extension type: tagged)": (
+        "pd.Series([1, 2], index=pd.period_range('2024-01', periods=2, freq='M'))"
+    ),
     "Decimal": "decimal.Decimal('1.10')",
     "NaN and infinities": "[float('nan'), float('inf'), -float('inf'), 1e308]",
     "complex and big int": "[complex(1, -2), 2**100]",

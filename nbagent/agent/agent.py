@@ -29,7 +29,7 @@ from ..notebook.redact import Redactor
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
 from .answers import decode_answer
-from .bootstrap import agent_code, complete_answer, new_answer_key, setup_code
+from .bootstrap import SETUP_MARKER, agent_code, complete_answer, new_answer_key, setup_code
 from .environment import probe_environment
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .observe import Observation, Observer
@@ -648,7 +648,9 @@ class Agent:
         self._recorder.add_setup(execution)
         live_tools = self.toolbox.live_tools_source()
         if live_tools:
-            execution = await self._executor.aexecute(live_tools, timeout=60)
+            # Marked as setup code, so the user's shell (%%agent) keeps it out of its history.
+            marked = f"{SETUP_MARKER} (the tools)\n{live_tools}"
+            execution = await self._executor.aexecute(marked, timeout=60)
             execution.code = self.toolbox.tools_source()  # the live bridge address is not recorded
             if not execution.ok:
                 self.toolbox.check_setup(execution)

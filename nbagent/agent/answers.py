@@ -215,6 +215,11 @@ def _untag_pandas(tag: str, value: dict[str, Any], depth: int) -> Any:
     if tag == "Timedelta":
         delta = pd.Timedelta(int(value["v"]), unit="ns")
         return delta.as_unit(str(value["unit"])) if value.get("unit") else delta
+    if tag == "Period":
+        return pd.Period(str(value["v"]), freq=str(value["freq"]))
+    if tag == "Interval":
+        left, right = (_untag(end, depth + 1) for end in value["v"])
+        return pd.Interval(left, right, closed=str(value.get("closed", "right")))
     if tag == "arrow":
         return _arrow(value)
     if tag == "Index":

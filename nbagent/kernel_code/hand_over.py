@@ -90,6 +90,11 @@ def _nbagent_install_hand_over(key, inline_limit=1_000_000, max_pixels=50_000_00
             return {"$": "Timestamp", "v": value.isoformat(), "tz": str(value.tz) if value.tz else None}
         if kind == "Timedelta":
             return {"$": "Timedelta", "v": int(value.value), "unit": value.unit}
+        if kind == "Period":
+            return {"$": "Period", "v": str(value), "freq": value.freqstr}
+        if kind == "Interval":
+            ends = [tag(value.left, depth + 1), tag(value.right, depth + 1)]
+            return {"$": "Interval", "v": ends, "closed": value.closed}
         if kind in ("DataFrame", "Series"):
             try:
                 name = tag(getattr(value, "name", None))
