@@ -490,19 +490,25 @@ class Agent:
             number += 1
             if self._gave_up:
                 raise KernelDiedError(self._gave_up)
-            if step.execution is not None:
-                payload = step.execution.answer_bundle(self._answer_key)
-                if payload is not None:
-                    assert self._executor is not None
-                    payload = await complete_answer(self._executor, payload)
-                    answer = decode_answer(payload)
-                    result.status = "answered"
-                    result.answer, result.answer_note = answer.value, answer.note
-                    result.answer_text = self._redactor.text(str(payload.get("text", "")))
-                    assert self._recorder is not None
-                    self._recorder.add_answer(result.answer_text, await self._answer_cell())
-                    self._recorder.save()
-                    return
+            taken = await self._take_answer(step)
+            if taken is not None:
+                result.status = "answered"
+                result.answer, result.answer_text, result.answer_note = taken
+                return
+
+    async def _take_answer(self, step: Step) -> tuple[Any, str, str | None] | None:
+        """The answer (value, text, note) the step's code gave to ``final_answer``, recorded;
+        else ``None``. Only a payload stamped with this session's key counts (see bootstrap)."""
+        payload = None if step.execution is None else step.execution.answer_bundle(self._answer_key)
+        if payload is None:
+            return None
+        assert self._executor is not None and self._recorder is not None
+        payload = await complete_answer(self._executor, payload)
+        answer = decode_answer(payload)
+        text = self._redactor.text(str(payload.get("text", "")))
+        self._recorder.add_answer(text, await self._answer_cell())
+        self._recorder.save()
+        return answer.value, text, answer.note
 
     async def _answer_cell(self) -> Execution | None:
         # In a kernel of its own the answer cell is run, so it shows what a re-run will show; in
