@@ -16,7 +16,7 @@ from conftest import code, scripted
 from nbclient import NotebookClient
 from PIL import Image
 
-from nbagent import Agent, Kernel, RunResult
+from nbagent import Agent, Execution, Kernel, Observer, RunResult
 from nbagent.agent.answers import decode_answer
 from nbagent.agent.bootstrap import agent_code, new_answer_key, setup_code
 from nbagent.agent.observe import SUMMARY_MIME
@@ -316,6 +316,13 @@ def test_a_huge_image_answer_comes_back_as_text_not_a_crash(tmp_path: Path) -> N
     payload = {"kind": "image", "value": base64.b64encode(buffer.getvalue()).decode(), "text": "<huge>"}
     decoded = decode_answer(payload)
     assert decoded.value == "<huge>" and decoded.note is not None and "too large" in decoded.note
+    # Shown by a step, a picture over the limit (below PIL's own) is described, not decoded.
+    buffer = io.BytesIO()
+    PILImage.new("1", (8_000, 7_500)).save(buffer, format="PNG")
+    big = base64.b64encode(buffer.getvalue()).decode()
+    shown = nbformat.v4.new_output("display_data", data={"image/png": big})
+    observation = Observer().observe(Execution(code="", outputs=[shown]))
+    assert observation.text == "[image: PNG 8000x7500 px]" and observation.images == []
     broken = decode_answer({"kind": "tagged", "value": {"$": "arrow", "v": "bm90IGFycm93"}, "text": "t"})
     assert broken.value == "t" and broken.note is not None
 

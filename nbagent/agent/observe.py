@@ -29,6 +29,7 @@ from typing import Any
 
 from ..exceptions import UsageError
 from ..execution.outputs import ANSWER_MIME, Execution, strip_ansi
+from .answers import MAX_IMAGE_PIXELS
 
 SUMMARY_MIME = "text/x-nbagent-summary"
 """Mime type of the compact summaries the kernel-side formatters attach to tables and figures."""
@@ -264,6 +265,8 @@ class Observer:
         too_big = size is not None and self.max_image_side is not None and max(size) > self.max_image_side
         if mime == "image/png" and not too_big:
             return b64
+        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+            return None  # decoding it could exhaust the host's memory (a decompression bomb)
         try:  # PIL comes with matplotlib; imported only for the rare JPEG or oversized image
             from PIL import Image
 
