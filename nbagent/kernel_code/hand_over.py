@@ -170,6 +170,8 @@ def _nbagent_install_hand_over(key, inline_limit=1_000_000, max_pixels=50_000_00
         bundle = dict(bundle)
         payload = encode(answer, inline_limit)
         text = answer if isinstance(answer, str) else bundle.get("text/plain", repr(answer))
+        if module_of(answer) == "numpy" and getattr(answer, "shape", None) == ():
+            text = str(answer)  # "2.0", not numpy 2's "np.float64(2.0)"
         summary = bundle.get("text/x-nbagent-summary")
         if summary and text.startswith("<") and text.endswith(">"):
             text = summary  # "<Figure size 640x480 with 1 Axes>" says little, and vanishes in Markdown
