@@ -15,9 +15,10 @@ taken after it failed. A fingerprint is cheap by design and so not complete:
 - pandas DataFrames and Series: shape, column names, dtypes, the index, and a hash of the values
   (every value up to :data:`FULL_HASH_CELLS` cells; beyond that, a fixed sample of rows);
 - numpy arrays: shape, dtype, and a hash of the bytes (all up to :data:`FULL_HASH_BYTES`, else a
-  strided sample);
-- lists, dicts, sets: their length and the identities of their items (up to
-  :data:`MAX_CONTAINER_ITEMS` items);
+  strided sample of about 100,000 values);
+- lists, dicts, sets: their length and the identities of their items (all up to
+  :data:`MAX_CONTAINER_ITEMS` items; beyond, a list's first and last 1,000, a dict's or set's
+  first :data:`MAX_CONTAINER_ITEMS`);
 - other objects are not watched. At most :data:`MAX_WATCHED` names are watched, the rest
   are not; names starting with ``_`` are never touched.
 """
@@ -25,15 +26,16 @@ taken after it failed. A fingerprint is cheap by design and so not complete:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 FULL_HASH_CELLS = 1_000_000
-FULL_HASH_BYTES = 8_000_000
+FULL_HASH_BYTES = 1_000_000
 SAMPLE_ROWS = 1_000
-MAX_CONTAINER_ITEMS = 100_000
+MAX_CONTAINER_ITEMS = 10_000
 MAX_WATCHED = 500
 
 # IPython's own history names (_, __, _i3, _3, In, Out...) change with every cell: not the step's.
@@ -61,11 +63,14 @@ def fingerprint(obj: Any) -> Any:
                 str(obj.dtype),
                 hashlib.blake2b(data.tobytes(), digest_size=16).digest(),
             )
-        if type(obj) in (list, dict, set) and len(obj) <= MAX_CONTAINER_ITEMS:
-            items = (
-                [id(k) for k in obj] if type(obj) is not dict else [(id(k), id(v)) for k, v in obj.items()]
-            )
-            return (type(obj).__name__, len(obj), hash(tuple(items)))
+        if type(obj) is list:
+            items = obj if len(obj) <= MAX_CONTAINER_ITEMS else obj[:1_000] + obj[-1_000:]
+            return ("list", len(obj), hash(tuple(map(id, items))))
+        if type(obj) is dict:  # a long one: its first items
+            entries = itertools.islice(obj.items(), MAX_CONTAINER_ITEMS)
+            return ("dict", len(obj), hash(tuple((id(k), id(v)) for k, v in entries)))
+        if type(obj) is set:
+            return ("set", len(obj), hash(tuple(map(id, itertools.islice(obj, MAX_CONTAINER_ITEMS)))))
     except Exception:  # a value the fingerprint cannot read is simply not watched
         return None
     return None
