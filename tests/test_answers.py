@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import code, scripted
 from nbclient import NotebookClient
@@ -323,6 +324,16 @@ def test_a_huge_image_answer_comes_back_as_text_not_a_crash(tmp_path: Path) -> N
     shown = nbformat.v4.new_output("display_data", data={"image/png": big})
     observation = Observer().observe(Execution(code="", outputs=[shown]))
     assert observation.text == "[image: PNG 8000x7500 px]" and observation.images == []
+    # A compressed Arrow stream (a possible decompression bomb) is refused; the same uncompressed is read.
+    table = pa.table({"n": list(range(1000))})
+    for compression, refused in ((None, False), ("zstd", True)):
+        sink = pa.BufferOutputStream()
+        options = pa.ipc.IpcWriteOptions(compression=compression)
+        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+        value = {"$": "arrow", "v": base64.b64encode(sink.getvalue().to_pybytes()).decode()}
+        arrow = decode_answer({"kind": "tagged", "value": value, "text": "t"})
+        assert (arrow.note is not None and "compressed" in arrow.note) is refused
     broken = decode_answer({"kind": "tagged", "value": {"$": "arrow", "v": "bm90IGFycm93"}, "text": "t"})
     assert broken.value == "t" and broken.note is not None
 

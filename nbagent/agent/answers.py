@@ -260,7 +260,9 @@ def _arrow(value: dict[str, Any]) -> Any:
     import pandas as pd
     import pyarrow as pa
 
-    with pa.ipc.open_stream(_b64(value["v"])) as reader:
+    data = _b64(value["v"])
+    _refuse_compressed_batches(data)
+    with pa.ipc.open_stream(data) as reader:
         schema = reader.schema
         _refuse_extension_types(schema.types)
         table = reader.read_all()
@@ -276,6 +278,52 @@ def _arrow(value: dict[str, Any]) -> Any:
     series = frame.iloc[:, 0]
     series.name = _untag(value.get("name"), 1)
     return series
+
+
+def _refuse_compressed_batches(data: bytes) -> None:
+    """Refuse an Arrow stream whose batches are compressed: nbagent's kernel code never compresses,
+    and a compressed body is decompressed before any size check (a decompression bomb)."""
+    import pyarrow as pa
+
+    messages = pa.ipc.MessageReader.open_stream(pa.BufferReader(data))
+    while True:
+        try:
+            message = messages.read_next_message()
+        except StopIteration:
+            return
+        batch = message.type in ("record batch", "dictionary batch")
+        if batch and _compressed(message.metadata.to_pybytes()):
+            raise AnswerFormatError("compressed Arrow data is refused")
+
+
+def _compressed(meta: bytes) -> bool:
+    # The IPC message is a flatbuffer: Message{header_type (field 1), header (2)}; a RecordBatch
+    # (header type 3, or inside a DictionaryBatch, type 2, as its field 1) names its compression
+    # in field 3. pyarrow does not expose that field, so it is read here.
+    def u32(pos: int) -> int:
+        return int.from_bytes(meta[pos : pos + 4], "little")
+
+    def field(table: int, n: int) -> int | None:
+        vtable = table - int.from_bytes(meta[table : table + 4], "little", signed=True)
+        entry = 4 + 2 * n
+        if entry + 2 > int.from_bytes(meta[vtable : vtable + 2], "little"):
+            return None
+        offset = int.from_bytes(meta[vtable + entry : vtable + entry + 2], "little")
+        return table + offset if offset else None
+
+    root = u32(0)
+    type_at, header_at = field(root, 1), field(root, 2)
+    if type_at is None or header_at is None:
+        return False
+    header = header_at + u32(header_at)
+    if meta[type_at] == 2:  # a DictionaryBatch: its RecordBatch
+        data_at = field(header, 1)
+        if data_at is None:
+            return False
+        header = data_at + u32(data_at)
+    elif meta[type_at] != 3:
+        return False
+    return field(header, 3) is not None
 
 
 def _refuse_extension_types(types: list[Any]) -> None:
