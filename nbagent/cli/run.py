@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..agent.observe import Observer
+from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
 from .arguments import (
     add_agent_arguments,
@@ -234,12 +234,13 @@ def _print_result(result: RunResult, as_json: bool) -> None:
             "steps": len(result.steps),
             "error": result.error,
         }
-        print(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        # ASCII only: every control character the model's code put in the answer stays escaped.
+        print(json.dumps(record, ensure_ascii=True, allow_nan=False))
         return
     if result.answered:
-        print(result.answer_text)
+        print(escape_controls(result.answer_text or ""))
     if result.answer_note:
-        print(f"nbagent: note: {result.answer_note}", file=sys.stderr)
+        print(f"nbagent: note: {escape_controls(result.answer_note)}", file=sys.stderr)
 
 
 def _read_question(arg: str) -> str:
