@@ -70,7 +70,7 @@ def test_error_then_fix_reaches_the_answer_and_the_notebook_records_everything(t
     assert steps[1].outputs[-1].ename == "KeyError"
     assert steps[0].metadata.nbagent.observation == result.steps[0].observation.text
     assert all(c.execution_count for c in steps)
-    assert "Gentoo" in cells_by_role(nb, "answer")[0].source
+    assert "Gentoo" in cells_by_role(nb, "answer")[0].outputs[0]["data"]["text/markdown"]
     run = nb.metadata.nbagent.runs[0]
     assert run["status"] == "answered" and run["answer"] == "Gentoo"
     assert run["files"][0]["name"] == "penguins.csv" and len(run["files"][0]["sha256"]) == 64

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import code
+from conftest import code, scripted
 from nbformat.v4 import new_code_cell, new_notebook
+
+from nbagent import Agent, Kernel
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -206,3 +208,45 @@ def test_agent_cell_shows_steps_outputs_and_answer_in_jupyterlab(lab: Lab, tmp_p
     audit = nbformat.read(lab.root / "sales.agent.ipynb", as_version=4)  # beside the notebook
     nbformat.validate(audit)
     assert audit.cells[0].source.startswith("# Which month's revenue dropped most?")
+
+
+@pytest.mark.timeout(400)
+def test_run_all_in_jupyterlab_goes_past_a_failed_step_to_the_answer(lab: Lab, tmp_path: Path) -> None:
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with Kernel("python3", cwd=lab.root) as kernel:
+        agent = Agent(
+            scripted(
+                code("total = 3 * 2\nprint('counted')"),
+                code("{'a': 1}['missing']", "This will fail."),
+                code("final_answer(f'The total is {total}.')"),
+            ),
+            executor=kernel,
+        )
+        assert agent.run("Count.", notebook=lab.root / "run.ipynb").answered
+    # The stored outputs are cleared, so what the page shows comes from JupyterLab's Run All.
+    nb = nbformat.read(lab.root / "run.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, lab.root / "run.ipynb")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        try:
+            page.goto(f"{lab.url}/lab/tree/run.ipynb?token={lab.token}", timeout=WAIT_MS)
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=WAIT_MS)
+            _wait_for_kernel(lab, "run.ipynb")
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            # The failed step shows its error (printed), and Run All goes on to the answer cell.
+            expect(cells.nth(3).locator(".jp-OutputArea")).to_contain_text("KeyError", timeout=WAIT_MS)
+            expect(cells.last.locator(".jp-OutputArea")).to_contain_text(
+                "Answer: The total is 6.", timeout=WAIT_MS
+            )
+        finally:
+            page.screenshot(path=str(tmp_path / "run-all.png"), full_page=True)
+            browser.close()

@@ -196,4 +196,8 @@ def test_ctrl_c_stops_the_run_keeps_a_valid_notebook_and_exits_130(tmp_path: Pat
     assert run["status"] == "interrupted"
     stopped = [c for c in nb.cells if c.cell_type == "code" and "time.sleep(60)" in c.source]
     assert stopped and stopped[0].metadata.tags == ["raises-exception", "skip-execution"]
+    # What the cell printed before the interrupt is kept, and marked as Jupyter does.
+    outputs = stopped[0].outputs
+    assert "started" in "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert [o["ename"] for o in outputs if o["output_type"] == "error"] == ["KeyboardInterrupt"]
     assert "interrupted" in nb.cells[-1].source

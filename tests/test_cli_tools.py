@@ -41,5 +41,5 @@ def test_run_with_a_saved_tool_needs_trust_and_then_uses_it(
     assert "── plan" in err and "1. Call the tool." in err
     nb = nbformat.read(notebook, as_version=4)
     roles = [c.metadata.get("nbagent", {}).get("role") for c in nb.cells]
-    assert roles == ["task", "setup", "plan", "thought", "step", "answer"]
-    assert "def great_circle_km(" in nb.cells[1].source and "def inspect_data(" not in nb.cells[1].source
+    assert roles == ["task", "setup", "tools", "plan", "thought", "step", "answer"]  # setup, then tools
+    assert "def great_circle_km(" in nb.cells[2].source and "def inspect_data(" not in nb.cells[2].source

@@ -48,8 +48,9 @@ def test_cluster_runs_tasks_on_two_dask_workers_with_their_own_kernels(tmp_path:
         kernel_parents.add(parent if parent in worker_pids else grandparent)
     assert kernel_parents == worker_pids  # both workers ran tasks, each with its own kernels
     first = read_notebook(out / "c0" / "c0.ipynb")
-    assert [c.metadata.get("tags") for c in first.cells if c.cell_type == "code"][:2] == [
+    assert [c.metadata.get("tags") for c in first.cells if c.cell_type == "code"][:3] == [
         ["nbagent-setup"],
+        ["nbagent-setup"],  # the tools' cell
         ["parameters"],
     ]
     assert not (out / ".pool").exists()

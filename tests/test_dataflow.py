@@ -48,6 +48,13 @@ def test_in_place_changes_define_the_changed_name_without_hiding_it() -> None:
     assert "shown" not in names.defines  # print() does not change its arguments
 
 
+def test_pandas_setters_that_return_a_copy_change_nothing() -> None:
+    names = analyse_cell("shown = df.set_index('k')\ncols.set_axis(['a'], axis=1)\nidx.set_names('n')")
+    assert names.defines == {"shown"}  # set_index, set_axis, set_names: new objects
+    assert analyse_cell("df.set_index('k', inplace=True)").defines == {"df"}
+    assert analyse_cell("ax.set_xlabel('mass')").defines == {"ax"}  # matplotlib setters change the Axes
+
+
 def test_bindings_in_branches_loops_and_try_are_not_certain() -> None:
     names = analyse_cell(
         "if c:\n    a = 1\nfor i in r:\n    b = i\ntry:\n    d = f()\nexcept E as e:\n    pass\n"

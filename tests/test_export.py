@@ -60,7 +60,7 @@ def test_tidy_export_drops_dead_ends_and_still_verifies(failures_run: Path, tmp_
     source = nbformat.read(failures_run, as_version=4)
     assert sum("raises-exception" in c.metadata.get("tags", []) for c in source.cells) == 3
     output = tmp_path / "tidy.ipynb"
-    result = export_tidy(failures_run, output)
+    result = export_tidy(failures_run, output, keep_displays=False)  # step 5's table goes too
 
     assert result.output == output and output.exists()
     assert result.kept_steps == [1, 6, 7]
@@ -74,7 +74,8 @@ def test_tidy_export_drops_dead_ends_and_still_verifies(failures_run: Path, tmp_
     nbformat.validate(tidy)
     assert len(tidy.cells) < len(source.cells) and result.cells_after == len(tidy.cells)
     assert [c.metadata["nbagent"].get("role") for c in tidy.cells] == [
-        "task", "tidy-note", "setup", "thought", "step", "thought", "step", "thought", "step", "answer",
+        "task", "tidy-note", "setup", "tools", "thought", "step", "thought", "step", "thought", "step",
+        "answer",
     ]  # fmt: skip
     # Thoughts are kept as markdown, next to their code; no failed cell is left.
     thoughts = [c.source for c in tidy.cells if c.metadata["nbagent"].get("role") == "thought"]
@@ -87,7 +88,7 @@ def test_tidy_export_drops_dead_ends_and_still_verifies(failures_run: Path, tmp_
     assert not any("raises-exception" in c.metadata.get("tags", []) for c in tidy.cells)
     assert "Left out: step 2 (raised KeyError)" in tidy.cells[1].source
     # The outputs are those of the verified top-to-bottom re-run.
-    assert [c.execution_count for c in code_cells(tidy)] == [1, 2, 3, 4]
+    assert [c.execution_count for c in code_cells(tidy)] == [1, 2, 3, 4, 5, 6]
     assert tidy.metadata["nbagent"]["tidy"]["verified"] is True
     assert tidy.metadata["nbagent"]["verification"]["ok"] is True
 
@@ -103,7 +104,8 @@ def test_tidy_export_from_the_command_line(
     failures_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "tidy.ipynb"
-    assert main(["export", str(failures_run), "--tidy", "-o", str(output), "--no-verify"]) == 0
+    args = ["export", str(failures_run), "--tidy", "-o", str(output), "--no-verify", "--drop-displays"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "steps kept: 1, 6, 7" in out and "not verified" in out
     tidy = nbformat.read(output, as_version=4)
@@ -118,6 +120,29 @@ def test_tidy_export_from_the_command_line(
     assert main(["export", str(failures_run), "--tidy", "-o", str(output)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert output.read_bytes() == before
+
+
+def test_tidy_keeps_a_figure_nothing_uses_and_judges_set_index_as_a_copy(tmp_path: Path) -> None:
+    notebook = run_agent(
+        [
+            code('import pandas as pd\npenguins = pd.read_csv("penguins.csv")', "Load."),
+            code('ax = penguins["body_mass_g"].plot.hist(title="Body mass")', "The distribution."),
+            code('penguins.set_index("species").loc["nope"]', "Look one species up."),
+            code('final_answer(float(penguins["body_mass_g"].mean().round(1)))', "The mean."),
+        ],
+        tmp_path / "run",
+    )
+    # The figure is evidence: kept by default (and the tidy notebook still reproduces it).
+    result = export_tidy(notebook, tmp_path / "tidy.ipynb")
+    assert result.kept_steps == [1, 2, 4] and result.verification is not None and result.verification.ok
+    # set_index returned a copy: the failed step changed nothing later steps need, so it goes.
+    assert {d.step: d.reason for d in result.dropped} == {3: "raised KeyError"}
+    figures = [o for c in code_cells(result.notebook) for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(figures) == 1
+    # --drop-displays leaves the figure out too.
+    dropped = export_tidy(notebook, None, verify=False, keep_displays=False)
+    assert dropped.kept_steps == [1, 4]
+    assert {d.step: d.reason for d in dropped.dropped}[2] == "nothing the answer needs uses its results"
 
 
 def test_a_tidy_notebook_that_does_not_reproduce_is_not_written(tmp_path: Path) -> None:

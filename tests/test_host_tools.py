@@ -89,6 +89,7 @@ def test_host_tool_called_from_the_kernel_returns_its_result_and_the_call_is_in_
     assert roles == [
         "task",
         "setup",
+        "tools",
         "host-replay",
         "thought",
         "step",
@@ -97,32 +98,32 @@ def test_host_tool_called_from_the_kernel_returns_its_result_and_the_call_is_in_
         "step",
         "answer",
     ]
-    setup = nb.cells[1].source
+    setup = nb.cells[2].source  # the tools' cell, after the setup cell
     assert "def query(sql: str, limit: int = 100):" in setup  # a stub: the body calls the host
     assert "_nbagent_host.call('query'" in setup
     assert "read_sql_query" not in setup  # the body stays on the host
     assert "_nbagent_host.connect" not in setup  # the live address is not recorded
-    step = nb.cells[4]
+    step = nb.cells[5]
     calls = step.metadata["nbagent"]["host_calls"]
     assert [c["tool"] for c in calls] == ["query", "query"]
     assert [c["status"] for c in calls] == ["ok", "error"]
     assert calls[0]["args"]["sql"]["value"].startswith("select name, population")
-    note = nb.cells[5].source
+    note = nb.cells[6].source
     assert "`query(sql=" in note and "<DataFrame, 2 rows>" in note and "error: DatabaseError" in note
-    replay = nb.cells[2]
+    replay = nb.cells[3]
     assert REPLAY_TAG in replay.metadata["tags"] and replay.execution_count is None
     assert "'Lyon'" in replay.source and "no such column: nope" in replay.source
 
     # Re-run on its own (no host): the calls are answered from the recorded results, and say so.
     rerun = nbformat.read(notebook, as_version=4)
     NotebookClient(rerun, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = rerun.cells[4].outputs
+    outputs = rerun.cells[5].outputs
     stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
     stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert stdout.splitlines()[0] == "DataFrame 864919"
     assert "failed: query() failed on the host: DatabaseError" in stdout
     assert stderr.count("no host connected: replayed the recorded result of query()") == 2
-    answer = rerun.cells[7].outputs[0]["data"]["text/plain"]
+    answer = rerun.cells[8].outputs[0]["data"]["text/plain"]
     assert "522250" in answer
 
 

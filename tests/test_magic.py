@@ -244,14 +244,20 @@ def test_audit_notebooks_are_never_replaced_by_accident(user_kernel: Kernel, tmp
 # -- the user's session is safe ---------------------------------------------------------------------
 
 
-def test_raising_and_timed_out_steps_leave_the_session_usable(user_kernel: Kernel, tmp_path: Path) -> None:
+def test_a_failed_step_is_undone_by_binding_and_reports_its_in_place_changes(
+    user_kernel: Kernel, tmp_path: Path
+) -> None:
     script = write_script(
         tmp_path / "replies.json",
-        code("kept = 'before the error'\n1 / 0", "This will fail."),
+        code(
+            "made_here = 'new'\nprecious = 'rebound'\nledger['amount'] *= 2\ndel spare\n1 / 0",
+            "This will fail.",
+        ),
         code("progress = 'started'\nimport time\nwhile True:\n    time.sleep(0.05)", "This runs too long."),
-        code("final_answer([kept, progress, precious])", "Both steps left their variables."),
+        code("final_answer([progress, precious, spare, 'made_here' in globals()])", "What is left."),
     )
-    run(user_kernel, "precious = 'the user data'")
+    run(user_kernel, "import pandas as pd\nprecious = 'the user data'\nspare = 'kept'")
+    run(user_kernel, "ledger = pd.DataFrame({'amount': [10, 20]})")
     execution = run(
         user_kernel,
         f"%%agent --reset --model scripted:{script} --timeout 1 --notebook {tmp_path / 'safe.ipynb'}\n"
@@ -259,16 +265,27 @@ def test_raising_and_timed_out_steps_leave_the_session_usable(user_kernel: Kerne
     )
     assert execution.ok
     shown = texts(execution)
-    assert "ZeroDivisionError: division by zero" in shown
+    # The failed step: its new name removed, the rebound and deleted names restored, and the
+    # in-place change it made to the user's DataFrame reported (it cannot be undone).
+    assert (
+        "Step 1: the step failed: its new names were removed (made_here); names it rebound or deleted "
+        "were restored (precious, spare); it changed ledger in place before failing; that cannot be undone."
+    ) in shown
+    # A timed-out step keeps what it did (the session kept its state).
     assert "Step 2 was stopped: interrupted after 1 s; the session kept its state." in shown
-    assert execution.outputs[-1]["data"]["text/plain"] == "['before the error', 'started', 'the user data']"
-    assert run(user_kernel, "print(precious, kept)").outputs[0]["text"] == "the user data before the error\n"
+    assert execution.outputs[-1]["data"]["text/plain"] == "['started', 'the user data', 'kept', False]"
+    assert run(user_kernel, "print(ledger['amount'].tolist())").outputs[0]["text"] == "[20, 40]\n"
+    # The error under the cell is the model's short form; the full traceback is folded.
+    errors = [o["data"] for o in execution.outputs if "<details>" in o.get("data", {}).get("text/html", "")]
+    assert len(errors) == 2 and "ZeroDivisionError: division by zero" in errors[0]["text/plain"]
+    assert len(errors[0]["text/plain"].splitlines()) < 10 and "Full traceback" in errors[0]["text/html"]
 
     audit = nbformat.read(tmp_path / "safe.ipynb", as_version=4)
     steps = [c for c in audit.cells if c.metadata["nbagent"]["role"] == "step"]
     assert [c.metadata["nbagent"]["status"] for c in steps] == ["error", "timeout", "ok"]
     assert steps[1].metadata["tags"] == ["raises-exception", "skip-execution"]
     assert "KeyboardInterrupt" in steps[1].metadata["nbagent"]["observation"]
+    assert "its new names were removed (made_here)" in steps[0].metadata["nbagent"]["observation"]
 
 
 def test_user_interrupt_stops_the_whole_run(user_kernel: Kernel, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from conftest import code, scripted
 from PIL import Image
 
 from nbagent import Agent, Execution, HistoryLimits, Kernel, Observer, UsageError
-from nbagent.agent.bootstrap import setup_code
+from nbagent.agent.bootstrap import agent_code, new_answer_key, setup_code
 from nbagent.agent.observe import SUMMARY_MIME, Observation
 from nbagent.cli import main
 
@@ -26,7 +26,7 @@ from nbagent.cli import main
 @pytest.fixture(scope="module")
 def k(kernel: Kernel) -> Kernel:
     """The shared kernel with nbagent's setup code run in it."""
-    execution = kernel.execute(setup_code())
+    execution = kernel.execute(setup_code() + agent_code(new_answer_key()))
     assert execution.ok, execution.error
     kernel.execute("import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt")
     return kernel

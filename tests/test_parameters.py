@@ -58,9 +58,10 @@ def test_agent_runs_parameters_before_the_first_step_and_tells_the_model(
     prompt = model.calls[0][1]["content"]
     assert "Parameters (already defined as variables in the kernel): city = 'Oslo', count = 41" in prompt
     cells = [c for c in result.notebook.cells if c.cell_type == "code"]  # type: ignore[union-attr]
-    assert cells[1].metadata.tags == ["parameters"]
-    assert cells[1].source == "# Parameters\ncity = 'Oslo'\ncount = 41\n"
-    assert cells[1].metadata.nbagent.role == "parameters"
+    assert cells[0].metadata.nbagent.role == "setup" and cells[1].metadata.nbagent.role == "tools"
+    assert cells[2].metadata.tags == ["parameters"]
+    assert cells[2].source == "# Parameters\ncity = 'Oslo'\ncount = 41\n"
+    assert cells[2].metadata.nbagent.role == "parameters"
 
 
 def test_agent_refuses_bad_parameters_before_starting_anything(tmp_path: Path) -> None:

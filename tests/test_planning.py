@@ -53,6 +53,7 @@ def test_planning_every_n_steps_records_plans_as_markdown_cells(tmp_path: Path) 
     assert roles == [
         "task",
         "setup",
+        "tools",
         "plan",
         "thought",
         "step",

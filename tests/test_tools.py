@@ -179,7 +179,7 @@ def test_typed_tool_is_in_the_prompt_and_called_from_generated_code_in_the_kerne
     assert lines[1:] == ["{'words': 4, 'files_counted': 1}", "{'words': 4, 'files_counted': 2}"]
 
     nb = nbformat.read(notebook, as_version=4)
-    setup = next(c for c in nb.cells if "nbagent-setup" in c.metadata.get("tags", []))
+    setup = next(c for c in nb.cells if c.metadata.get("nbagent", {}).get("role") == "tools")
     assert "def great_circle_km(" in setup.source and "EARTH_RADIUS_KM = 6371.0" in setup.source
     assert "class WordCounter(Tool):" in setup.source
     assert "count_words = WordCounter(stopwords=('the',))" in setup.source

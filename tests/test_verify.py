@@ -86,11 +86,12 @@ def test_notebook_of_a_scripted_run_reproduces(penguins_run: Path) -> None:
     report = verify_notebook(penguins_run)
     assert report.ok, report.summary()
     assert report.kernel == DEFAULT_KERNEL
-    assert [c.status for c in report.cells] == ["same"] * 5
+    # setup, tools, steps 1-4, the answer cell
+    assert [c.status for c in report.cells] == ["same"] * 7
     assert report.answer_reproduced and [c.label for c in report.answer_cells] == ["step 4 · answer"]
     # Step 2 raised KeyError in the run, is tagged raises-exception, and raises it again.
     assert step_cell(nbformat.read(penguins_run, as_version=4), 2).metadata["tags"] == ["raises-exception"]
-    assert report.cells[2].label == "step 2" and report.cells[2].status == "same"
+    assert report.cells[3].label == "step 2" and report.cells[3].status == "same"
     # The figure of step 3 was compared by content.
     assert report.executed is not None
     assert any("image/png" in o.get("data", {}) for o in step_cell(report.executed, 3).outputs)
@@ -160,8 +161,10 @@ def test_a_step_that_timed_out_is_skipped_not_rerun(tmp_path: Path) -> None:
     report = verify_notebook(notebook, timeout=60)
     assert [(c.label, c.status) for c in report.cells] == [
         ("setup", "same"),
+        ("tools", "same"),
         ("step 1", "skipped"),
         ("step 2 · answer", "same"),
+        ("answer cell", "same"),
     ]
     assert report.ok, report.summary()
 
@@ -174,8 +177,9 @@ def test_record_stores_the_result_in_the_notebook(unseeded_run: Path, tmp_path: 
     nbformat.validate(after)
     record = after.metadata["nbagent"]["verification"]
     assert record["ok"] is False and record["answer_reproduced"] is False
-    assert record["kernel"] == DEFAULT_KERNEL and record["counts"]["differs"] == 2
-    assert {c["label"] for c in record["cells"] if c["status"] == "differs"} == {"step 2", "step 3 · answer"}
+    assert record["kernel"] == DEFAULT_KERNEL and record["counts"]["differs"] == 3
+    differs = {c["label"] for c in record["cells"] if c["status"] == "differs"}
+    assert differs == {"step 2", "step 3 · answer", "answer cell"}
     assert after.cells == before.cells  # only the metadata changed
 
 
@@ -263,6 +267,6 @@ def test_run_with_verify_records_the_result(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Gentoo"
-    assert "REPRODUCED: 5 same" in done.stderr
+    assert "REPRODUCED: 7 same" in done.stderr
     record = nbformat.read(notebook, as_version=4).metadata["nbagent"]["verification"]
     assert record["ok"] is True and record["answer_reproduced"] is True

@@ -27,12 +27,13 @@ from ..execution.kernel import DEFAULT_KERNEL, Kernel
 from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
 from ..models import Model, Reply, Usage, resolve_model
-from ..notebook.recorder import NotebookRecorder, file_digest
+from ..notebook.recorder import ANSWER_SOURCE, NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
 from ..notebook.safe_files import check_writable_folder, copy_atomic
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
-from .bootstrap import complete_answer, decode_answer
+from .answers import decode_answer
+from .bootstrap import SETUP_MARKER, agent_code, complete_answer, new_answer_key, setup_code
 from .environment import probe_environment
 from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
 from .observe import Observation, Observer
@@ -155,15 +156,18 @@ class RunResult:
     ``"kernel_died"`` (the kernel had to be restarted more than ``max_restarts`` times),
     ``"budget"`` (``max_total_tokens`` or ``max_cost`` was reached; ``resume`` with a larger
     budget goes on) or ``"stopped"`` (the approval callback raised :class:`~nbagent.StopRun`).
-    ``answer`` is the value given to ``final_answer`` (JSON-able values as themselves, pandas
-    objects as pandas objects, figures as PIL images, anything else as text); ``answer_text`` is
-    its readable form.
+    ``answer`` is the value given to ``final_answer``, rebuilt as the same kind of object
+    (pandas objects with index and dtypes, numpy arrays, tuples, sets, datetimes, Decimals...;
+    figures as PIL images); a value nbagent cannot carry is exactly its ``str()``, and
+    ``answer_note`` then says so (it is ``None`` for a faithful answer). ``answer_text`` is the
+    answer's readable form.
     """
 
     question: str
     status: RunStatus
     answer: Any = None
     answer_text: str | None = None
+    answer_note: str | None = None
     steps: list[Step] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     notebook_path: Path | None = None
@@ -284,6 +288,7 @@ class Agent:
         self._gave_up: str | None = None
         self._created: list[Path] = []  # files the open question created (removed if refused at once)
         self._redactor = Redactor({})
+        self._answer_key = new_answer_key()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -305,7 +310,7 @@ class Agent:
     async def arun(
         self,
         question: str,
-        files: Iterable[str | os.PathLike[str]] = (),
+        files: Iterable[str | os.PathLike[str]] | None = (),
         notebook: str | os.PathLike[str] | None = None,
         *,
         reset: bool = True,
@@ -340,7 +345,7 @@ class Agent:
     async def aopen_task(
         self,
         question: str,
-        files: Iterable[str | os.PathLike[str]] = (),
+        files: Iterable[str | os.PathLike[str]] | None = (),
         notebook: str | os.PathLike[str] | None = None,
         *,
         reset: bool = True,
@@ -353,7 +358,7 @@ class Agent:
         (the MCP server's sessions). Arguments as for :meth:`run`."""
         if not question or not question.strip():
             raise UsageError("the question is empty: say what you want the agent to find out")
-        sources = check_data_files(files)
+        sources = check_data_files(files or ())
         params = check_parameters(parameters or {})
         follow_up = not reset and self._memory is not None
         if follow_up:
@@ -457,7 +462,7 @@ class Agent:
     def run(
         self,
         question: str,
-        files: Iterable[str | os.PathLike[str]] = (),
+        files: Iterable[str | os.PathLike[str]] | None = (),
         notebook: str | os.PathLike[str] | None = None,
         *,
         reset: bool = True,
@@ -517,7 +522,12 @@ class Agent:
             result.status = "answered"
             result.answer_text = str(payload.get("text", ""))
             # A deferred (large) value lived in the old kernel only: its text stands in for it.
-            result.answer = result.answer_text if payload.get("deferred") else decode_answer(payload)
+            if payload.get("deferred"):
+                result.answer = result.answer_text
+                result.answer_note = "the answer was too large for the notebook, and its kernel is gone"
+            else:
+                answer = decode_answer(payload)
+                result.answer, result.answer_note = answer.value, answer.note
             result.steps = list(saved.task_steps)
             for s in result.steps:
                 result.usage = result.usage + s.usage
@@ -626,23 +636,33 @@ class Agent:
             number += 1
             if self._gave_up:
                 raise KernelDiedError(self._gave_up)
-            answer = await self._take_answer(step)
-            if answer is not None:
+            taken = await self._take_answer(step)
+            if taken is not None:
                 result.status = "answered"
-                result.answer, result.answer_text = answer
+                result.answer, result.answer_text, result.answer_note = taken
                 return
 
-    async def _take_answer(self, step: Step) -> tuple[Any, str] | None:
-        """The answer (value, text) the step's code gave to ``final_answer``, recorded; else ``None``."""
-        payload = None if step.execution is None else step.execution.answer_bundle()
+    async def _take_answer(self, step: Step) -> tuple[Any, str, str | None] | None:
+        """The answer (value, text, note) the step's code gave to ``final_answer``, recorded;
+        else ``None``. Only a payload stamped with this session's key counts (see bootstrap)."""
+        payload = None if step.execution is None else step.execution.answer_bundle(self._answer_key)
         if payload is None:
             return None
         assert self._executor is not None and self._recorder is not None
         payload = await complete_answer(self._executor, payload)
+        answer = decode_answer(payload)
         text = self._redactor.text(str(payload.get("text", "")))
-        self._recorder.add_answer(text)
+        self._recorder.add_answer(text, await self._answer_cell())
         self._recorder.save()
-        return decode_answer(payload), text
+        return answer.value, text, answer.note
+
+    async def _answer_cell(self) -> Execution | None:
+        # In a kernel of its own the answer cell is run, so it shows what a re-run will show; in
+        # the user's shell (%%agent) the answer is the magic's result, and a statement records it.
+        if not isinstance(self._executor, Kernel):
+            return None
+        execution = await self._executor.aexecute(ANSWER_SOURCE, timeout=60)
+        return execution if execution.ok else None
 
     async def _step(self, number: int, nudge: str | None) -> Step:
         assert self._memory is not None and self._recorder is not None and self._executor is not None
@@ -707,19 +727,22 @@ class Agent:
             try:
                 execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
             except asyncio.CancelledError:
-                await _interrupt(self._executor)
-                # Record what was running when the user stopped the run, then stop.
-                stopped = Execution(
-                    code=parsed.code,
-                    status="interrupted",
-                    error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
-                    note="interrupted by the user",
-                )
+                # Record what was running when the user stopped the run, then stop. A kernel
+                # keeps what the cell printed before the interrupt (as Jupyter shows it).
+                cut_short = getattr(self._executor, "interrupted", None)
+                if not isinstance(cut_short, Execution) or cut_short.code != parsed.code:
+                    await _interrupt(self._executor)
+                    cut_short = Execution(
+                        code=parsed.code,
+                        status="interrupted",
+                        error=ErrorInfo("KeyboardInterrupt", "the run was interrupted by the user", ""),
+                    )
+                cut_short.note = "interrupted by the user"
                 self._record(
                     number,
                     reply,
                     parsed.thought,
-                    stopped,
+                    cut_short,
                     Observation("[Interrupted.]"),
                     model_duration,
                     nudge,
@@ -852,12 +875,23 @@ class Agent:
 
     async def _setup_kernel(self) -> None:
         assert self._executor is not None and self._recorder is not None
-        execution = await self._executor.aexecute(self.toolbox.live_source(), timeout=60)
-        execution.code = self.toolbox.setup_source()  # the live bridge address is not recorded
+        # The setup cell a person reads; the agent's own part runs with it but is not recorded.
+        core = setup_code(self.toolbox.seed)
+        execution = await self._executor.aexecute(core + agent_code(self._answer_key), timeout=60)
+        execution.code = core
         if not execution.ok:
-            self.toolbox.check_setup(execution)
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         self._recorder.add_setup(execution)
+        live_tools = self.toolbox.live_tools_source()
+        if live_tools:
+            # Marked as setup code, so the user's shell (%%agent) keeps it out of its history.
+            marked = f"{SETUP_MARKER} (the tools)\n{live_tools}"
+            execution = await self._executor.aexecute(marked, timeout=60)
+            execution.code = self.toolbox.tools_source()  # the live bridge address is not recorded
+            if not execution.ok:
+                self.toolbox.check_setup(execution)
+                raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
+            self._recorder.add_setup(execution, tools=True)
         kernel_name = self.kernel_name if self._given_executor is None else None
         self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
         self.toolbox.add_replay_cell(self._recorder)
@@ -892,8 +926,9 @@ class Agent:
             "ReservedName", "final_answer was replaced; the step's answer is void", ""
         )
         execution.note = "final_answer was replaced by this step and restored"
+        # final_answer itself, then the hand-over that stamps its payload with this run's key.
         source = (resources.files("nbagent") / "kernel_code" / "final_answer.py").read_text(encoding="utf-8")
-        await self._executor.aexecute(source, timeout=60, silent=True)
+        await self._executor.aexecute(source + "\n" + agent_code(self._answer_key), timeout=60, silent=True)
         await self._remember_final_answer()
         return True
 
@@ -906,7 +941,8 @@ class Agent:
 
     def _restore_source(self) -> str:
         # What a fresh kernel runs before the steps are replayed: setup, then the parameters.
-        source = self.toolbox.live_source()
+        core = setup_code(self.toolbox.seed)
+        source = core + agent_code(self._answer_key) + self.toolbox.live_tools_source()
         tasks = [e for e in self._memory.entries if isinstance(e, Task)] if self._memory else []
         if tasks and tasks[-1].parameters:
             source = source.rstrip("\n") + "\n\n" + parameters_code(tasks[-1].parameters)

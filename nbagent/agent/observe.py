@@ -184,6 +184,8 @@ class Observer:
             pieces.append(f"[Timed out: {execution.note}.]")
         elif execution.status == "died":
             pieces.append(f"[Kernel died: {execution.note}.]")
+        elif execution.status == "error" and execution.note:
+            pieces.append(f"[{execution.note[:1].upper()}{execution.note[1:]}.]")
         if not pieces:
             pieces.append("[The code ran without output. Use print() to see values.]")
         return Observation(text=escape_controls(self.fit(pieces)), images=images)

@@ -23,6 +23,7 @@ from ..exceptions import UsageError
 from ..execution.outputs import ErrorInfo, Execution, error_from_outputs
 from ..models import Usage
 from ..notebook.reader import read_notebook_file
+from ..notebook.recorder import step_code
 from .bootstrap import setup_code
 from .memory import Plan, Step, Task
 from .observe import Observation, Observer
@@ -227,7 +228,7 @@ def _step_from_cell(cell: NotebookNode, meta: dict[str, Any], observer: Observer
         error = meta.get("error")
         outputs = list(cell.get("outputs", []))
         execution = Execution(
-            code=cell.source,
+            code=step_code(cell.source),
             outputs=outputs,
             status=meta["status"],
             execution_count=cell.get("execution_count"),

@@ -53,6 +53,11 @@ def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.add_argument(
         "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
     )
+    export.add_argument(
+        "--drop-displays",
+        action="store_true",
+        help="with --tidy: also leave out cells that show a figure or a table the answer does not use",
+    )
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -61,8 +66,8 @@ def export_command(args: argparse.Namespace) -> int:
 
     if not args.tidy and not args.html:
         raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
-    if not args.tidy and (args.data or args.kernel or args.no_verify):
-        raise UsageError("--data, --kernel and --no-verify apply to --tidy only")
+    if not args.tidy and (args.data or args.kernel or args.no_verify or args.drop_displays):
+        raise UsageError("--data, --kernel, --no-verify and --drop-displays apply to --tidy only")
     source = Path(args.notebook)
     suffix = {(True, False): ".tidy.ipynb", (False, True): ".html", (True, True): ".tidy.html"}
     output = (
@@ -103,6 +108,7 @@ def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyRe
             verify=not args.no_verify,
             overwrite=args.overwrite,
             timeout=args.timeout,
+            keep_displays=not args.drop_displays,
         )
     except NotReproducedError as exc:
         print(escape_controls(exc.report.summary(all_cells=False)), file=sys.stderr)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..agent.observe import Observer, escape_controls
 from ..exceptions import UsageError
@@ -28,6 +30,9 @@ from .arguments import (
 )
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 from .steplog import StepLog
+
+if TYPE_CHECKING:
+    from ..agent.agent import RunResult
 
 
 def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,6 +91,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     add_tool_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    _add_json_argument(run)
     run.add_argument(
         "--verify",
         action="store_true",
@@ -117,6 +123,16 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_budget_arguments(resume)
     add_tool_arguments(resume)
     resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
+    _add_json_argument(resume)
+
+
+def _add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the answer and the run's status as one JSON object (tables as "
+        '{"columns", "index", "data"}) instead of the answer\'s text',
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -172,8 +188,8 @@ def run_command(args: argparse.Namespace) -> int:
         finally:
             await agent.aclose()
             await close_http_clients()
+        _print_result(result, args.json)
         if result.answered:
-            print(escape_controls(result.answer_text or ""))
             if args.verify:
                 return await _verify_after_run(output, args)
             return EXIT_OK
@@ -232,8 +248,8 @@ def resume_command(args: argparse.Namespace) -> int:
         finally:
             await agent.aclose()
             await close_http_clients()
+        _print_result(result, args.json)
         if result.answered:
-            print(escape_controls(result.answer_text or ""))
             return EXIT_OK
         if args.quiet and result.error:
             print(f"nbagent resume: {result.status}: {result.error}", file=sys.stderr)
@@ -247,6 +263,29 @@ def _check_output_folder(output: Path) -> None:
     problem = creation_problem(output.parent)
     if problem is not None:
         raise UsageError(f"cannot write output {str(output)!r}: {problem}; choose a writable folder")
+
+
+def _print_result(result: RunResult, as_json: bool) -> None:
+    """The answer on stdout: its readable text, or with ``as_json`` one JSON object."""
+    from ..agent.answers import json_friendly
+
+    if as_json:
+        record = {
+            "status": result.status,
+            "answer": json_friendly(result.answer) if result.answered else None,
+            "answer_text": result.answer_text,
+            "answer_note": result.answer_note,
+            "notebook": None if result.notebook_path is None else str(result.notebook_path),
+            "steps": len(result.steps),
+            "error": result.error,
+        }
+        # ASCII only: every control character the model's code put in the answer stays escaped.
+        print(json.dumps(record, ensure_ascii=True, allow_nan=False))
+        return
+    if result.answered:
+        print(escape_controls(result.answer_text or ""))
+    if result.answer_note:
+        print(f"nbagent: note: {escape_controls(result.answer_note)}", file=sys.stderr)
 
 
 def _read_question(arg: str) -> str:

@@ -12,6 +12,7 @@ Turning messages into notebook outputs is the job of :class:`~nbagent.execution.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import dataclasses
 import json
@@ -120,6 +121,8 @@ class Kernel:
         self._kc: Any = None
         self._runtime_dir: str | None = None
         self._collector = OutputCollector()
+        self.interrupted: Execution | None = None
+        """The execution a cancellation (Ctrl-C) stopped last, with the outputs it had made."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -276,6 +279,46 @@ class Kernel:
             code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False
         )
 
+        self.interrupted = None
+        try:
+            return await self._await_execution(kc, msg_id, execution, t0, timeout)
+        except asyncio.CancelledError:
+            # The run was stopped (Ctrl-C): stop the cell as Jupyter does and keep what it
+            # printed, with the KeyboardInterrupt under it, for the caller to record.
+            self.interrupted = execution
+            try:
+                await self._stop_after_cancel(msg_id, execution)
+            finally:
+                execution.duration = time.perf_counter() - t0
+            raise
+
+    async def _stop_after_cancel(self, msg_id: str, execution: Execution, grace: float = 3.0) -> None:
+        execution.status = "interrupted"
+        try:
+            await self.ainterrupt()
+            end = time.perf_counter() + grace
+            while (left := end - time.perf_counter()) > 0:
+                try:
+                    msg = await self._kc.get_iopub_msg(timeout=left)
+                except Empty:
+                    break
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                msg_type = msg["header"]["msg_type"]
+                if msg_type == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+                if msg_type != "execute_input":
+                    self._collector.handle(msg)
+        except Exception:  # best effort: the run is being stopped; what was collected is kept
+            pass
+        self._collector.finish()
+        execution.error = error_from_outputs(execution.outputs) or ErrorInfo(
+            "KeyboardInterrupt", "the run was interrupted by the user", ""
+        )
+
+    async def _await_execution(
+        self, kc: Any, msg_id: str, execution: Execution, t0: float, timeout: float | None
+    ) -> Execution:
         deadline = None if timeout is None else t0 + timeout
         interrupted_at: float | None = None
         next_alive_check = t0 + self.poll_interval

@@ -169,14 +169,17 @@ class Execution:
         """True when the code ran to the end without raising."""
         return self.status == "ok"
 
-    def answer_bundle(self) -> dict[str, Any] | None:
-        """The payload of the last ``final_answer(...)`` call in this execution, if any."""
+    def answer_bundle(self, key: str | None = None) -> dict[str, Any] | None:
+        """The payload of the last ``final_answer(...)`` call in this execution, if any.
+
+        ``key``: the run's answer key; a payload without it (displayed by hand, say) is ignored.
+        """
         found = None
         for out in self.outputs:
             if out.get("output_type") in ("display_data", "execute_result"):
                 data = out.get("data", {})
                 payload = data.get(ANSWER_MIME)
-                if payload is not None:
+                if isinstance(payload, dict) and (key is None or payload.get("key") == key):
                     found = dict(payload)
                     if payload.get("value_in"):  # an image answer is stored once, as the shown image
                         found["value"] = data.get(payload["value_in"])

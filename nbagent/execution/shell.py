@@ -14,6 +14,11 @@ runs the agent's coroutine on a helper event loop in another thread while the sh
 for work: each :meth:`~ShellExecutor.aexecute` (and each :meth:`~ShellExecutor.call_soon`) is handed
 to it through a queue and done there, in order.
 
+A step that raises is contained (:mod:`nbagent.execution.containment`): its new names are
+removed, names it rebound get their old objects back, and in-place changes it made to the user's
+objects are reported (they cannot be undone). Its error shows under the cell in the short form the
+model reads, with the full traceback one click away.
+
 Timeouts interrupt the step only: a watcher thread sends SIGINT to the shell's thread, which raises
 ``KeyboardInterrupt`` inside the step's code; IPython reports it like any exception and the
 namespace stays as the step left it. An interrupt from the user (Jupyter's stop button) during a
@@ -41,7 +46,16 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from ..agent.bootstrap import SETUP_MARKER
-from .outputs import ANSWER_MIME, ErrorInfo, Execution, OutputCollector, Status, error_from_outputs
+from .containment import NamespaceGuard
+from .outputs import (
+    ANSWER_MIME,
+    ErrorInfo,
+    Execution,
+    OutputCollector,
+    Status,
+    error_from_outputs,
+    strip_ansi,
+)
 
 T = TypeVar("T")
 
@@ -119,6 +133,7 @@ class ShellExecutor:
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         saved = _SavedShellState(shell)
+        guard = NamespaceGuard(shell.user_ns) if store_history else None
         t0 = time.perf_counter()
         result: Any = None
         with _StepInterrupter(timeout, self.interrupt_grace) as interrupter, self._tap_outputs():
@@ -152,6 +167,10 @@ class ShellExecutor:
                 execution.error = ErrorInfo("TimeoutError", f"step exceeded {timeout:g} s", "")
         elif result is None or isinstance(raised, KeyboardInterrupt) or interrupter.interrupted_late:
             self._user_interrupted = True
+        if status == "error" and guard is not None:
+            undone = guard.undo().describe()
+            if undone:
+                execution.note = f"{execution.note}; {undone}" if execution.note else undone
         execution.status = status
         return execution
 
@@ -304,12 +323,13 @@ class ShellExecutor:
             original_write_format_data(format_dict, md_dict)
 
         def showtraceback(etype: type[BaseException], evalue: BaseException, stb: list[str]) -> None:
-            handle(_message("error", ename=etype.__name__, evalue=str(evalue), traceback=list(stb)))
-            original_showtraceback(etype, evalue, stb)
+            error = _message("error", ename=etype.__name__, evalue=str(evalue), traceback=list(stb))
+            handle(error)
+            # Under the user's cell: the short form the model reads, the full traceback folded.
+            original_publish(_short_traceback(error["content"]), {})
 
         original_publish = publisher.publish
         original_write_format_data = hook.write_format_data
-        original_showtraceback = shell._showtraceback
         with ExitStack() as stack:
             stack.enter_context(_patched(publisher, "publish", publish))
             stack.enter_context(_patched(publisher, "clear_output", clear_output))
@@ -318,6 +338,21 @@ class ShellExecutor:
             for name in ("stdout", "stderr"):
                 stack.enter_context(_tapped_stream(name, handle, quiet))
             yield
+
+
+def _short_traceback(error: dict[str, Any]) -> dict[str, str]:
+    """A display bundle of an error: the model's short form, the full traceback in <details>."""
+    import html
+
+    from ..agent.observe import Observer
+
+    short = Observer().render_error(error)
+    full = strip_ansi("\n".join(error.get("traceback", [])))
+    body = (
+        f'<pre style="color: var(--jp-error-color1, #b00)">{html.escape(short)}</pre>'
+        f"<details><summary>Full traceback</summary><pre>{html.escape(full)}</pre></details>"
+    )
+    return {"text/html": body, "text/plain": short}
 
 
 class _SavedShellState:

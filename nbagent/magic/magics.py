@@ -371,6 +371,9 @@ class LiveSteps(RunListener):
         execution = step.execution
         if execution is not None and execution.status == "timeout":
             self._show(f"*Step {step.number} was stopped: {execution.note}.*", f"(stopped: {execution.note})")
+        elif execution is not None and execution.status == "error" and execution.note:
+            # What was undone of the failed step, and what it changed that could not be.
+            self._show(f"*Step {step.number}: {execution.note}.*", f"(step {step.number}: {execution.note})")
         self.spent = self.spent + step.usage
         spent = _spent(self.spent)
         self._show(f"<sub>{spent} so far</sub>", f"({spent} so far)")

@@ -46,6 +46,27 @@ log = logging.getLogger("nbagent")
 RAISES = "raises-exception"
 SKIP = "skip-execution"
 
+FAILED_STEP_MARK = "# nbagent: failed during the run"
+"""First line of a recorded step that raised. The setup cell makes a re-run print such a step's
+error rather than raise it, so Run All, nbconvert and papermill go on (papermill fails on any
+error output, whatever the cell's tags). The same text is in ``kernel_code/rerun.py``."""
+
+ANSWER_SOURCE = (
+    "# The answer: the value given to final_answer() above (a re-run shows the one it computes)\n"
+    "from IPython.display import Markdown\n\n"
+    'Markdown(f"**Answer:** {final_answer.value}") if isinstance(final_answer.value, str) '
+    "else final_answer.value"
+)
+"""The answer cell: it shows the answer the notebook computes, so a re-run with new parameters
+(papermill -p) never leaves the old answer on the page."""
+
+
+def step_code(source: str) -> str:
+    """The code the model wrote, from a recorded step cell's source (without the failure mark)."""
+    if source.startswith(FAILED_STEP_MARK):
+        return source.split("\n", 1)[1] if "\n" in source else ""
+    return source
+
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's content, hex."""
@@ -171,12 +192,18 @@ class NotebookRecorder:
             }
         )
 
-    def add_setup(self, execution: Execution) -> None:
-        """Add the setup cell (kernel-side definitions), collapsed in the notebook UIs."""
+    def add_setup(self, execution: Execution, tools: bool = False) -> None:
+        """Add the setup cell (``final_answer``, the seed), or with ``tools`` the tools' cell after it.
+
+        The setup cell is short enough to read and stays open; the tools' cell (long definitions a
+        reader rarely needs, role ``tools``) is collapsed in the notebook UIs. Both are tagged
+        ``nbagent-setup``.
+        """
         cell = self._code_cell(execution)
-        cell.metadata["jupyter"] = {"source_hidden": True}
+        if tools:
+            cell.metadata["jupyter"] = {"source_hidden": True}
         cell.metadata["tags"] = ["nbagent-setup"]
-        self._add(cell, role="setup")
+        self._add(cell, role="tools" if tools else "setup")
 
     def add_parameters(self, execution: Execution, parameters: dict[str, Any]) -> None:
         """Add the cell that sets the task's parameters, tagged ``parameters`` (papermill's tag)."""
@@ -214,6 +241,11 @@ class NotebookRecorder:
             return
         self._add(_markdown_cell(f"**{label}.** {thought}"), role="thought", step=step.number)
         cell = self._code_cell(step.execution)
+        error = step.execution.error
+        if step.execution.status == "error" and step.execution.execution_count is not None and error:
+            # It ran and raised: the recorded error stays below it; a re-run prints it and goes on.
+            mark = f"{FAILED_STEP_MARK} ({error.name}); a re-run prints its error and goes on"
+            cell.source = f"{mark}\n{cell.source}"
         self._add(cell, role="step", **meta, **step.execution.to_dict())
 
     def annotate_last(self, **meta: Any) -> None:
@@ -221,8 +253,12 @@ class NotebookRecorder:
         self.nb.cells[-1].metadata["nbagent"].update(meta)
         self.invalidate(self.nb.cells[-1])
 
-    def add_answer(self, text: str) -> None:
-        """Add the closing markdown cell that states the answer."""
+    def add_answer(self, text: str, execution: Execution | None = None) -> None:
+        """Add the closing answer cell: with ``execution`` (of :data:`ANSWER_SOURCE`) a code cell
+        that shows the answer the notebook computes, else a markdown cell stating ``text``."""
+        if execution is not None:
+            self._add(self._code_cell(execution), role="answer")
+            return
         body = (
             f"**Answer:** {text}" if "\n" not in text.strip() else f"**Answer:**\n\n```\n{text.strip()}\n```"
         )

@@ -10,7 +10,8 @@ For every cell, :func:`analyse_cell` finds:
 - ``defines``: module-level names it may bind or change -- assignments, imports, ``def``,
   ``class``, loop and ``with`` targets, ``global`` names, walrus targets -- and names it
   *changes in place*: item or attribute assignment (``df["x"] = ...``), augmented assignment,
-  ``del``, calls of mutating methods (``append``, ``update``, ``set_*``, any ``inplace=True``...),
+  ``del``, calls of mutating methods (``append``, ``update``, ``set_*`` but pandas' copying
+  ``set_index``/``set_axis``..., any ``inplace=True``...),
   names passed to a call whose result is thrown away (``process(df)``), and draws from the global
   random generators (``random.*``, ``np.random.*``, ``.sample()`` without ``random_state``), which
   change their hidden state;
@@ -49,6 +50,12 @@ MUTATING_METHODS = frozenset(
     }
 )  # fmt: skip
 """Methods taken to change the object they are called on (plus ``set_*`` and ``inplace=True``)."""
+
+COPYING_SETTERS = frozenset(
+    {"set_index", "set_axis", "set_flags", "set_names", "set_levels", "set_codes", "set_categories"}
+)
+"""pandas ``set_*`` methods that return a changed copy and leave their object alone (unless
+``inplace=True``). Other ``set_*`` methods (matplotlib's setters, a Styler's) change their object."""
 
 _IMPURE_BUILTINS = {"exec", "eval", "setattr", "delattr", "next", "vars", "globals", "locals", "__import__"}
 _PURE_BUILTINS = frozenset(dir(builtins)) - _IMPURE_BUILTINS - {"open", "input", "breakpoint"}
@@ -369,7 +376,8 @@ class _Walker:
             k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
             for k in call.keywords
         )
-        if root and (func.attr in MUTATING_METHODS or func.attr.startswith("set_") or inplace):
+        setter = func.attr.startswith("set_") and func.attr not in COPYING_SETTERS
+        if root and (func.attr in MUTATING_METHODS or setter or inplace):
             self._use(root)
             self.mutated.add(root)
         # Drawing from the global generators changes their hidden state; making a new generator

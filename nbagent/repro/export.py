@@ -3,8 +3,10 @@
 **Tidy** (:func:`export_tidy`): the same analysis, top to bottom, without the cells that did not
 contribute. A code cell is dropped when it failed (raised, timed out, stopped the kernel) or when
 nothing the answer depends on uses what it computed; this is decided by :mod:`nbagent.repro.dataflow`
-from the names each cell defines and uses. The header, the setup cell, the thoughts of the kept
-steps (as markdown) and the answer stay; a note after the header lists what was dropped and why.
+from the names each cell defines and uses. A cell that shows a figure or a table is evidence a
+reader wants, so it stays with what it needs (unless ``keep_displays=False``). The header, the
+setup cell, the thoughts of the kept steps (as markdown) and the answer stay; a note after the
+header lists what was dropped and why.
 The tidy notebook is then verified (:mod:`nbagent.repro.verify`) against the source's outputs: it is
 written only if it reproduces them, and then with the outputs and execution counts of that
 top-to-bottom re-run.
@@ -36,7 +38,7 @@ from .._version import __version__
 from ..agent.agent import check_notebook_path
 from ..exceptions import NotReproducedError, UsageError
 from ..execution.sandbox import Sandbox
-from ..notebook.recorder import RAISES, SKIP, atomic_write_text
+from ..notebook.recorder import RAISES, SKIP, atomic_write_text, step_code
 from ..notebook.signing import load_key, resign_answers
 from .dataflow import CellNames, analyse_cell, needed_cells
 from .verify import (
@@ -126,8 +128,20 @@ def _raised_at(cell: NotebookNode) -> int | None:
     return None
 
 
-def tidy_notebook(nb: NotebookNode, source_name: str = "") -> TidyResult:
+def shows_evidence(cell: NotebookNode) -> bool:
+    """True when a code cell's outputs show a figure or a table (an image, or an HTML table)."""
+    for out in cell.get("outputs", []):
+        data = out.get("data", {}) if out.get("output_type") in ("display_data", "execute_result") else {}
+        if any(mime.startswith("image/") for mime in data) or "<table" in str(data.get("text/html", "")):
+            return True
+    return False
+
+
+def tidy_notebook(nb: NotebookNode, source_name: str = "", *, keep_displays: bool = True) -> TidyResult:
     """Make the tidy version of a notebook (no kernel involved; see the module docstring).
+
+    ``keep_displays``: keep the cells that show a figure or a table (and what they need), though
+    the answer does not use them.
 
     Raises :class:`UsageError` if the notebook has no answer cell: the tidy notebook is what
     the answer needs, so without an answer there is nothing to keep.
@@ -144,12 +158,20 @@ def tidy_notebook(nb: NotebookNode, source_name: str = "") -> TidyResult:
         names.append(
             CellNames()
             if skipped
-            else analyse_cell(cell.source, raised=failed, raised_at=_raised_at(cell) if failed else None)
+            else analyse_cell(
+                step_code(cell.source), raised=failed, raised_at=_raised_at(cell) if failed else None
+            )
         )
         if failed:
             continue
         tags = set(cell.metadata.get("tags", []))
-        if answer_payload(cell) is not None or _role(cell) == "setup" or tags & KEEP_TAGS or names[-1].opaque:
+        if (
+            answer_payload(cell) is not None
+            or _role(cell) in ("setup", "answer")
+            or tags & KEEP_TAGS
+            or names[-1].opaque
+            or (keep_displays and shows_evidence(cell))
+        ):
             roots.append(position)
     if not any(answer_payload(nb.cells[i]) is not None and failures[i] is None for i in code):
         where = f" {source_name!r}" if source_name else ""
@@ -250,12 +272,13 @@ async def aexport_tidy(
     overwrite: bool = False,
     timeout: float = 600.0,
     sandbox: Sandbox | None = None,
+    keep_displays: bool = True,
 ) -> TidyResult:
     """Make, verify and write the tidy notebook; see :func:`export_tidy`."""
     source = Path(notebook).expanduser().resolve()
     nb = read_notebook(source)
     target = check_output_path(output, source, overwrite)
-    result = tidy_notebook(nb, source.name)
+    result = tidy_notebook(nb, source.name, keep_displays=keep_displays)
     result.source, result.output = source, target
     if verify:
         report = await averify_notebook(
@@ -290,6 +313,7 @@ def export_tidy(
     overwrite: bool = False,
     timeout: float = 600.0,
     sandbox: Sandbox | None = None,
+    keep_displays: bool = True,
 ) -> TidyResult:
     """Write the tidy version of a run's notebook: the same analysis without the dead ends.
 
@@ -305,6 +329,8 @@ def export_tidy(
         timeout: seconds one cell may run while verifying.
         sandbox: limits of the sandboxed kernel it verifies in (default
             :class:`~nbagent.Sandbox()`; never taken from the notebook).
+        keep_displays: keep the cells that show a figure or a table although the answer does not
+            use them (``False``: leave them out too).
     """
     return run_sync(aexport_tidy)(
         notebook,
@@ -315,6 +341,7 @@ def export_tidy(
         overwrite=overwrite,
         timeout=timeout,
         sandbox=sandbox,
+        keep_displays=keep_displays,
     )
 
 

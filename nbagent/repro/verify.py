@@ -32,13 +32,14 @@ from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from .._version import __version__
+from ..agent.bootstrap import agent_code, new_answer_key
 from ..agent.environment import parse_probe_output, probe_code, version_changes
 from ..exceptions import KernelStartError, NoSuchKernelError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL, available_kernels, kernel_spec_manager
 from ..execution.outputs import ANSWER_MIME
 from ..execution.sandbox import Sandbox
 from ..notebook.reader import check_metadata, read_notebook_file
-from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest
+from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest, step_code
 from ..notebook.signing import Signature, SignatureCheck, check_signatures, load_key
 from .compare import DEFAULT_IMAGE_TOLERANCE, answers_match, compare_outputs
 
@@ -240,11 +241,13 @@ def error_of(outputs: Sequence[Any]) -> str | None:
 
 
 def cell_label(cell: NotebookNode) -> str:
-    """How the report names a cell: ``setup``, ``step 3``, or ``code``."""
+    """How the report names a cell: ``setup``, ``tools``, ``step 3``, ``answer cell`` or ``code``."""
     meta = cell.metadata.get("nbagent", {})
     role = meta.get("role")
-    if role == "setup":
-        return "setup"
+    if role in ("setup", "tools"):
+        return str(role)
+    if role == "answer":
+        return "answer cell"
     if role == "step" and meta.get("step") is not None:
         return f"step {meta['step']}"
     return "code"
@@ -352,11 +355,21 @@ async def _execute(
         try:
             async with client.async_setup_kernel(cleanup_kc=True, env=env):
                 code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+                for index in code_cells:
+                    # A failed step raises again, to be compared with the error it recorded.
+                    nb.cells[index].source = step_code(nb.cells[index].source)
+                agent_part = nbformat.v4.new_code_cell(agent_code(new_answer_key()))
                 for position, index in enumerate(code_cells):
                     try:
                         await client.async_execute_cell(
                             nb.cells[index], index, execution_count=client.code_cells_executed + 1
                         )
+                        if agent_part is not None and cell_label(nb.cells[index]) == "setup":
+                            # As in the run: the answer is handed over in typed form, to compare.
+                            setup = nb.cells[index]
+                            await client.async_execute_cell(agent_part, index, store_history=False)
+                            nb.cells[index], agent_part = setup, None  # nbclient put agent_part there
+                            client.code_cells_executed -= 1  # it is not a cell: counts go on as in the run
                     except DeadKernelError:
                         errors[index] = "DeadKernelError: the kernel died while running this cell"
                         not_run.update(code_cells[position + 1 :])
@@ -397,7 +410,7 @@ def _judge(
     for index, cell in enumerate(stored.cells):
         if cell.cell_type != "code":
             continue
-        first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+        first_line = next((line for line in step_code(cell.source).splitlines() if line.strip()), "")
         payload = answer_payload(cell)
         check = CellCheck(
             index=index,

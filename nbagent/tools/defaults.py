@@ -156,6 +156,8 @@ def inspect_data(path: str, sample_rows: int = 5) -> str:
             return describe(pd.read_parquet(target), "Parquet")
         except ImportError as exc:
             return f"{path}: Parquet file, {human(size)}; reading it needs pyarrow or fastparquet ({exc})"
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            return f"{path}: Parquet file, {human(size)}, that cannot be read ({exc})"
     if head.startswith(b"ARROW1"):
         return describe(pd.read_feather(target), "Feather (Arrow IPC)")
     if head.startswith(b"PK\x03\x04") and (b"xl/" in head or target.suffix.lower() in (".xlsx", ".xlsm")):

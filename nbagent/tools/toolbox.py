@@ -122,10 +122,20 @@ class Toolbox:
 
     def live_source(self) -> str:
         """What the kernel runs at start: the setup cell plus the live bridge address (not recorded)."""
-        source = self.setup_source()
+        return self.setup_source() + self._connect_source()
+
+    def tools_source(self) -> str:
+        """The tools' cell (after the setup cell): their definitions ('' without tools)."""
+        return self._kernel_source
+
+    def live_tools_source(self) -> str:
+        """What the kernel runs for the tools' cell: plus the live bridge address (not recorded)."""
+        return self._kernel_source + self._connect_source() if self._kernel_source else ""
+
+    def _connect_source(self) -> str:
         if self.bridge is not None and self.bridge.address is not None:
-            source += f"\n_nbagent_host.connect({self.bridge.address!r}, {self.bridge.token!r})\n"
-        return source
+            return f"\n_nbagent_host.connect({self.bridge.address!r}, {self.bridge.token!r})\n"
+        return ""
 
     def check_setup(self, execution: Execution) -> None:
         """Turn a failed setup cell into a clear error about the tools, when it is theirs."""
