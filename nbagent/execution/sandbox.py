@@ -121,6 +121,9 @@ def parse_size(text: str | int | None) -> int | None:
         raise ValueError(f"{text!r} is not a size; write it like 4G, 512M or 1024 (bytes), or 0 for none")
     number, unit = float(match.group(1)), match.group(2).lower()
     value = int(number * (1 << (10 * " kmgt".index(unit or " "))))
+    if number and not value:
+        # "0.1" once meant "no limit" by rounding down; a slip must not lift a limit.
+        raise ValueError(f"{text!r} is less than one byte; write a size like 512M or 2G, or 0 for none")
     return value or None
 
 
