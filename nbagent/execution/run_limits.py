@@ -97,12 +97,52 @@ def _seccomp_program() -> bytes | None:
             reason = seccomp.seccomp_available()
             if reason is None:
                 program = seccomp.seccomp_program()
-            else:
+                reason = _breaks_zmq(program)
+                if reason is not None:
+                    program = None
+            if reason is not None:
                 _warn_once("seccomp", f"nbagent: jailed kernels run without a seccomp filter: {reason}")
         except ImportError:
             _warn_once("seccomp", "nbagent: jailed kernels run without a seccomp filter (module missing)")
         _seccomp_cache.append(program)
     return _seccomp_cache[0]
+
+
+def _breaks_zmq(program: bytes) -> str | None:
+    """Why ``program`` would kill every kernel, or ``None``.
+
+    libzmq resolves a TCP bind address through ``getifaddrs`` (a NETLINK_ROUTE socket) and aborts
+    the process when that fails; ipykernel binds its IOPub pipe on tcp://127.0.0.1. A filter that
+    refuses that socket would leave no kernel standing, so it is tried in a child process first.
+    """
+    import ctypes
+    import socket
+
+    class _Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _Program(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:  # the child only makes system calls, then leaves without cleanup
+        code = 2
+        try:
+            if libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0:
+                try:
+                    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()
+                    code = 0
+                except OSError:
+                    code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 1:
+        return (
+            "the filter refuses the NETLINK_ROUTE socket libzmq needs to bind ipykernel's IOPub "
+            "pipe (the kernel would abort); it must allow socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)"
+        )
+    return None
 
 
 class JailedRun:
