@@ -285,7 +285,10 @@ def test_a_jailed_run_writes_in_its_own_folder_and_sees_the_notebook_folder_path
 def test_batch_tasks_each_get_their_own_jail_and_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    probe = "import os\nprint(sorted(os.listdir('.')), sorted(os.listdir('..')))\nopen('mine.txt', 'w').write('x')"
+    probe = (
+        "import os\nprint(sorted(os.listdir('.')), sorted(os.listdir('..')))\n"
+        "open('mine.txt', 'w').write('x')"
+    )
     (tmp_path / "s.json").write_text(json.dumps([code(probe), code("final_answer(1)")]))
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(
