@@ -343,6 +343,9 @@ async def run_local(
         fork=None if settings.fork else False,
         sandbox=settings.sandbox,
     )
+    if pool.jailed:
+        # Each jail is made for its task: the code sees the task's folder, as a re-run would.
+        pool.plan([(task_folder(settings.out, t) / WORK_FOLDER, task_folder(settings.out, t)) for t in tasks])
     queue: asyncio.Queue[BatchTask] = asyncio.Queue()
     for task in tasks:
         queue.put_nowait(task)

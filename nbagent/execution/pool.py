@@ -22,6 +22,7 @@ way a notebook whose code forgets an import still fails when re-run alone, as it
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -127,6 +128,9 @@ class KernelPool:
         self.started = 0
         """Kernels started so far."""
         self._ready: asyncio.Queue[Kernel | BaseException] = asyncio.Queue()
+        # Planned kernels (see plan()): the task folder -> its kernel, or why it failed.
+        self._plan: collections.deque[tuple[Path, Path]] = collections.deque()
+        self._planned: dict[Path, asyncio.Future[Kernel | BaseException]] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._stopping: set[asyncio.Task[None]] = set()
         self._leased: set[Kernel] = set()
@@ -137,7 +141,17 @@ class KernelPool:
     @property
     def warm(self) -> int:
         """Kernels started and waiting for a task."""
-        return self._ready.qsize()
+        return self._ready.qsize() + self._planned_ready
+
+    def plan(self, folders: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]]) -> None:
+        """Say, in the order tasks will ask, which folders they will ask for (jailed pools).
+
+        Each pair is (the ``workdir`` given to :meth:`acquire`, the path the code should see it
+        at). A jail's mounts are made when it starts, so a kernel warmed for a known task sees
+        its folder where a stock re-run of the notebook would; without a plan the code sees
+        the spare folder's path.
+        """
+        self._plan.extend((Path(w).resolve(), Path(i).resolve()) for w, i in folders)
 
     @property
     def in_use(self) -> int:
@@ -170,24 +184,49 @@ class KernelPool:
         if target.exists():
             raise UsageError(f"task folder {str(target)!r} already exists; remove it first")
         self.folder.mkdir(parents=True, exist_ok=True)
+        planned = target in self._planned or any(entry[0] == target for entry in self._plan)
         while True:
-            self._waiting += 1
-            try:
+            if planned:
+                item = await self._await_planned(target)
+            else:
+                self._waiting += 1
+                try:
+                    self._fill()
+                    item = await self._ready.get()
+                finally:
+                    self._waiting -= 1
                 self._fill()
-                item = await self._ready.get()
-            finally:
-                self._waiting -= 1
-            self._fill()
             if isinstance(item, BaseException):
                 raise KernelError(f"could not start a kernel for the task: {item}") from item
             if await item.ais_alive():
                 break
             await item.ashutdown()  # it died while waiting; take the next
             shutil.rmtree(item.cwd, ignore_errors=True)
+            if planned:
+                self._start_one((target, item.inside_cwd or target))
         os.rename(item.cwd, target)
         item.cwd = target
         self._leased.add(item)
         return item
+
+    async def _await_planned(self, target: Path) -> Kernel | BaseException:
+        if target not in self._planned:
+            entry = next((e for e in self._plan if e[0] == target), None)
+            if entry is not None:
+                self._plan.remove(entry)  # its turn came early: start it now
+            self._start_one(entry or (target, target))
+        self._fill()
+        future = self._planned[target]
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if future.done():
+                del self._planned[target]
+            self._fill()
+
+    @property
+    def _planned_ready(self) -> int:
+        return sum(1 for f in self._planned.values() if f.done())
 
     async def release(self, kernel: Kernel) -> None:
         """Give back a kernel from :meth:`acquire`; it is shut down (in the background)."""
@@ -210,6 +249,11 @@ class KernelPool:
             item = self._ready.get_nowait()
             if isinstance(item, Kernel):
                 kernels.append(item)
+        for future in self._planned.values():
+            if future.done() and isinstance(future.result(), Kernel):
+                kernels.append(future.result())  # type: ignore[arg-type]
+            future.cancel()
+        self._planned.clear()
         await asyncio.gather(*(k.ashutdown() for k in kernels), return_exceptions=True)
         for kernel in kernels:
             if kernel.cwd.parent == self.folder:
@@ -238,7 +282,7 @@ class KernelPool:
         # Every waiting caller must have a kernel on its way, whatever the limit; beyond that,
         # ``size`` more are kept warm while the limit allows.
         while not self._closed:
-            coming = self._ready.qsize() + len(self._starting)
+            coming = self._ready.qsize() + len(self._starting) + self._planned_ready
             if coming < self._waiting or (
                 coming < self._waiting + self.size and (self.limit is None or self.started < self.limit)
             ):
@@ -246,9 +290,13 @@ class KernelPool:
             else:
                 break
 
-    def _start_one(self) -> None:
+    def _start_one(self, planned: tuple[Path, Path | None] | None = None) -> None:
+        if planned is None and self._plan:
+            planned = self._plan.popleft()
+        if planned is not None:
+            self._planned[planned[0]] = asyncio.get_running_loop().create_future()
         self.started += 1
-        task = asyncio.ensure_future(self._warm_kernel())
+        task = asyncio.ensure_future(self._warm_kernel(planned))
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
 
@@ -264,7 +312,15 @@ class KernelPool:
             return None
         return server
 
-    async def _warm_kernel(self) -> None:
+    def _deliver(self, key: Path | None, item: Kernel | BaseException) -> None:
+        future = self._planned.get(key) if key is not None else None
+        if future is None:
+            self._ready.put_nowait(item)
+        elif not future.done():
+            future.set_result(item)
+
+    async def _warm_kernel(self, planned: tuple[Path, Path | None] | None = None) -> None:
+        key = planned[0] if planned is not None else None
         spare = self.folder / f"k{os.getpid()}-{next(_counter)}"
         if self.jailed:
             make_jail_folder(spare)  # nbagent's own folder: the jail's uid writes in it
@@ -275,7 +331,7 @@ class KernelPool:
             # shielded: a warm-up cancelled while waiting must not cancel the shared start
             server = await asyncio.shield(self._forks) if self._forks is not None else None
         except Exception as exc:
-            self._ready.put_nowait(exc)
+            self._deliver(key, exc)
             shutil.rmtree(spare, ignore_errors=True)
             return
         provisioner = server.provisioner if server is not None else None
@@ -285,6 +341,7 @@ class KernelPool:
             startup_timeout=self.startup_timeout,
             provisioner=provisioner,
             sandbox=self.sandbox,
+            inside_cwd=planned[1] if planned is not None else None,
         )
         try:
             await kernel.astart()
@@ -297,10 +354,10 @@ class KernelPool:
         except Exception as exc:
             await kernel.ashutdown()
             shutil.rmtree(spare, ignore_errors=True)
-            self._ready.put_nowait(exc)
+            self._deliver(key, exc)
             return
         if self._closed:
             await kernel.ashutdown()
             shutil.rmtree(spare, ignore_errors=True)
             return
-        self._ready.put_nowait(kernel)
+        self._deliver(key, kernel)
