@@ -158,6 +158,12 @@ class Kernel:
         return getattr(process, "pid", None)
 
     @property
+    def client(self) -> Any:
+        """The jupyter_client ``AsyncKernelClient`` of the running kernel (``None`` before start), for
+        code that speaks the messaging protocol itself (benchmarks, debuggers)."""
+        return self._kc
+
+    @property
     def jailed(self) -> bool:
         """True when this kernel runs (or will run) in the jail: a sandboxed spec at level ``jail``."""
         return self.sandbox.jailed and is_sandboxed_spec(self.name)
