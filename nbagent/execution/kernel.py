@@ -436,6 +436,8 @@ class Kernel:
         code = getattr(process, "returncode", None)
         if code is None:
             return "died"
+        if self._jail is not None and 128 < code < 128 + 65:
+            code = 128 - code  # bwrap reports its child's death by signal N as exit code 128 + N
         if code >= 0:
             return f"exited with code {code}"
         try:
