@@ -1,19 +1,27 @@
-"""The sandbox a kernel runs in: limits applied by the kernel's own launcher before IPython starts.
+"""The sandbox a kernel runs in: settings on the host, applied by the kernel's own launcher.
 
 Two halves, one module (standard library only, so the launcher starts fast):
 
-- host side: :class:`Sandbox` holds the settings (memory, CPU time, file size, network, the
-  environment allow-list). :meth:`Sandbox.to_env` turns them into ``NBAGENT_SANDBOX_*`` variables
-  given to the kernel process; :func:`is_secret_name` says which variables count as secrets.
-- kernel side: ``kernels/nbagent-sandbox`` runs :func:`main`, which reads those variables, removes
-  secrets from the environment, sets the resource limits, moves into a new network namespace
-  (``unshare -n``; with a user namespace when the process is not privileged), writes a report of
-  what it did, and then *execs* ``ipykernel_launcher``. Exec, not spawn: the kernel keeps the
-  launcher's process id, so the interrupt (SIGINT) jupyter_client sends reaches the kernel itself,
-  and ipykernel's parent poller still sees the host as its parent.
+- host side: :class:`Sandbox` holds the settings (level, memory, CPU time, processes, disk, file
+  size, network, the environment allow-list). :meth:`Sandbox.to_env` turns them into
+  ``NBAGENT_SANDBOX_*`` variables given to the kernel process; :func:`is_secret_name` says which
+  variables count as secrets (redacted from notebooks at every level).
+- kernel side: ``kernels/nbagent-sandbox`` runs :func:`main`, which reads those variables and
+  then, by level:
+
+  - ``jail`` (the default): :func:`enter_jail` sets the rlimits bwrap inherits, joins the run's
+    cgroup, takes the connection file off the disk, and *execs* ``bwrap`` with the command
+    :func:`nbagent.execution.jail.bwrap_command` builds (see that module for the threat model);
+  - ``limits``: :func:`enter_sandbox` removes secrets from the environment, sets the resource
+    limits, moves into a new network namespace (``unshare -n``; with a user namespace when the
+    process is not privileged), drops five capabilities, and *execs* ``ipykernel_launcher``.
+
+  Either way a report of what was done is written for the host. Exec, not spawn: the process
+  jupyter_client started stays the one that dies with the kernel.
 
 The kernel talks to the host over ZMQ's ``ipc`` transport (Unix sockets in a folder), which does
-not need a network, so a kernel without one works normally.
+not need a network, so a kernel without one works normally. Interrupts are ``interrupt_request``
+messages (``interrupt_mode: message`` in the spec): bwrap does not pass signals on.
 """
 
 from __future__ import annotations
