@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .attacks import needs
 
 
 @pytest.fixture
@@ -33,3 +38,11 @@ def home_canary(module_token: str) -> Iterator[tuple[Path, str]]:
     yield secret, value
     secret.unlink(missing_ok=True)
     folder.rmdir()
+
+
+@pytest.fixture(autouse=True)
+def _attack_facilities() -> None:
+    """The attacks are those on a root-run Linux machine with bubblewrap (this project's and CI's)."""
+    needs(None if sys.platform.startswith("linux") else f"the jail is Linux's; this is {sys.platform}")
+    needs(None if os.geteuid() == 0 else "the attacks shown outside the jail need root (/etc/shadow, ptrace)")
+    needs(None if shutil.which("bwrap") else "bwrap is not installed (apt-get install bubblewrap)")
