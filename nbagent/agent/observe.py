@@ -176,6 +176,8 @@ class Observer:
             pieces.append(f"[Timed out: {execution.note}.]")
         elif execution.status == "died":
             pieces.append(f"[Kernel died: {execution.note}.]")
+        for limit in execution.limits:
+            pieces.append(f"[Limit: {limit}]")
         if not pieces:
             pieces.append("[The code ran without output. Use print() to see values.]")
         return Observation(text=escape_controls(self.fit(pieces)), images=images)

@@ -5,10 +5,13 @@ Layout of ``--out``::
     runs/
       status.jsonl          one JSON line per finished task, appended as tasks finish
       <id>/<id>.ipynb       a task's notebook, beside the task's data files (its kernel's folder)
+      <id>/work/            in the jail (the default): the kernel's one writable folder, with
+                            copies of the data files and what the code wrote
       .pool/                spare folders of warm kernels (removed at the end)
 
-A task's folder is its kernel's working directory, so a notebook re-runs from its own folder and
-tasks never see each other's files. ``status.jsonl`` is the record of what is done: a task with
+A task's folder is its kernel's working directory (in the jail, its ``work/`` folder, so the
+kernel cannot touch its own notebook), so a notebook re-runs from its own folder and tasks never
+see each other's files. ``status.jsonl`` is the record of what is done: a task with
 a line there is finished (whatever its status) and ``--resume`` skips it; any other task is run
 again from scratch, its folder (a half-written notebook of an interrupted run) replaced.
 
@@ -35,6 +38,7 @@ from ..agent.agent import Agent, RunResult
 from ..exceptions import NbagentError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.pool import KernelPool
+from ..execution.sandbox import Sandbox
 from ..models import LiteLLMModel, Usage, resolve_model
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
@@ -43,6 +47,7 @@ TaskStatus = Literal["ok", "failed", "timeout", "error"]
 STATUS_FILE = "status.jsonl"
 _STATUS_OF_RUN: dict[str, TaskStatus] = {"answered": "ok", "max_steps": "failed"}
 POOL_FOLDER = ".pool"
+WORK_FOLDER = "work"
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class BatchSettings:
         jobs: tasks run at once (and kernels kept warm) on this machine.
         fork: let the pool fork kernels from a pre-imported process where it can
             (:mod:`nbagent.execution.forking`); ``False``: start every kernel as a fresh process.
+        sandbox: the sandbox of the sandboxed kernel spec (default: the jail); a jailed task
+            writes in ``<id>/work/``, beside its notebook (see the module docstring).
+        max_restarts: kernel restarts one task survives.
     """
 
     out: Path
@@ -71,6 +79,8 @@ class BatchSettings:
     kernel: str = DEFAULT_KERNEL
     jobs: int = 1
     fork: bool = True
+    sandbox: Sandbox | None = None
+    max_restarts: int = 3
 
 
 @dataclass
@@ -253,13 +263,19 @@ async def run_task(task: BatchTask, pool: KernelPool, settings: BatchSettings) -
     try:
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished earlier attempt: replaced, never merged
-        kernel = await pool.acquire(folder)
+        if pool.jailed:
+            # The jail writes in work/ only; the notebook beside it is out of the kernel's reach.
+            folder.mkdir()
+            kernel = await pool.acquire(folder / WORK_FOLDER)
+        else:
+            kernel = await pool.acquire(folder)
         agent = Agent(
             resolve_model(spec, **_model_kwargs(settings)),
             max_steps=task.max_steps or settings.max_steps,
             timeout=timeout,
             kernel=settings.kernel,
             executor=kernel,
+            max_restarts=settings.max_restarts,
         )
         run = agent.arun(
             task.question, files=task.files, notebook=nb_path, overwrite=True, parameters=task.parameters
@@ -325,6 +341,7 @@ async def run_local(
         kernel=settings.kernel,
         limit=len(tasks),
         fork=None if settings.fork else False,
+        sandbox=settings.sandbox,
     )
     queue: asyncio.Queue[BatchTask] = asyncio.Queue()
     for task in tasks:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import check_kernel
+from .arguments import add_sandbox_arguments, check_kernel, check_sandbox, sandbox_from_args
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -56,6 +56,7 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     batch.add_argument(
         "--cluster", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786); needs nbagent[dask]"
     )
+    add_sandbox_arguments(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
 
 
@@ -76,6 +77,8 @@ def batch_command(args: argparse.Namespace) -> int:
         import_distributed()
     else:
         check_kernel(args.kernel)
+    sandbox = sandbox_from_args(args)
+    check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
     tasks = load_tasks(args.tasks)
     settings = BatchSettings(
         out=Path(args.out),
@@ -87,6 +90,8 @@ def batch_command(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         jobs=args.jobs if args.jobs is not None else 1,
         fork=not args.no_fork,
+        sandbox=sandbox,
+        max_restarts=args.max_restarts,
     )
     outcome = asyncio.run(
         run_batch(

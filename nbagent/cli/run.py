@@ -16,6 +16,7 @@ from .arguments import (
     add_sandbox_arguments,
     add_tool_arguments,
     check_kernel,
+    check_sandbox,
     check_step_limits,
     load_tools,
     sandbox_from_args,
@@ -115,10 +116,12 @@ def run_command(args: argparse.Namespace) -> int:
     check_step_limits(args)
     observer = _observer(args)
     check_data_files(args.data)
+    check_kernel(args.kernel)
+    sandbox = sandbox_from_args(args)
+    check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
     output = Path(args.output or f"{_slug(question)}.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     check_notebook_path(output, args.overwrite)
-    check_kernel(args.kernel)
     model_kwargs = {"api_base": args.api_base} if args.api_base else {}
     model = resolve_model(args.model, **model_kwargs)
     if isinstance(model, LiteLLMModel):
@@ -135,7 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         observer=observer,
         listeners=listeners,
-        sandbox=sandbox_from_args(args),
+        sandbox=sandbox,
         max_restarts=args.max_restarts,
         tools=tools,
         default_tools=not args.no_default_tools,
@@ -167,6 +170,8 @@ def resume_command(args: argparse.Namespace) -> int:
 
     check_step_limits(args)
     check_kernel(args.kernel)
+    sandbox = sandbox_from_args(args)
+    check_sandbox(args.kernel, sandbox)
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
@@ -186,7 +191,7 @@ def resume_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         kernel=args.kernel,
         listeners=[] if args.quiet else [StepLog()],
-        sandbox=sandbox_from_args(args),
+        sandbox=sandbox,
         max_restarts=args.max_restarts,
         tools=load_tools(args),
         default_tools=not args.no_default_tools,
@@ -234,7 +239,11 @@ async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
     from ..repro.verify import averify_notebook
 
     report = await averify_notebook(
-        notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
+        notebook,
+        kernel=args.kernel,
+        timeout=max(2 * args.timeout, 60.0),
+        record=True,
+        sandbox=sandbox_from_args(args),
     )
     if not args.quiet or not report.ok:
         print(report.summary(all_cells=not args.quiet), file=sys.stderr)

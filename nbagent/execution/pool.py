@@ -31,12 +31,36 @@ from pathlib import Path
 
 from ..exceptions import KernelError, UsageError
 from .forking import ForkServer, fork_supported
-from .kernel import DEFAULT_KERNEL, Kernel
+from .jail import make_jail_folder
+from .kernel import DEFAULT_KERNEL, Kernel, is_sandboxed_spec
+from .sandbox import Sandbox
 
 WARM_MODULES = ("numpy", "pandas", "matplotlib.pyplot")
 """Modules imported into every pool kernel before a task gets it."""
 
 _counter = itertools.count(1)
+
+
+def sweep_stale_spares(folder: Path) -> list[str]:
+    """Remove spare folders (``k<pid>-<n>``) left by a pool whose process was killed; returns them."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            owner = entry.name[1:].split("-", 1)[0]
+            if entry.name.startswith("k") and owner.isdigit() and not _alive(int(owner)):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def warmup_code(modules: Sequence[str]) -> str:
@@ -69,6 +93,10 @@ class KernelPool:
         startup_timeout: seconds a kernel may take to start.
         fork: fork kernels from a pre-imported process (:mod:`nbagent.execution.forking`); ``None``: where
             the platform and the kernel spec allow it, else start them the ordinary way.
+        sandbox: the sandbox of a sandboxed spec. In the jail every kernel is started in a jail
+            of its own (never forked from a shared zygote: tasks share no jail, pid namespace or
+            writable folder); its spare folder is the jail's one writable folder, seen inside at
+            the spare's own path after it is moved to the task.
     """
 
     def __init__(
@@ -81,6 +109,7 @@ class KernelPool:
         limit: int | None = None,
         startup_timeout: float = 60.0,
         fork: bool | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if size < 1:
             raise UsageError(f"a kernel pool needs a size of at least 1, not {size}")
@@ -89,7 +118,10 @@ class KernelPool:
         self.kernel_name = kernel
         self.warm_modules = list(warm_modules)
         self.warm_code = warmup_code(warm_modules) if warm_modules else ""
-        self.fork = fork
+        self.sandbox = sandbox or Sandbox()
+        self.jailed = self.sandbox.jailed and is_sandboxed_spec(kernel)
+        # A zygote would put every task's kernel in one jail: jailed kernels start on their own.
+        self.fork = False if self.jailed else fork
         self.limit = limit
         self.startup_timeout = startup_timeout
         self.started = 0
@@ -121,6 +153,7 @@ class KernelPool:
     async def astart(self) -> None:
         """Start warming ``size`` kernels (returns at once; kernels come up in the background)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale_spares(self.folder)
         if self._forks is None and self.fork is not False and (self.fork or fork_supported()):
             self._forks = asyncio.ensure_future(self._start_fork_server())
         self._fill()
@@ -233,7 +266,10 @@ class KernelPool:
 
     async def _warm_kernel(self) -> None:
         spare = self.folder / f"k{os.getpid()}-{next(_counter)}"
-        spare.mkdir(parents=True)
+        if self.jailed:
+            make_jail_folder(spare)  # nbagent's own folder: the jail's uid writes in it
+        else:
+            spare.mkdir(parents=True)
         server: ForkServer | None = None
         try:
             # shielded: a warm-up cancelled while waiting must not cancel the shared start
@@ -244,7 +280,11 @@ class KernelPool:
             return
         provisioner = server.provisioner if server is not None else None
         kernel = Kernel(
-            self.kernel_name, cwd=spare, startup_timeout=self.startup_timeout, provisioner=provisioner
+            self.kernel_name,
+            cwd=spare,
+            startup_timeout=self.startup_timeout,
+            provisioner=provisioner,
+            sandbox=self.sandbox,
         )
         try:
             await kernel.astart()

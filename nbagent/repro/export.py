@@ -33,6 +33,7 @@ from nbformat.v4 import new_markdown_cell
 from .._version import __version__
 from ..agent.agent import check_notebook_path
 from ..exceptions import NotReproducedError, UsageError
+from ..execution.sandbox import Sandbox
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text
 from .dataflow import CellNames, analyse_cell, needed_cells
 from .verify import (
@@ -239,6 +240,7 @@ async def aexport_tidy(
     verify: bool = True,
     overwrite: bool = False,
     timeout: float = 600.0,
+    sandbox: Sandbox | None = None,
 ) -> TidyResult:
     """Make, verify and write the tidy notebook; see :func:`export_tidy`."""
     source = Path(notebook).expanduser().resolve()
@@ -248,7 +250,12 @@ async def aexport_tidy(
     result.source, result.output = source, target
     if verify:
         report = await averify_notebook(
-            result.notebook, data=data, kernel=kernel, timeout=timeout, base_dir=source.parent
+            result.notebook,
+            data=data,
+            kernel=kernel,
+            timeout=timeout,
+            base_dir=source.parent,
+            sandbox=sandbox,
         )
         result.verification = report
         if not report.ok:
@@ -273,6 +280,7 @@ def export_tidy(
     verify: bool = True,
     overwrite: bool = False,
     timeout: float = 600.0,
+    sandbox: Sandbox | None = None,
 ) -> TidyResult:
     """Write the tidy version of a run's notebook: the same analysis without the dead ends.
 
@@ -285,9 +293,17 @@ def export_tidy(
             the source's outputs and answer (:class:`~nbagent.NotReproducedError` otherwise).
         overwrite: allow replacing an existing ``output``.
         timeout: seconds one cell may run while verifying.
+        sandbox: the sandbox to verify in (default: the jail).
     """
     return run_sync(aexport_tidy)(
-        notebook, output, data=data, kernel=kernel, verify=verify, overwrite=overwrite, timeout=timeout
+        notebook,
+        output,
+        data=data,
+        kernel=kernel,
+        verify=verify,
+        overwrite=overwrite,
+        timeout=timeout,
+        sandbox=sandbox,
     )
 
 
