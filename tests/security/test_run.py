@@ -146,7 +146,11 @@ def in_child(call):
     # Namespaces change the calling process: try them in a throwaway child.
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if call() == 0 else (ctypes.get_errno() or 255))
+        code = 255
+        try:
+            code = 0 if call() == 0 else (ctypes.get_errno() or 255)
+        finally:  # the child must never go on as a second copy of the kernel
+            os._exit(code)
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code:
         raise PermissionError(code, os.strerror(code))
