@@ -54,15 +54,22 @@ for _ in range(CHILDREN):
         os.read(release_r, 1)  # hold it until the parent has counted
         os._exit(0)
     pids.append(pid)
-held, deadline = 0, time.monotonic() + 60
-while held < CHILDREN and time.monotonic() < deadline:
-    if select.select([ready_r], [], [], 0.5)[0]:
+held, gone, deadline = 0, {}, time.monotonic() + 30
+while held + len(gone) < CHILDREN and time.monotonic() < deadline:
+    if select.select([ready_r], [], [], 0.2)[0]:
         held += len(os.read(ready_r, CHILDREN))
-alive = [pid for pid in pids if os.waitpid(pid, os.WNOHANG) == (0, 0)]
+    for pid in pids:
+        if pid not in gone:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                gone[pid] = os.waitstatus_to_exitcode(status)  # -9: the OOM killer; 3: MemoryError
+holding = held - sum(1 for code in gone.values() if code != 3)  # signalled, then killed
 os.close(release_w)
-for pid in alive:
-    os.waitpid(pid, 0)
-print("ATTACK " + json.dumps({"children holding 300 MB at once": min(held, len(alive))}))
+for pid in pids:
+    if pid not in gone:
+        os.waitpid(pid, 0)
+found = {"children holding 300 MB at once": max(holding, 0), "children stopped": sorted(gone.values())}
+print("ATTACK " + json.dumps(found))
 """
 
 MANY_FILES = r"""
@@ -144,7 +151,8 @@ def test_memory_split_across_children_stays_under_memory_limit(limits: dict[str,
     assert limits["outside"]["children holding 300 MB at once"] == 4  # 1.2 GB in all
     _answered(limits, "jail")
     # 1 GiB for the kernel and its children together: the four blocks (1.2 GB) cannot all be held.
-    assert limits["jail"].get("children holding 300 MB at once", 0) < 4
+    assert limits["jail"]["children holding 300 MB at once"] < 4
+    assert limits["jail"]["children stopped"], "no child was stopped, yet they could not all hold"
 
 
 def test_many_files_stop_at_disk_limit(limits: dict[str, dict[str, Any]]) -> None:
@@ -159,4 +167,5 @@ def test_tmp_is_size_capped(limits: dict[str, dict[str, Any]]) -> None:
     _answered(limits, "outside")
     assert limits["outside"]["MB written to /tmp"] == 600
     _answered(limits, "jail")
-    assert limits["jail"].get("MB written to /tmp", 0) < 600
+    assert limits["jail"]["MB written to /tmp"] < 600
+    assert "No space left" in str(limits["jail"]["tmp error"])
