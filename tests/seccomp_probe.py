@@ -85,7 +85,10 @@ buf = ctypes.create_string_buffer(256)
 attempt("socket AF_VSOCK", lambda: socket.socket(40, socket.SOCK_STREAM))
 attempt("socket AF_VSOCK high bits", lambda: raw("socket", (1 << 32) | 40, socket.SOCK_STREAM, 0))
 attempt("socket AF_PACKET", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM))
-attempt("socket AF_NETLINK", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM))
+attempt("socket AF_NETLINK audit", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9))
+attempt("socket AF_NETLINK uevent", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15))
+attempt("socket AF_NETLINK route high bits", lambda: raw("socket", 16, socket.SOCK_RAW, 1 << 32))
+attempt("socket AF_INET6 SOCK_RAW", lambda: socket.socket(socket.AF_INET6, socket.SOCK_RAW, 58))
 attempt("socket SOCK_RAW", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 attempt(
     "socket SOCK_RAW|SOCK_CLOEXEC",
@@ -182,6 +185,21 @@ attempt("unshare", lambda: raw("unshare", 0x04000000))  # CLONE_NEWUTS
 # What analysis code needs keeps working under the filter.
 attempt("allowed: socket AF_INET", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
 attempt("allowed: socket AF_UNIX", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+attempt("allowed: netlink route", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+
+
+def zmq_tcp_bind():
+    # What every ipykernel does at start: libzmq aborts the process if this cannot list interfaces.
+    import zmq
+
+    context = zmq.Context()
+    pipe = context.socket(zmq.PAIR)
+    pipe.bind("tcp://127.0.0.1:*")
+    pipe.close(linger=0)
+    context.term()
+
+
+attempt("allowed: zmq tcp bind", zmq_tcp_bind)
 attempt("allowed: mkfifo", lambda: os.mkfifo(os.path.join(tmp, "fifo")))
 attempt("allowed: regular mknod", lambda: os.mknod(os.path.join(tmp, "file"), stat.S_IFREG | 0o600))
 attempt("allowed: personality query", lambda: raw("personality", 0xFFFFFFFF))

@@ -40,7 +40,7 @@ from typing import NamedTuple
 PARENT = "nbagent"
 """The folder, inside the current process's own cgroup, that holds nbagent's run groups."""
 
-_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,99}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _V1_CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
 
 
@@ -255,7 +255,10 @@ class RunCgroup:
         and removed first. Raises :class:`CgroupUnavailable` where the host does not allow it.
         """
         if not _NAME.match(name):
-            raise ValueError(f"cgroup name {name!r}: use 1-100 letters, digits, '_', '.' or '-'")
+            raise ValueError(
+                f"cgroup name {name!r}: use 1-100 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
         for what, value in (("memory", memory), ("pids", pids)):
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"cgroup {what} limit must be a positive integer or None, not {value!r}")
@@ -354,6 +357,8 @@ class RunCgroup:
                 _write(os.path.join(self._folders[""], "cgroup.kill"), "1")
             self._wait_empty(timeout)
             return count
+        if not any(os.path.isdir(f) for f in self._folders.values()):
+            return 0  # removed already
         killed: set[int] = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,9 +5,12 @@ model's code can read and work around, rather than a killed kernel). Each names 
 stops; the tests in ``tests/test_seccomp.py`` play each one under the filter and without it.
 
 - ``socket()`` for ``AF_VSOCK`` (talk to the hypervisor or host, which no network namespace
-  hides), ``AF_PACKET`` and ``SOCK_RAW`` (forge packets), ``AF_NETLINK`` (reconfigure or probe
-  the kernel's network and audit state); ``io_uring_*`` too, since io_uring can open sockets
-  without calling ``socket()``.
+  hides), ``AF_PACKET`` and ``SOCK_RAW`` (forge packets), ``AF_NETLINK`` (probe or drive the
+  kernel's audit, uevent, netfilter, ... interfaces); ``io_uring_*`` too, since io_uring can open
+  sockets without calling ``socket()``. One netlink socket stays allowed: ``NETLINK_ROUTE``,
+  which libzmq opens (``getifaddrs``) to bind ipykernel's IOPub pipe on ``tcp://127.0.0.1`` and
+  aborts the kernel without. In the jail's own network namespace, without ``CAP_NET_ADMIN``, it
+  can only read that namespace's loopback.
 - ``mknod``/``mknodat`` of character and block devices (a device node is a door to raw disks and
   memory); FIFOs and plain files stay allowed.
 - ``ptrace``, ``process_vm_readv``/``writev``, ``pidfd_getfd``: read or steer another process.
@@ -39,6 +42,7 @@ from typing import Any
 _AF_NETLINK = 16
 _AF_PACKET = 17
 _AF_VSOCK = 40
+_NETLINK_ROUTE = 0
 _SOCK_RAW = 3
 _SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK / SOCK_CLOEXEC
 _S_IFMT = 0o170000
@@ -155,9 +159,12 @@ def seccomp_program() -> bytes:
 
     for name in REFUSED_SYSCALLS:
         add(name)
-    for family in (_AF_VSOCK, _AF_PACKET, _AF_NETLINK):
+    for family in (_AF_VSOCK, _AF_PACKET):
         add("socket", arg(0, _LOW32, family))
-    add("socket", arg(1, _SOCK_TYPE_MASK, _SOCK_RAW))
+    # Netlink but NETLINK_ROUTE (protocol 0); a protocol with its upper half set is refused too.
+    add("socket", arg(0, _LOW32, _AF_NETLINK), sc.Arg(2, sc.NE, _NETLINK_ROUTE))
+    # Raw sockets of every family but netlink (libzmq's NETLINK_ROUTE socket is SOCK_RAW).
+    add("socket", sc.Arg(0, sc.NE, _AF_NETLINK), arg(1, _SOCK_TYPE_MASK, _SOCK_RAW))
     for node_type in (_S_IFCHR, _S_IFBLK):
         add("mknod", arg(1, _S_IFMT, node_type))
         add("mknodat", arg(2, _S_IFMT, node_type))
