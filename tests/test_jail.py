@@ -20,7 +20,9 @@ from conftest import PENGUINS, code, scripted
 
 from nbagent import Agent, Kernel, Sandbox
 from nbagent.cli import main
+from nbagent.execution.cgroups import cgroups_available
 from nbagent.execution.jail import JAIL_UID, jail_unavailable
+from nbagent.execution.pool import sweep_stale_spares
 from nbagent.execution.run_limits import RUNTIME_PREFIX, sweep_stale_runtime_folders
 
 pytestmark = pytest.mark.skipif(jail_unavailable() is not None, reason=f"no jail here: {jail_unavailable()}")
@@ -237,6 +239,25 @@ def test_processes_are_limited_for_the_whole_run(tmp_path: Path) -> None:
     assert out.startswith("stopped after") and int(out.split()[2]) < 40
 
 
+@pytest.mark.skipif(cgroups_available() is not None, reason=f"no cgroup here: {cgroups_available()}")
+def test_cpu_time_burnt_in_a_child_counts_and_the_kernel_comes_back(tmp_path: Path) -> None:
+    # RLIMIT_CPU counts one process: children each under it escaped it. The run's cgroup does not.
+    burn = "import time\nwhile time.process_time() < 1.5: pass"  # 1.5 s each, of 2 allowed
+    with Kernel(cwd=tmp_path, sandbox=Sandbox(cpu_time=2)) as k:
+        run_in(k, "kept = 'before'")
+        execution = k.execute(
+            "import subprocess, sys, time\n"
+            f"kids = [subprocess.Popen([sys.executable, '-c', {burn!r}]) for _ in range(3)]\n"
+            "[kid.wait() for kid in kids]\ntime.sleep(60)",
+            timeout=90,
+        )
+        assert execution.status == "died" and execution.restarted
+        assert "CPU-time limit of 2 s (the kernel and its children together)" in execution.note
+        assert execution.duration < 30
+        # A restarted kernel gets its budget again (the agent then restores the state).
+        assert run_in(k, "print('alive')").strip() == "alive"
+
+
 def test_the_disk_limit_is_measured_and_told_to_the_model(tmp_path: Path) -> None:
     if ROOT:
         os.chown(tmp_path, JAIL_UID, JAIL_UID)
@@ -247,6 +268,16 @@ def test_the_disk_limit_is_measured_and_told_to_the_model(tmp_path: Path) -> Non
         assert execution.limits and "over this run's disk limit of 3 MiB" in execution.limits[0]
         again = k.execute("import os\nfor i in range(3):\n    os.remove(f'part{i}.bin')\nprint('freed')")
         assert not again.limits
+
+
+def test_spare_folders_of_a_killed_pool_are_swept(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs, as a SIGKILLed batch's would be
+    (tmp_path / f"k{dead.pid}-1").mkdir()
+    (tmp_path / f"k{dead.pid}-1" / "left.txt").write_text("x")
+    (tmp_path / f"k{os.getpid()}-1").mkdir()  # a live pool's spare stays
+    assert sweep_stale_spares(tmp_path) == [f"k{dead.pid}-1"]
+    assert [p.name for p in tmp_path.iterdir()] == [f"k{os.getpid()}-1"]
 
 
 # -- the agent's working folder -------------------------------------------------------------------

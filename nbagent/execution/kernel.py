@@ -12,6 +12,7 @@ Turning messages into notebook outputs is the job of :class:`~nbagent.execution.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import dataclasses
@@ -193,7 +194,9 @@ class Kernel:
             reason = jail_unavailable()
             if reason is not None:
                 raise SandboxUnavailableError(reason)
-            self._jail = JailedRun(self.sandbox)
+            # In a thread: making the cgroup (and, once, trying the seccomp filter) blocks, and a
+            # pool starts kernels beside running tasks on this loop.
+            self._jail = await asyncio.to_thread(JailedRun, self.sandbox)
             self._runtime_dir = self._jail.folder
             ip = os.path.join(self._jail.ipc, "k")
         else:
@@ -216,11 +219,13 @@ class Kernel:
             env.update(dataclasses.replace(self.sandbox, allow_env=allow).to_env())
             env[ENV_PREFIX + "REPORT"] = os.path.join(self._runtime_dir, "sandbox.json")
         if self._jail is not None:
-            env.update(self._jail.env(str(self.inside_cwd) if self.inside_cwd else None))
+            env.update(
+                await asyncio.to_thread(self._jail.env, str(self.inside_cwd) if self.inside_cwd else None)
+            )
         try:
             await km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=self.extra_arguments)
         except Exception as exc:
-            self._close_runtime()
+            await asyncio.to_thread(self._close_runtime)
             raise KernelStartError(f"could not start kernel {self.name!r}: {exc}") from exc
         self._km = km
         _live_kernels.add(self)
@@ -278,7 +283,7 @@ class Kernel:
         if self._kc is not None:
             self._kc.stop_channels()
         if self._jail is not None:
-            self._jail.kill_all()  # nothing of the old kernel survives into the new one
+            await asyncio.to_thread(self._jail.kill_all)  # nothing of the old kernel survives
         # cwd is passed again because a pool may have moved the kernel's folder since it started.
         await self._km.restart_kernel(now=True, cwd=str(self.cwd))
         self.restarts += 1
@@ -304,7 +309,8 @@ class Kernel:
                 await km.shutdown_kernel(now=True)
             except Exception:  # the process may already be gone; cleanup must not fail
                 pass
-        self._close_runtime()
+        # Killing and removing the cgroup waits for the processes to go: not on the loop.
+        await asyncio.to_thread(self._close_runtime)
         _live_kernels.discard(self)
 
     def _kill_now(self) -> None:
