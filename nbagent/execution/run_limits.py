@@ -155,10 +155,12 @@ class JailedRun:
         self.ipc = os.path.join(self.folder, "ipc")
         self.bridge = os.path.join(self.folder, "bridge")
         os.mkdir(self.ipc, 0o700)
-        os.mkdir(self.bridge, 0o755)
+        os.mkdir(self.bridge, 0o700)
         if os.geteuid() == 0:
-            # Folders nbagent made for this kernel only; the kernel binds its sockets in ipc/.
+            # Folders nbagent made for this kernel only: the kernel binds its sockets in ipc/ and
+            # connects to the bridge's in bridge/; no other user may enter either.
             os.chown(self.ipc, JAIL_UID, JAIL_UID)
+            os.chown(self.bridge, JAIL_UID, JAIL_UID)
         self.cgroup: Any = None
         self.cgroup_problem: str | None = None
         self._cpu_base = 0.0
