@@ -261,7 +261,7 @@ def test_cpu_time_burnt_in_a_child_counts_and_the_kernel_comes_back(tmp_path: Pa
 def test_the_disk_limit_is_measured_and_told_to_the_model(tmp_path: Path) -> None:
     if ROOT:
         os.chown(tmp_path, JAIL_UID, JAIL_UID)
-    with Kernel(cwd=tmp_path, sandbox=Sandbox(disk=3 << 20)) as k:
+    with Kernel(cwd=tmp_path, sandbox=Sandbox(disk=3 << 20), run_folder=True) as k:
         execution = k.execute(
             "for i in range(5):\n    open(f'part{i}.bin', 'wb').write(b'x' * (1 << 20))\nprint('written')"
         )

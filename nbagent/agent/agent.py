@@ -637,7 +637,7 @@ class Agent:
         for src in files:
             if not (folder / src.name).exists():
                 shutil.copy2(src, folder / src.name)
-        return Kernel(self.kernel_name, cwd=folder, sandbox=self.sandbox, inside_cwd=workdir)
+        return Kernel(self.kernel_name, cwd=folder, sandbox=self.sandbox, inside_cwd=workdir, run_folder=True)
 
     def _bridge_folder(self) -> Path | None:
         folder = getattr(self._executor, "bridge_folder", None)

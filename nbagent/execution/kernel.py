@@ -107,6 +107,9 @@ class Kernel:
         inside_cwd: in the jail, the path at which ``cwd`` (the one writable folder) is seen by
             the code, e.g. the notebook's folder while the files live in a run folder beside it;
             default: ``cwd`` itself.
+        run_folder: ``cwd`` is a folder nbagent made for this run (the agent's ``<stem>.work/``,
+            a pool's spare): in the jail, what it holds counts against ``Sandbox.disk``. A folder
+            of yours is never measured (its existing content is not the run's).
     """
 
     def __init__(
@@ -122,10 +125,12 @@ class Kernel:
         sandbox: Sandbox | None = None,
         provisioner: Mapping[str, Any] | None = None,
         inside_cwd: str | os.PathLike[str] | None = None,
+        run_folder: bool = False,
     ) -> None:
         self.name = name
         self.cwd = Path(cwd or os.getcwd()).resolve()
         self.inside_cwd = Path(inside_cwd).resolve() if inside_cwd is not None else None
+        self.run_folder = run_folder
         self.env = dict(env or {})
         self.extra_arguments = list(extra_arguments)
         self.startup_timeout = startup_timeout
@@ -363,7 +368,7 @@ class Kernel:
                         # The whole tree's CPU time, as SIGXCPU would for one process.
                         self._limit_hit = over
                         self._kill_process()
-                    disk = self._jail.over_disk(self.cwd, every=DISK_CHECK_INTERVAL)
+                    disk = self._over_disk(every=DISK_CHECK_INTERVAL)
                     if disk is not None and interrupted_at is None:
                         execution.limits.append(disk)
                         interrupted_at = now
@@ -408,8 +413,8 @@ class Kernel:
             if interrupted_at is not None:
                 status = "timeout"
                 execution.note = f"interrupted after {timeout:g} s; the kernel kept its state"
-        if self._jail is not None and not execution.limits:
-            disk = self._jail.over_disk(self.cwd)
+        if not execution.limits:
+            disk = self._over_disk()
             if disk is not None:
                 execution.limits.append(disk)
         if (
@@ -425,6 +430,11 @@ class Kernel:
         if status == "timeout" and execution.error is None:
             execution.error = ErrorInfo("TimeoutError", f"step exceeded {timeout:g} s", "")
         return execution
+
+    def _over_disk(self, every: float = 0.0) -> str | None:
+        if self._jail is None or not self.run_folder:
+            return None
+        return self._jail.over_disk(self.cwd, every=every)
 
     def _kill_process(self) -> None:
         process = getattr(getattr(self._km, "provisioner", None), "process", None)

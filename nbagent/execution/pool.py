@@ -342,6 +342,7 @@ class KernelPool:
             provisioner=provisioner,
             sandbox=self.sandbox,
             inside_cwd=planned[1] if planned is not None else None,
+            run_folder=True,
         )
         try:
             await kernel.astart()
