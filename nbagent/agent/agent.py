@@ -215,6 +215,7 @@ class Agent:
         self._restarts = 0
         self._gave_up: str | None = None
         self._redactor = Redactor({})
+        self._shared_run_folder: Path | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -409,7 +410,11 @@ class Agent:
             await self._executor.astart()
         assert self._executor is not None
         await self.toolbox.start_session(
-            path, new_workdir, overwrite=True, bridge_folder=self._bridge_folder()
+            path,
+            new_workdir,
+            overwrite=True,
+            bridge_folder=self._bridge_folder(),
+            run_folder=self._jail_folder(),
         )
         self.model.resume([e.reply for e in saved.entries if isinstance(e, (Step, Plan))])
         restoration = await replay_steps(
@@ -612,7 +617,9 @@ class Agent:
         self._memory = Memory(self.system_prompt, self.history)
         self._recorder = NotebookRecorder(path, secrets=self._model_secrets())
         self._redactor = Redactor.from_environment(extra=self._model_secrets())
-        await self.toolbox.start_session(path, new_workdir, overwrite, self._bridge_folder())
+        await self.toolbox.start_session(
+            path, new_workdir, overwrite, self._bridge_folder(), run_folder=self._jail_folder()
+        )
 
     def _new_kernel(self, notebook: Path | None, workdir: Path, files: Iterable[Path] = ()) -> Kernel:
         """The run's kernel; a jailed one writes in a run folder nbagent makes, seen at ``workdir``.
@@ -626,7 +633,9 @@ class Agent:
         kernel = Kernel(self.kernel_name, cwd=workdir, sandbox=self.sandbox)
         if not kernel.jailed:
             return kernel
-        if notebook is not None:
+        if self._shared_run_folder is not None:
+            folder = self._shared_run_folder  # a managed agent works in its manager's folder
+        elif notebook is not None:
             folder = notebook.with_name(notebook.stem + ".work")
             if not folder.is_dir():
                 make_jail_folder(folder)
@@ -638,6 +647,12 @@ class Agent:
             if not (folder / src.name).exists():
                 shutil.copy2(src, folder / src.name)
         return Kernel(self.kernel_name, cwd=folder, sandbox=self.sandbox, inside_cwd=workdir, run_folder=True)
+
+    def _jail_folder(self) -> Path | None:
+        executor = self._executor
+        if isinstance(executor, Kernel) and executor.jailed and executor is not self._given_executor:
+            return executor.cwd
+        return None
 
     def _bridge_folder(self) -> Path | None:
         folder = getattr(self._executor, "bridge_folder", None)
