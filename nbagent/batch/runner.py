@@ -266,6 +266,8 @@ async def run_task(task: BatchTask, pool: KernelPool, settings: BatchSettings) -
         if pool.jailed:
             # The jail writes in work/ only; the notebook beside it is out of the kernel's reach.
             folder.mkdir()
+            if not pool.planned(folder / WORK_FOLDER):
+                pool.plan([(folder / WORK_FOLDER, folder)])  # a task the pool was not told of (Dask)
             kernel = await pool.acquire(folder / WORK_FOLDER)
         else:
             kernel = await pool.acquire(folder)

@@ -308,18 +308,26 @@ def bwrap_command(
     m.dir("/tmp/matplotlib", "1777")
     for cache in font_caches:
         m.args += ["--ro-bind-try", cache, "/tmp/matplotlib/" + os.path.basename(cache)]
+    later: list[str] = []
     for path in sorted({os.path.realpath(p) for p in python_paths()} | set(python_paths()), key=len):
-        if os.path.islink(path):
-            continue  # reached through its real path, bound as well
-        if _within(path, workdir) or _within(path, cwd):
-            continue  # the run folder is bound writable below
-        m.ro(path)
+        if os.path.islink(path) or path in (cwd, workdir):
+            continue  # reached through its real path; or the run folder's own place
+        if _within(path, cwd):
+            later.append(path)  # a venv inside the notebook's folder: bound over the run folder
+        else:
+            m.ro(path)
     for folder in shared_folders:
         m.rw(folder, folder)
     if connection_fd is not None:
         m.parents(INSIDE_CONNECTION_FILE)
         m.args += ["--perms", "0444", "--ro-bind-data", str(connection_fd), INSIDE_CONNECTION_FILE]
     m.rw(workdir, cwd)
+    for path in later:
+        # Read-only even inside the writable folder (no .pth planted in a project's .venv); its
+        # mount point is made in the run folder when that is nbagent's own folder.
+        if not any(_within(path, t) for t in m.ro_trees if _within(t, cwd)):
+            m.args += ["--ro-bind", path, path]
+            m.ro_trees.append(path)
     cmd += m.args
     cmd += ["--chdir", cwd]
     if seccomp_fd is not None:

@@ -153,6 +153,11 @@ class KernelPool:
         """
         self._plan.extend((Path(w).resolve(), Path(i).resolve()) for w, i in folders)
 
+    def planned(self, workdir: str | os.PathLike[str]) -> bool:
+        """True when a kernel is planned (or warming) for ``workdir`` (see :meth:`plan`)."""
+        target = Path(workdir).resolve()
+        return target in self._planned or any(entry[0] == target for entry in self._plan)
+
     @property
     def in_use(self) -> int:
         """Kernels handed to tasks and not yet released."""
