@@ -13,9 +13,10 @@ Runs, in this order, in one process tree:
    three steps), each executed in its own task folder with its own kernel.
 4. papermill in a pool of two processes (``multiprocessing.Pool(2)``), same notebooks.
 
-plus ``nbagent batch --jobs 2 --kernel nbagent``: the plain (unsandboxed) kernel spec, whose
-pool kernels are forked from a pre-imported fork server. The default spec, ``nbagent-sandbox``,
-starts through its sandbox launcher and gets ordinary (warm, parallel) kernel starts.
+plus ``nbagent batch --jobs 2 --sandbox=limits`` (the weaker sandbox level) and ``nbagent batch
+--jobs 2 --kernel nbagent``: the plain (unsandboxed) kernel spec, whose pool kernels are forked from
+a pre-imported fork server. The default, the jail, starts one jail per task through its launcher
+(warm, parallel kernel starts; never forked from a shared zygote).
 
 papermill runs the plain ``nbagent`` kernel spec (made visible to it through ``JUPYTER_PATH``):
 the default ``nbagent-sandbox`` spec has no network, and papermill reaches kernels over TCP.
@@ -213,6 +214,10 @@ def main() -> None:
         print("nbagent --jobs 1 done", flush=True)
         results["nbagent batch --jobs 2"] = run_nbagent(task_file, root / "runs-j2", 2, n)
         print("nbagent --jobs 2 done", flush=True)
+        results["nbagent batch --jobs 2 --sandbox=limits"] = run_nbagent(
+            task_file, root / "runs-limits", 2, n, "--sandbox=limits"
+        )
+        print("nbagent --jobs 2 --sandbox=limits done", flush=True)
         results["nbagent batch --jobs 2 --kernel nbagent (forked kernels)"] = run_nbagent(
             task_file, root / "runs-fork", 2, n, "--kernel", "nbagent"
         )
@@ -236,7 +241,9 @@ def main() -> None:
     forked = rate["nbagent batch --jobs 2 --kernel nbagent (forked kernels)"]
     seq, pool = rate["papermill, sequential"], rate["papermill, 2-process pool"]
     print()
-    print(f"- nbagent --jobs 2 (sandboxed) / papermill sequential: **{j2 / seq:.2f}x** (goal >= 2x)")
+    limits = rate["nbagent batch --jobs 2 --sandbox=limits"]
+    print(f"- nbagent --jobs 2 (jail, the default) / papermill sequential: **{j2 / seq:.2f}x** (goal >= 2x)")
+    print(f"- nbagent --jobs 2 --sandbox=limits / papermill sequential: {limits / seq:.2f}x")
     print(f"- nbagent --jobs 2 (sandboxed) / papermill 2-process pool: **{j2 / pool:.2f}x** (goal >= 1.2x)")
     print(f"- nbagent --jobs 2 --kernel nbagent (forked) / papermill sequential: **{forked / seq:.2f}x**")
     print(

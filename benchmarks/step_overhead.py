@@ -18,25 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_client.manager import AsyncKernelManager
-
-from nbagent import Agent, RunListener, ScriptedModel, Step
-from nbagent.execution.kernel import DEFAULT_KERNEL, kernel_spec_manager
+from nbagent import Agent, Kernel, RunListener, ScriptedModel, Step
+from nbagent.execution.kernel import DEFAULT_KERNEL
 
 CODE = "x = 1"
 
 
-async def raw_round_trips(n: int) -> list[float]:
-    km = AsyncKernelManager(
-        kernel_name=DEFAULT_KERNEL,
-        kernel_spec_manager=kernel_spec_manager(),
-        transport="ipc",
-        ip=tempfile.mktemp(prefix="nbagent-bench-"),
-    )
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
+async def raw_round_trips(n: int, workdir: Path) -> list[float]:
+    # The same kernel the agent gets (the jail by default), started by Kernel so its jail folders
+    # exist; the round trips then go through the bare jupyter_client client.
+    kernel = Kernel(DEFAULT_KERNEL, cwd=workdir)
+    await kernel.astart()
+    kc = kernel.client
     times = []
     try:
         for i in range(n + 10):
@@ -55,8 +48,7 @@ async def raw_round_trips(n: int) -> list[float]:
             if i >= 10:  # warm-up excluded
                 times.append(time.perf_counter() - t0)
     finally:
-        kc.stop_channels()
-        await km.shutdown_kernel(now=True)
+        await kernel.ashutdown()
     return times
 
 
@@ -97,8 +89,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
-    raw = await raw_round_trips(args.steps)
     with tempfile.TemporaryDirectory() as tmp:
+        raw = await raw_round_trips(args.steps, Path(tmp))
         steps = await agent_steps(args.steps, Path(tmp))
     raw_med, raw_p90 = summary(raw)
     step_med, step_p90 = summary(steps)

@@ -12,6 +12,7 @@ Every exception nbagent raises on purpose derives from :class:`NbagentError`::
     ├── KernelError           the kernel could not be started or talked to
     │   ├── NoSuchKernelError      the kernel name is not in kernels/ or Jupyter's kernel specs
     │   ├── KernelStartError       the kernel process did not come up
+    │   ├── SandboxUnavailableError  the jail cannot be built here (also a UsageError: exit 2)
     │   └── KernelDiedError        the kernel died (or hung) more often than a run allows
     ├── NotReproducedError    a notebook made from another (tidy export) does not reproduce it
     └── StopRun               raised by an approval callback to end the run (status "stopped")
@@ -54,6 +55,11 @@ class NoSuchKernelError(KernelError, UsageError):
 
 class KernelStartError(KernelError):
     """Raised when the kernel process does not become ready in time."""
+
+
+class SandboxUnavailableError(KernelError, UsageError):
+    """Raised before a jailed kernel starts when this machine cannot build the jail (no bubblewrap,
+    no namespaces, not Linux); the message says what is missing and how to get it or opt out."""
 
 
 class KernelDiedError(KernelError):

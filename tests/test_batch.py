@@ -115,7 +115,9 @@ def test_twenty_tasks_with_two_jobs_give_valid_notebooks_statuses_and_scores(
         assert (folder / "penguins.csv").is_file()
         # setup, tools, the two steps, the answer cell
         assert [c.execution_count for c in nb.cells if c.cell_type == "code"] == [1, 2, 3, 4, 5]
-    assert len(pids) == 12
+    # Each kernel is pid 2 (after bwrap's init) of a pid namespace of its own; the execution
+    # counts above show that no kernel served two tasks.
+    assert pids == {2}
 
     crash = read_notebook(out / "crash" / "crash.ipynb")
     crashed = [c for c in crash.cells if "os._exit" in c.source]

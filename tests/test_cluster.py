@@ -23,7 +23,18 @@ def test_cluster_runs_tasks_on_two_dask_workers_with_their_own_kernels(tmp_path:
         Client(cluster) as client,
     ):
         worker_pids = set(client.run(os.getpid).values())
-        cmd = [sys.executable, "-m", "nbagent", "batch", str(task_file), "--out", str(out)]
+        # --sandbox=limits: the test finds which worker ran a kernel from the kernel's parent
+        # pids, which a jailed kernel (own pid namespace) cannot see, by design.
+        cmd = [
+            sys.executable,
+            "-m",
+            "nbagent",
+            "batch",
+            str(task_file),
+            "--out",
+            str(out),
+            "--sandbox=limits",
+        ]
         done = subprocess.run(
             [*cmd, "--cluster", cluster.scheduler_address],
             capture_output=True,

@@ -88,19 +88,13 @@ def test_inspect_data_sniffs_the_format_from_the_content(workdir: Path) -> None:
     assert inspect_data("fake.csv").startswith("fake.csv: Parquet")
 
 
-def test_default_tools_are_defined_in_the_kernel_from_the_setup_cell(kernel: Kernel, workdir: Path) -> None:
-    setup = Toolbox().setup_source()
-    assert kernel.execute(setup).ok
-    execution = kernel.execute(
-        "import os\n"
-        "_here = os.getcwd()\n"
-        f"os.chdir({str(workdir)!r})\n"
-        "try:\n"
-        "    print(list_files(pattern='*.csv'))\n"
-        "    print(inspect_data('penguins.csv').splitlines()[0])\n"
-        "finally:\n"
-        "    os.chdir(_here)"
-    )
+def test_default_tools_are_defined_in_the_kernel_from_the_setup_cell(workdir: Path) -> None:
+    workdir.chmod(0o755)  # readable by the jail's uid, as a run folder nbagent makes is
+    with Kernel(cwd=workdir) as kernel:
+        assert kernel.execute(Toolbox().setup_source()).ok
+        execution = kernel.execute(
+            "print(list_files(pattern='*.csv'))\nprint(inspect_data('penguins.csv').splitlines()[0])"
+        )
     text = "".join(o.get("text", "") for o in execution.outputs)
     assert execution.ok, execution.error
     size = f"{PENGUINS.stat().st_size / 1000:.1f} kB"
@@ -108,6 +102,6 @@ def test_default_tools_are_defined_in_the_kernel_from_the_setup_cell(kernel: Ker
         "['penguins.csv']",
         f"penguins.csv: CSV (delimiter ',', header row), {size}, 344 rows x 8 columns",
     ]
-    assert "def inspect_data(path: str, sample_rows: int = 5) -> str:" in setup
+    assert "def inspect_data(path: str, sample_rows: int = 5) -> str:" in Toolbox().setup_source()
     assert "def list_files(" in Toolbox().prompt_section()
     assert Toolbox(default_tools=False).prompt_section() == ""

@@ -235,7 +235,8 @@ def test_html_report_of_the_tidy_notebook(
     folder = tmp_path / "copy"
     folder.mkdir()
     for item in failures_run.parent.iterdir():
-        shutil.copy2(item, folder / item.name)
+        if item.is_file():  # not the jail's run folder (<stem>.work/)
+            shutil.copy2(item, folder / item.name)
     assert main(["export", str(folder / "run.ipynb"), "--tidy", "--html"]) == 0
     output = folder / "run.tidy.html"
     assert f"{output}: HTML report" in capsys.readouterr().out

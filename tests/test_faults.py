@@ -150,7 +150,8 @@ def test_a_cell_that_fails_on_replay_is_reported_as_a_partial_restore(tmp_path: 
         code("final_answer(kept)"),
     )
     with Agent(model) as agent:
-        result = agent.run("q", notebook=tmp_path / "partial.ipynb")
+        # A data file, so the jailed kernel has it in its working folder.
+        result = agent.run("q", files=[tmp_path / "once.txt"], notebook=tmp_path / "partial.ipynb")
     assert result.status == "answered" and result.answer == 2
     text = result.steps[2].observation.text
     assert "only partly restored by re-running 2 earlier cells" in text
@@ -228,7 +229,8 @@ def test_sigkill_mid_run_leaves_a_valid_notebook_no_kernel_and_resume_reaches_th
         time.sleep(0.2)
     assert not any(alive(k) for k in kernels)
 
-    (tmp_path / "go").touch()
+    # The jailed kernel's working folder is crash.work/, seen at tmp_path's path.
+    (tmp_path / "crash.work" / "go").touch()
     resumed = nbagent("resume", str(nb_path), "--model", "scripted:s.json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "688"

@@ -19,7 +19,7 @@ def test_manager_delegates_to_a_sub_agent_with_its_own_kernel_and_linked_noteboo
             "import os\n"
             "import pandas as pd\n"
             "means = pd.read_csv('penguins.csv').groupby('species').body_mass_g.mean().round(1)\n"
-            "print(os.getpid())",
+            "print(f\"{os.getpid()}@{os.readlink('/proc/self/ns/pid')}\")",
             "Compute the means.",
         ),
         code("final_answer(means)"),
@@ -33,7 +33,8 @@ def test_manager_delegates_to_a_sub_agent_with_its_own_kernel_and_linked_noteboo
         code(
             "import os\n"
             "means = analyst(task='Mean body mass per species in penguins.csv, as a Series')\n"
-            "print(type(means).__name__, means.idxmax(), os.getpid())",
+            "me = f\"{os.getpid()}@{os.readlink('/proc/self/ns/pid')}\"\n"
+            "print(type(means).__name__, means.idxmax(), me)",
             "Delegate the computation.",
         ),
         code("final_answer(f'{means.idxmax()} ({means.max()} g)')"),
@@ -46,10 +47,11 @@ def test_manager_delegates_to_a_sub_agent_with_its_own_kernel_and_linked_noteboo
     assert result.answer == "Gentoo (5076.0 g)"
     assert "def analyst(task: str) -> Any:" in manager_model.calls[0][0]["content"]
     assert "Answers questions about data files with pandas." in manager_model.calls[0][0]["content"]
-    # The analyst ran its own steps in its own kernel (another process) on the shared working dir.
-    analyst_pid = int(analyst_model.calls[1][-1]["content"].split()[-1])
-    manager_pid = int(result.steps[0].observation.text.split()[-1])
-    assert analyst_pid != manager_pid
+    # The analyst ran its own steps in its own kernel (another process: in the jail, another pid
+    # namespace) on the shared working dir.
+    analyst_process = analyst_model.calls[1][-1]["content"].split()[-1]
+    manager_process = result.steps[0].observation.text.split()[-1]
+    assert "@pid:[" in analyst_process and analyst_process != manager_process
     assert result.steps[0].observation.text.startswith("Series Gentoo")
 
     sub_path = tmp_path / "report.analyst-1.ipynb"

@@ -92,8 +92,19 @@ def connect_code(port: int) -> str:
 # -- the default kernel ----------------------------------------------------------------------
 
 
+LIMITS = Sandbox(level="limits")
+"""This file tests the ``limits`` level (rlimits + network namespace); the jail is tests/test_jail.py's."""
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    with Kernel(sandbox=LIMITS) as k:
+        yield k
+
+
 def test_the_sandbox_is_the_default_kernel_with_its_limits_and_the_kernel_pid(kernel: Kernel) -> None:
     assert DEFAULT_KERNEL == "nbagent-sandbox" and kernel.name == DEFAULT_KERNEL
+    assert Sandbox().level == "jail" and kernel.sandbox.level == "limits"
     report = kernel.sandbox_report
     assert report is not None and report["network_isolated"]
     # The launcher exec'd the kernel: the pid jupyter_client signals is the kernel's own.
@@ -123,7 +134,7 @@ def test_secrets_stay_out_and_the_network_is_unreachable(
     for name, value in HOST_SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PLAIN_SETTING", "visible")
-    sandbox = Sandbox(allow_env=("ALLOWED_TOKEN",))
+    sandbox = Sandbox(allow_env=("ALLOWED_TOKEN",), level="limits")
     with Kernel(sandbox=sandbox, env={"GIVEN_API_KEY": "given-on-purpose"}) as k:
         out = run_in(
             k,
@@ -157,14 +168,16 @@ def test_secrets_stay_out_and_the_network_is_unreachable(
 
 
 def test_allow_network_lets_the_kernel_reach_the_host(listener: Listener) -> None:
-    with Kernel(sandbox=Sandbox(network=True)) as k:
+    with Kernel(sandbox=Sandbox(network=True, level="limits")) as k:
         assert run_in(k, connect_code(listener.port)).strip() == "connected"
         assert k.sandbox_report is not None and not k.sandbox_report["network_isolated"]
     assert listener.received == [b"hello from the kernel"]
 
 
 def test_memory_and_file_size_limits_raise_inside_the_kernel_and_cannot_be_lifted(tmp_path: Path) -> None:
-    with Kernel(cwd=tmp_path, sandbox=Sandbox(memory=parse_size("1G"), file_size=parse_size("1M"))) as k:
+    with Kernel(
+        cwd=tmp_path, sandbox=Sandbox(memory=parse_size("1G"), file_size=parse_size("1M"), level="limits")
+    ) as k:
         run_in(k, "kept = 'still here'")
         e = k.execute("blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 2**20))", timeout=60)
         assert e.status == "error" and e.error is not None and e.error.name == "MemoryError"
@@ -189,7 +202,7 @@ def test_memory_and_file_size_limits_raise_inside_the_kernel_and_cannot_be_lifte
 
 
 def test_the_cpu_limit_kills_the_kernel_and_it_comes_back() -> None:
-    with Kernel(sandbox=Sandbox(cpu_time=3)) as k:
+    with Kernel(sandbox=Sandbox(cpu_time=3, level="limits")) as k:
         e = k.execute("while True:\n    pass", timeout=120)
         assert e.status == "died" and e.restarted
         assert "SIGXCPU" in e.note and "CPU-time limit of 3 s" in e.note
@@ -239,7 +252,17 @@ def test_without_namespaces_the_run_says_so_once_and_keeps_the_other_limits(
     ]
     (tmp_path / "s.json").write_text(json.dumps(replies))
     prelude = SECCOMP_PRELUDE.format(nr=_SYSCALL_UNSHARE[platform.machine()])
-    argv = ["run", "q", "--model", "scripted:s.json", "-o", "out.ipynb", "--memory-limit", "2G"]
+    argv = [
+        "run",
+        "q",
+        "--model",
+        "scripted:s.json",
+        "-o",
+        "out.ipynb",
+        "--memory-limit",
+        "2G",
+        "--sandbox=limits",
+    ]
     proc = subprocess.run(
         [sys.executable, "-c", prelude, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=150
     )
@@ -273,7 +296,7 @@ def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: Listener) -> N
     argv = [
         *("run", "q", "--model", "scripted:s.json", "-o", "flags.ipynb", "-q"),
         *("--memory-limit", "1.5G", "--cpu-limit", "100", "--file-size-limit", "10M"),
-        *("--allow-network", "--allow-env", "MY_SERVICE_TOKEN"),
+        *("--allow-network", "--allow-env", "MY_SERVICE_TOKEN", "--sandbox=limits"),
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "nbagent", *argv],
@@ -379,4 +402,6 @@ def test_the_launcher_module_runs_standalone_without_importing_nbagent() -> None
         "print(m.Sandbox().describe(), 'nbagent' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "memory 4 GiB, CPU time 1800 s, file size 1 GiB, no network False"
+    assert out.strip() == (
+        "jail: memory 4 GiB, CPU time 1800 s, file size 1 GiB, no network, processes 512, disk 1 GiB False"
+    )

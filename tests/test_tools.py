@@ -167,7 +167,7 @@ def test_typed_tool_is_in_the_prompt_and_called_from_generated_code_in_the_kerne
     )
     notebook = tmp_path / "distance.ipynb"
     with Agent(model, tools=[great_circle_km, WordCounter(stopwords=("the",))]) as agent:
-        result = agent.run("How far is Lyon from Paris?", notebook=notebook)
+        result = agent.run("How far is Lyon from Paris?", files=[tmp_path / "poem.txt"], notebook=notebook)
 
     system = model.calls[0][0]["content"]
     assert great_circle_km.spec.signature() in system

@@ -59,7 +59,8 @@ def unseeded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_run(notebook: Path, folder: Path) -> Path:
     """The notebook and its data files, copied to ``folder``."""
     for item in notebook.parent.iterdir():
-        shutil.copy2(item, folder / item.name)
+        if item.is_file():  # the notebook and its data; not the jail's run folder (<stem>.work/)
+            shutil.copy2(item, folder / item.name)
     return folder / notebook.name
 
 

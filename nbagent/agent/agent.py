@@ -12,6 +12,8 @@ import datetime as dt
 import inspect
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +25,7 @@ from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UsageError
+from ..execution.jail import JAIL_UID, make_jail_folder
 from ..execution.kernel import DEFAULT_KERNEL, Kernel
 from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
@@ -289,6 +292,7 @@ class Agent:
         self._created: list[Path] = []  # files the open question created (removed if refused at once)
         self._redactor = Redactor({})
         self._answer_key = new_answer_key()
+        self._shared_run_folder: Path | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -380,6 +384,12 @@ class Agent:
         created += [self._workdir / f.name for f in sources if not (self._workdir / f.name).exists()]
         self._created = created
         digests = _bring_files(sources, self._workdir)
+        run_folder = self.run_folder
+        if run_folder is not None and run_folder.resolve() != self._workdir.resolve():
+            _bring_files(sources, run_folder)  # the jail's folder: the kernel sees these copies
+        notebook_folder = self._recorder.path.parent if self._recorder.path is not None else None
+        if notebook_folder is not None and notebook_folder.resolve() != self._workdir.resolve():
+            _bring_files(sources, notebook_folder)  # beside the notebook, for stock re-runs
         task = Task(question=question.strip(), files=list(digests), parameters=params)
         self._memory.entries.append(task)
         self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up)
@@ -542,10 +552,17 @@ class Agent:
         if self._given_executor is None:
             if self._executor is not None:
                 await self._executor.ashutdown()
-            self._executor = Kernel(self.kernel_name, cwd=new_workdir, sandbox=self.sandbox)
+            recorded = [new_workdir / n for n in _recorded_names(saved)]
+            self._executor = self._new_kernel(path, new_workdir, recorded)
             await self._executor.astart()
         assert self._executor is not None
-        await self.toolbox.start_session(path, new_workdir, overwrite=True)
+        await self.toolbox.start_session(
+            path,
+            new_workdir,
+            overwrite=True,
+            bridge_folder=self._bridge_folder(),
+            run_folder=self._jail_folder(),
+        )
         self.model.resume([e.reply for e in saved.entries if isinstance(e, (Step, Plan))])
         restoration = await replay_steps(
             self._executor, saved.steps, self.timeout, setup=self._restore_source()
@@ -853,13 +870,58 @@ class Agent:
         if self._given_executor is None:
             if self._executor is not None:
                 await self._executor.ashutdown()
-            self._executor = Kernel(self.kernel_name, cwd=new_workdir, sandbox=self.sandbox)
+            self._executor = self._new_kernel(path, new_workdir)
             await self._executor.astart()
         self._workdir = new_workdir
         self._memory = Memory(self.system_prompt, self.history)
         self._recorder = NotebookRecorder(path, secrets=self._model_secrets())
         self._redactor = Redactor.from_environment(extra=self._model_secrets())
-        await self.toolbox.start_session(path, new_workdir, overwrite)
+        await self.toolbox.start_session(
+            path, new_workdir, overwrite, self._bridge_folder(), run_folder=self._jail_folder()
+        )
+
+    def _new_kernel(self, notebook: Path | None, workdir: Path, files: Iterable[Path] = ()) -> Kernel:
+        """The run's kernel; a jailed one writes in a run folder nbagent makes, seen at ``workdir``.
+
+        nbagent never changes the owner of a user's folder, and a jailed kernel must not see the
+        notebook (it could rewrite its own record) nor other runs' files. So the jail's one
+        writable folder is ``<notebook stem>.work/`` beside the notebook (without a notebook, a
+        temporary folder), holding copies of the data files, and is bound at ``workdir``: the code
+        sees the paths a stock re-run from the notebook's folder sees.
+        """
+        kernel = Kernel(self.kernel_name, cwd=workdir, sandbox=self.sandbox)
+        if not kernel.jailed:
+            return kernel
+        if self._shared_run_folder is not None:
+            folder = self._shared_run_folder  # a managed agent works in its manager's folder
+        elif notebook is not None:
+            folder = notebook.with_name(notebook.stem + ".work")
+            if not folder.is_dir():
+                make_jail_folder(folder)
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="nbagent-work-"))
+            if os.geteuid() == 0:
+                os.chown(folder, JAIL_UID, JAIL_UID)
+        for src in files:
+            if not (folder / src.name).exists():
+                shutil.copy2(src, folder / src.name)
+        return Kernel(self.kernel_name, cwd=folder, sandbox=self.sandbox, inside_cwd=workdir, run_folder=True)
+
+    def _jail_folder(self) -> Path | None:
+        executor = self._executor
+        if isinstance(executor, Kernel) and executor.jailed and executor is not self._given_executor:
+            return executor.cwd
+        return None
+
+    def _bridge_folder(self) -> Path | None:
+        folder = getattr(self._executor, "bridge_folder", None)
+        return folder if isinstance(folder, Path) else None
+
+    @property
+    def run_folder(self) -> Path | None:
+        """The host folder the kernel writes in (the jail's run folder; else its working folder)."""
+        cwd = getattr(self._executor, "cwd", None)
+        return cwd if isinstance(cwd, Path) else None
 
     def _model_secrets(self) -> list[str | None]:
         return [getattr(self.model, "api_key", None)]
@@ -1062,6 +1124,11 @@ def _check_recorded_files(saved: SavedRun, workdir: Path) -> list[str]:
         if file_digest(target) != f.get("sha256") and f["name"] not in changed:
             changed.append(f["name"])
     return changed
+
+
+def _recorded_names(saved: SavedRun) -> list[str]:
+    runs = saved.nb.metadata["nbagent"]["runs"]
+    return sorted({f["name"] for run in runs for f in run.get("files", [])})
 
 
 def _bring_files(sources: list[Path], workdir: Path) -> dict[str, str]:

@@ -186,6 +186,8 @@ class Observer:
             pieces.append(f"[Kernel died: {execution.note}.]")
         elif execution.status == "error" and execution.note:
             pieces.append(f"[{execution.note[:1].upper()}{execution.note[1:]}.]")
+        for limit in execution.limits:
+            pieces.append(f"[Limit: {limit}]")
         if not pieces:
             pieces.append("[The code ran without output. Use print() to see values.]")
         return Observation(text=escape_controls(self.fit(pieces)), images=images)

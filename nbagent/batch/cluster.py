@@ -76,6 +76,7 @@ async def _worker_pool(settings: BatchSettings, batch_id: str) -> KernelPool:
             settings.out / POOL_FOLDER,
             kernel=settings.kernel,
             fork=None if settings.fork else False,
+            sandbox=settings.sandbox,
         )
         _POOLS[key] = pool
         await pool.astart()

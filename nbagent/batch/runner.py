@@ -5,13 +5,16 @@ Layout of ``--out``::
     runs/
       status.jsonl          one JSON line per finished task, appended as tasks finish
       <id>/<id>.ipynb       a task's notebook, beside the task's data files (its kernel's folder)
+      <id>/work/            in the jail (the default): the kernel's one writable folder, with
+                            copies of the data files and what the code wrote
       .pool/                spare folders of warm kernels (removed at the end)
 
-A task's folder is its kernel's working directory, so a notebook re-runs from its own folder and
-tasks never see each other's files. ``status.jsonl`` is the record of what is done: a task with
-a line there is finished (whatever its status, unless it is an error before the first step) and
-``--resume`` skips it; any other task is run again from scratch, its folder (a half-written
-notebook of an interrupted run) replaced.
+A task's folder is its kernel's working directory (in the jail, its ``work/`` folder, so the
+kernel cannot touch its own notebook), so a notebook re-runs from its own folder and tasks never
+see each other's files. ``status.jsonl`` is the record of what is done: a task with a line there
+is finished (whatever its status, unless it is an error before the first step) and ``--resume``
+skips it; any other task is run again from scratch, its folder (a half-written notebook of an
+interrupted run) replaced.
 
 One task's failure (model error, kernel crash, timeout) is written down and the batch goes on,
 except when it cannot help: before the first task each distinct model is asked one tiny question
@@ -41,6 +44,7 @@ from ..agent.agent import Agent, RunResult
 from ..exceptions import ModelError, NbagentError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.pool import KernelPool
+from ..execution.sandbox import Sandbox
 from ..models import LiteLLMModel, Usage, resolve_model
 from ..models.options import ModelOptions
 from ..notebook.safe_files import append_line, creation_problem
@@ -51,6 +55,7 @@ TaskStatus = Literal["ok", "failed", "timeout", "error", "budget"]
 STATUS_FILE = "status.jsonl"
 _STATUS_OF_RUN: dict[str, TaskStatus] = {"answered": "ok", "max_steps": "failed", "budget": "budget"}
 POOL_FOLDER = ".pool"
+WORK_FOLDER = "work"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,9 @@ class BatchSettings:
         max_same_errors: stop the batch after this many tasks in a row end with the same error
             (``0``: never stop).
         check_models: ask each distinct model one tiny question before the first task.
+        sandbox: the sandbox of the sandboxed kernel spec (default: the jail); a jailed task
+            writes in ``<id>/work/``, beside its notebook (see the module docstring).
+        max_restarts: kernel restarts one task survives.
     """
 
     out: Path
@@ -97,6 +105,8 @@ class BatchSettings:
     model_options: ModelOptions = field(default_factory=ModelOptions)
     max_same_errors: int = 3
     check_models: bool = True
+    sandbox: Sandbox | None = None
+    max_restarts: int = 3
 
 
 @dataclass
@@ -297,7 +307,14 @@ async def run_task(
     try:
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished earlier attempt: replaced, never merged
-        kernel = await pool.acquire(folder)
+        if pool.jailed:
+            # The jail writes in work/ only; the notebook beside it is out of the kernel's reach.
+            folder.mkdir()
+            if not pool.planned(folder / WORK_FOLDER):
+                pool.plan([(folder / WORK_FOLDER, folder)])  # a task the pool was not told of (Dask)
+            kernel = await pool.acquire(folder / WORK_FOLDER)
+        else:
+            kernel = await pool.acquire(folder)
         agent = Agent(
             resolve_model(spec, **model_kwargs(settings, task)),
             max_steps=task.max_steps or settings.max_steps,
@@ -308,6 +325,7 @@ async def run_task(
                 task.max_total_tokens or settings.max_total_tokens, left.tokens if left else None
             ),
             max_cost=_smallest(task.max_cost or settings.max_cost, left.cost if left else None),
+            max_restarts=settings.max_restarts,
         )
         run = agent.arun(
             task.question, files=task.files, notebook=nb_path, overwrite=True, parameters=task.parameters
@@ -413,7 +431,11 @@ async def run_local(
         kernel=settings.kernel,
         limit=len(tasks),
         fork=None if settings.fork else False,
+        sandbox=settings.sandbox,
     )
+    if pool.jailed:
+        # Each jail is made for its task: the code sees the task's folder, as a re-run would.
+        pool.plan([(task_folder(settings.out, t) / WORK_FOLDER, task_folder(settings.out, t)) for t in tasks])
     queue: asyncio.Queue[BatchTask] = asyncio.Queue()
     for task in tasks:
         queue.put_nowait(task)

@@ -9,8 +9,12 @@ from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL, available_kernels
 from ..execution.sandbox import (
     DEFAULT_CPU_TIME,
+    DEFAULT_DISK,
     DEFAULT_FILE_SIZE,
+    DEFAULT_MAX_PROCESSES,
     DEFAULT_MEMORY,
+    LEVELS,
+    MIN_SIZE,
     Sandbox,
     format_size,
     parse_size,
@@ -157,9 +161,26 @@ def load_tools(args: argparse.Namespace) -> list[Tool]:
 
 def _size(text: str) -> int:
     try:
-        return parse_size(text) or 0
+        value = parse_size(text) or 0
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if 0 < value < MIN_SIZE:
+        # "0.1" or "512" is a slip (bytes, or a fraction of one), not a limit anyone wants.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is {value} bytes, below the smallest limit of {format_size(MIN_SIZE)}; "
+            "give a unit (512M, 2G), or 0 for no limit"
+        )
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a count cannot be negative; 0 means no limit")
+    return value
 
 
 def _seconds(text: str) -> int:
@@ -175,21 +196,38 @@ def _seconds(text: str) -> int:
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sandbox's flags (limits, network, environment allow-list) to a command."""
     group = parser.add_argument_group(
-        "sandbox", "limits of the sandboxed kernel (nbagent-sandbox); other kernels ignore them"
+        "sandbox", "the sandboxed kernel (nbagent-sandbox) and its limits; other kernels ignore them"
     )
+    add_sandbox_level_argument(group)
     group.add_argument(
         "--memory-limit",
         type=_size,
         default=DEFAULT_MEMORY,
         metavar="SIZE",
-        help=f"address-space limit, e.g. 2G or 512M; 0 for none (default {format_size(DEFAULT_MEMORY)})",
+        help="memory of the kernel and all its children together, e.g. 2G or 512M; 0 for none "
+        f"(default {format_size(DEFAULT_MEMORY)})",
     )
     group.add_argument(
         "--cpu-limit",
         type=_seconds,
         default=DEFAULT_CPU_TIME,
         metavar="SECONDS",
-        help=f"CPU seconds the kernel may use in all; 0 for none (default {DEFAULT_CPU_TIME})",
+        help=f"CPU seconds the kernel and its children may use; 0 for none (default {DEFAULT_CPU_TIME})",
+    )
+    group.add_argument(
+        "--max-processes",
+        type=_count,
+        default=DEFAULT_MAX_PROCESSES,
+        metavar="N",
+        help=f"processes and threads the run may have at once; 0 for none (default {DEFAULT_MAX_PROCESSES})",
+    )
+    group.add_argument(
+        "--disk-limit",
+        type=_size,
+        default=DEFAULT_DISK,
+        metavar="SIZE",
+        help="what the run may keep in its working folder (measured during and after each step, so "
+        f"approximate); 0 for none (default {format_size(DEFAULT_DISK)})",
     )
     group.add_argument(
         "--file-size-limit",
@@ -217,6 +255,18 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sandbox_level_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--sandbox=LEVEL`` (for commands that run code but take no other sandbox flag)."""
+    parser.add_argument(
+        "--sandbox",
+        choices=LEVELS,
+        default="jail",
+        metavar="LEVEL",
+        help="jail (default: bubblewrap; read-only system, one writable folder, own processes, no "
+        "network) or limits (rlimits and no network only); --kernel NAME picks any other kernel",
+    )
+
+
 def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
     """The :class:`~nbagent.Sandbox` the flags of :func:`add_sandbox_arguments` describe."""
     if args.max_restarts < 0:
@@ -227,6 +277,9 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         file_size=args.file_size_limit or None,
         network=args.allow_network,
         allow_env=tuple(args.allow_env),
+        level=args.sandbox,
+        max_processes=args.max_processes or None,
+        disk=args.disk_limit or None,
     )
 
 
@@ -254,3 +307,16 @@ def budget_from_args(args: argparse.Namespace) -> tuple[int | None, float | None
     if args.max_cost is not None and not args.max_cost > 0:
         raise UsageError(f"--max-cost must be a positive number of US dollars, not {args.max_cost:g}")
     return args.max_total_tokens, args.max_cost
+
+
+def check_sandbox(kernel: str, sandbox: Sandbox | str) -> None:
+    """Fail closed before anything is created: the jail is asked for and cannot be built here."""
+    from ..exceptions import SandboxUnavailableError
+    from ..execution.jail import jail_unavailable
+    from ..execution.kernel import is_sandboxed_spec
+
+    level = sandbox if isinstance(sandbox, str) else sandbox.level
+    if level == "jail" and is_sandboxed_spec(kernel):
+        reason = jail_unavailable()
+        if reason is not None:
+            raise SandboxUnavailableError(reason)

@@ -10,7 +10,15 @@ from pathlib import Path
 from ..agent.observe import escape_controls
 from ..exceptions import UsageError
 from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import add_budget_arguments, add_model_arguments, check_kernel, model_options
+from .arguments import (
+    add_budget_arguments,
+    add_model_arguments,
+    add_sandbox_arguments,
+    check_kernel,
+    check_sandbox,
+    model_options,
+    sandbox_from_args,
+)
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -69,6 +77,7 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="ADDRESS",
         help="Dask scheduler address (tcp://host:8786); needs nbagent-ai[dask]",
     )
+    add_sandbox_arguments(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
     budget = batch.add_argument_group("budgets", "what the model may cost, per task and in total")
     add_budget_arguments(budget)
@@ -106,6 +115,8 @@ def batch_command(args: argparse.Namespace) -> int:
     else:
         check_kernel(args.kernel)
     options = model_options(args)
+    sandbox = sandbox_from_args(args)
+    check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
     tasks = load_tasks(args.tasks)
     settings = BatchSettings(
         out=Path(args.out),
@@ -124,6 +135,8 @@ def batch_command(args: argparse.Namespace) -> int:
         max_cost=args.max_cost,
         total_tokens=args.total_tokens,
         total_cost=args.total_cost,
+        sandbox=sandbox,
+        max_restarts=args.max_restarts,
     )
 
     async def go() -> BatchOutcome:

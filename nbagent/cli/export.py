@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..agent.observe import escape_controls
 from ..exceptions import NotReproducedError, UsageError
+from .arguments import add_sandbox_level_argument
 from .exit_codes import EXIT_OK
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.add_argument(
         "--timeout", type=float, default=600.0, metavar="SECONDS", help="with --tidy: time limit of one cell"
     )
+    add_sandbox_level_argument(export)
     export.add_argument(
         "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
     )
@@ -97,8 +99,13 @@ def export_command(args: argparse.Namespace) -> int:
 
 def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyResult:
     """Make (and, unless --no-verify, verify) the tidy notebook; written only when ``output`` is given."""
+    from ..execution.kernel import DEFAULT_KERNEL
+    from ..execution.sandbox import Sandbox
     from ..repro.export import export_tidy
+    from .arguments import check_sandbox
 
+    if not args.no_verify:
+        check_sandbox(args.kernel or DEFAULT_KERNEL, args.sandbox)
     try:
         return export_tidy(
             source,
@@ -109,6 +116,7 @@ def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyRe
             overwrite=args.overwrite,
             timeout=args.timeout,
             keep_displays=not args.drop_displays,
+            sandbox=Sandbox(level=args.sandbox),
         )
     except NotReproducedError as exc:
         print(escape_controls(exc.report.summary(all_cells=False)), file=sys.stderr)

@@ -23,6 +23,7 @@ from .arguments import (
     add_tool_arguments,
     budget_from_args,
     check_kernel,
+    check_sandbox,
     check_step_limits,
     load_tools,
     model_options,
@@ -145,11 +146,13 @@ def run_command(args: argparse.Namespace) -> int:
     options = model_options(args)
     observer = _observer(args)
     check_data_files(args.data)
+    check_kernel(args.kernel)
+    sandbox = sandbox_from_args(args)
+    check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
     output = Path(args.output or f"{_slug(question)}.ipynb")
     _check_output_folder(output)
     if output.parent.is_dir():
         check_notebook_path(output, args.overwrite)
-    check_kernel(args.kernel)
     max_total_tokens, max_cost = budget_from_args(args)
     if args.approve:
         TerminalApproval.check_terminal()
@@ -160,7 +163,6 @@ def run_command(args: argparse.Namespace) -> int:
         model.supports_images = args.vision  # an explicit choice wins over asking litellm
 
     tools = load_tools(args)
-    sandbox = sandbox_from_args(args)
     # Made only now that every input has been checked: a refused run leaves nothing on disk.
     output.parent.mkdir(parents=True, exist_ok=True)
     check_notebook_path(output, args.overwrite)
@@ -212,6 +214,8 @@ def resume_command(args: argparse.Namespace) -> int:
     options = model_options(args)
     check_kernel(args.kernel)
     max_total_tokens, max_cost = budget_from_args(args)
+    sandbox = sandbox_from_args(args)
+    check_sandbox(args.kernel, sandbox)
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
@@ -233,7 +237,7 @@ def resume_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         kernel=args.kernel,
         listeners=[] if args.quiet else [StepLog()],
-        sandbox=sandbox_from_args(args),
+        sandbox=sandbox,
         max_restarts=args.max_restarts,
         tools=load_tools(args),
         default_tools=not args.no_default_tools,
@@ -316,7 +320,11 @@ async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
     from ..repro.verify import averify_notebook
 
     report = await averify_notebook(
-        notebook, kernel=args.kernel, timeout=max(2 * args.timeout, 60.0), record=True
+        notebook,
+        kernel=args.kernel,
+        timeout=max(2 * args.timeout, 60.0),
+        record=True,
+        sandbox=sandbox_from_args(args),
     )
     if not args.quiet or not report.ok:
         print(escape_controls(report.summary(all_cells=not args.quiet)), file=sys.stderr)

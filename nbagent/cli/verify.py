@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from ..agent.observe import escape_controls
+from ..execution.kernel import DEFAULT_KERNEL
+from .arguments import add_sandbox_level_argument, check_sandbox
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -35,6 +37,7 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.add_argument(
         "--timeout", type=float, default=600.0, metavar="SECONDS", help="time limit of one cell (default 600)"
     )
+    add_sandbox_level_argument(verify)
     verify.add_argument(
         "--record",
         action="store_true",
@@ -47,10 +50,20 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def verify_command(args: argparse.Namespace) -> int:
     """``nbagent verify``: print the comparison; exit 1 if the notebook does not reproduce."""
+    from ..execution.sandbox import Sandbox
     from ..repro.verify import verify_notebook
 
+    if args.kernel:
+        check_sandbox(args.kernel, args.sandbox)
+    else:
+        check_sandbox(DEFAULT_KERNEL, args.sandbox)
     report = verify_notebook(
-        args.notebook, data=args.data, kernel=args.kernel, timeout=args.timeout, record=args.record
+        args.notebook,
+        data=args.data,
+        kernel=args.kernel,
+        timeout=args.timeout,
+        record=args.record,
+        sandbox=Sandbox(level=args.sandbox),
     )
     print(escape_controls(report.summary(all_cells=not args.quiet)))
     if args.record:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,13 +34,18 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_path
 from jupyter_core.utils import run_sync
 
-from ..exceptions import KernelStartError, NoSuchKernelError
+from ..exceptions import KernelStartError, NoSuchKernelError, SandboxUnavailableError
+from .jail import jail_unavailable
 from .outputs import ErrorInfo, Execution, OutputCollector, Status, error_from_outputs
+from .run_limits import JailedRun
 from .sandbox import ENV_PREFIX, Sandbox
 
 DEFAULT_KERNEL = "nbagent-sandbox"
 """The kernel spec used when none is named: ``kernels/nbagent-sandbox`` (the ``nbagent`` kernel --
-plain tracebacks, inline PNGs -- run inside the sandbox: limits, no secrets, no network)."""
+plain tracebacks, inline PNGs -- run inside the sandbox: by default the jail)."""
+
+DISK_CHECK_INTERVAL = 2.0
+"""Seconds between two measurements of a jailed run's folder while a step runs."""
 
 log = logging.getLogger("nbagent")
 _warned_no_netns = False
@@ -57,6 +63,15 @@ def bundled_kernels_dir() -> Path:
 def kernel_spec_manager() -> KernelSpecManager:
     """A spec manager that knows nbagent's kernels first, then every Jupyter kernel spec."""
     return KernelSpecManager(kernel_dirs=[str(bundled_kernels_dir()), *jupyter_path("kernels")])
+
+
+def is_sandboxed_spec(name: str) -> bool:
+    """True when kernel spec ``name`` is one of nbagent's sandboxed specs (``nbagent-sandbox``)."""
+    try:
+        spec = kernel_spec_manager().get_kernel_spec(name)
+    except NoSuchKernel:
+        return False
+    return bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
 
 
 def available_kernels() -> list[str]:
@@ -89,6 +104,12 @@ class Kernel:
             :class:`~nbagent.execution.sandbox.Sandbox()`. Ignored by other kernels.
         provisioner: a jupyter_client ``kernel_provisioner`` stanza used instead of the spec's
             (a warm pool passes :class:`nbagent.execution.forking.ForkServer`'s to fork kernels).
+        inside_cwd: in the jail, the path at which ``cwd`` (the one writable folder) is seen by
+            the code, e.g. the notebook's folder while the files live in a run folder beside it;
+            default: ``cwd`` itself.
+        run_folder: ``cwd`` is a folder nbagent made for this run (the agent's ``<stem>.work/``,
+            a pool's spare): in the jail, what it holds counts against ``Sandbox.disk``. A folder
+            of yours is never measured (its existing content is not the run's).
     """
 
     def __init__(
@@ -103,9 +124,13 @@ class Kernel:
         poll_interval: float = 0.25,
         sandbox: Sandbox | None = None,
         provisioner: Mapping[str, Any] | None = None,
+        inside_cwd: str | os.PathLike[str] | None = None,
+        run_folder: bool = False,
     ) -> None:
         self.name = name
         self.cwd = Path(cwd or os.getcwd()).resolve()
+        self.inside_cwd = Path(inside_cwd).resolve() if inside_cwd is not None else None
+        self.run_folder = run_folder
         self.env = dict(env or {})
         self.extra_arguments = list(extra_arguments)
         self.startup_timeout = startup_timeout
@@ -120,6 +145,8 @@ class Kernel:
         self._km: AsyncKernelManager | None = None
         self._kc: Any = None
         self._runtime_dir: str | None = None
+        self._jail: JailedRun | None = None
+        self._limit_hit: str | None = None
         self._collector = OutputCollector()
         self.interrupted: Execution | None = None
         """The execution a cancellation (Ctrl-C) stopped last, with the outputs it had made."""
@@ -138,8 +165,28 @@ class Kernel:
         process = getattr(provisioner, "process", None)
         return getattr(process, "pid", None)
 
+    @property
+    def client(self) -> Any:
+        """The jupyter_client ``AsyncKernelClient`` of the running kernel (``None`` before start), for
+        code that speaks the messaging protocol itself (benchmarks, debuggers)."""
+        return self._kc
+
+    @property
+    def jailed(self) -> bool:
+        """True when this kernel runs (or will run) in the jail: a sandboxed spec at level ``jail``."""
+        return self.sandbox.jailed and is_sandboxed_spec(self.name)
+
+    @property
+    def bridge_folder(self) -> Path | None:
+        """A folder, visible inside this kernel's jail only, for this run's host-bridge socket."""
+        return Path(self._jail.bridge) if self._jail is not None else None
+
     async def astart(self) -> None:
-        """Start the kernel process and wait until it answers."""
+        """Start the kernel process and wait until it answers.
+
+        Raises :class:`~nbagent.SandboxUnavailableError` before anything starts when the spec is
+        sandboxed, the level is ``jail``, and this machine cannot build the jail.
+        """
         if self._km is not None:
             return
         ksm = kernel_spec_manager()
@@ -148,32 +195,56 @@ class Kernel:
         except NoSuchKernel:
             known = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
             raise NoSuchKernelError(f"unknown kernel {self.name!r}; available kernels: {known}") from None
+        self.sandboxed = bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
+        jailed = self.sandboxed and self.sandbox.jailed
+        if jailed:
+            reason = jail_unavailable()
+            if reason is not None:
+                raise SandboxUnavailableError(reason)
+            # In a thread: making the cgroup (and, once, trying the seccomp filter) blocks, and a
+            # pool starts kernels beside running tasks on this loop.
+            self._jail = await asyncio.to_thread(JailedRun, self.sandbox)
+            self._runtime_dir = self._jail.folder
+            ip = os.path.join(self._jail.ipc, "k")
+        else:
+            self._runtime_dir = tempfile.mkdtemp(prefix="nbagent-kernel-")
+            ip = os.path.join(self._runtime_dir, "k")
         # ipc transport: no TCP ports, and it keeps working when the kernel has no network.
-        self._runtime_dir = tempfile.mkdtemp(prefix="nbagent-kernel-")
         km = AsyncKernelManager(
             kernel_name=self.name,
             kernel_spec_manager=ksm,
             transport="ipc",
-            ip=os.path.join(self._runtime_dir, "k"),
+            ip=ip,
             connection_file=os.path.join(self._runtime_dir, "connection.json"),
         )
         if self.provisioner is not None and km.kernel_spec is not None:
             km.kernel_spec.metadata["kernel_provisioner"] = self.provisioner
         env = {**os.environ, **self.env}
-        self.sandboxed = bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
         if self.sandboxed:
-            # Variables given on purpose through ``env`` pass the sandbox's secret filter.
+            # Variables given on purpose through ``env`` pass the sandbox's filter.
             allow = (*self.sandbox.allow_env, *self.env)
             env.update(dataclasses.replace(self.sandbox, allow_env=allow).to_env())
             env[ENV_PREFIX + "REPORT"] = os.path.join(self._runtime_dir, "sandbox.json")
+        if self._jail is not None:
+            env.update(
+                await asyncio.to_thread(self._jail.env, str(self.inside_cwd) if self.inside_cwd else None)
+            )
         try:
             await km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=self.extra_arguments)
         except Exception as exc:
-            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            await asyncio.to_thread(self._close_runtime)
             raise KernelStartError(f"could not start kernel {self.name!r}: {exc}") from exc
         self._km = km
         _live_kernels.add(self)
         await self._connect()
+
+    def _close_runtime(self) -> None:
+        if self._jail is not None:
+            self._jail.close()
+            self._jail = None
+        if self._runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            self._runtime_dir = None
 
     async def _connect(self) -> None:
         assert self._km is not None
@@ -188,6 +259,9 @@ class Kernel:
             ) from exc
         if self.sandboxed:
             self._read_sandbox_report()
+        if self._jail is not None:
+            self._jail.started()
+        self._limit_hit = None
 
     def _read_sandbox_report(self) -> None:
         global _warned_no_netns
@@ -215,6 +289,8 @@ class Kernel:
             return
         if self._kc is not None:
             self._kc.stop_channels()
+        if self._jail is not None:
+            await asyncio.to_thread(self._jail.kill_all)  # nothing of the old kernel survives
         # cwd is passed again because a pool may have moved the kernel's folder since it started.
         await self._km.restart_kernel(now=True, cwd=str(self.cwd))
         self.restarts += 1
@@ -240,9 +316,8 @@ class Kernel:
                 await km.shutdown_kernel(now=True)
             except Exception:  # the process may already be gone; cleanup must not fail
                 pass
-        if self._runtime_dir:
-            shutil.rmtree(self._runtime_dir, ignore_errors=True)
-            self._runtime_dir = None
+        # Killing and removing the cgroup waits for the processes to go: not on the loop.
+        await asyncio.to_thread(self._close_runtime)
         _live_kernels.discard(self)
 
     def _kill_now(self) -> None:
@@ -251,8 +326,7 @@ class Kernel:
                 os.kill(self.pid, 9)
             except OSError:
                 pass
-        if self._runtime_dir:
-            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+        self._close_runtime()
 
     # -- running code ----------------------------------------------------------------------
 
@@ -330,6 +404,17 @@ class Kernel:
                 if not await self.ais_alive():
                     status = "died"
                     break
+                if self._jail is not None:
+                    over = self._jail.over_cpu()
+                    if over is not None:
+                        # The whole tree's CPU time, as SIGXCPU would for one process.
+                        self._limit_hit = over
+                        self._kill_process()
+                    disk = self._over_disk(every=DISK_CHECK_INTERVAL)
+                    if disk is not None and interrupted_at is None:
+                        execution.limits.append(disk)
+                        interrupted_at = now
+                        await self.ainterrupt()
             if deadline is not None and interrupted_at is None and now >= deadline:
                 interrupted_at = now
                 await self.ainterrupt()
@@ -381,17 +466,47 @@ class Kernel:
             if interrupted_at is not None:
                 status = "timeout"
                 execution.note = f"interrupted after {timeout:g} s; the kernel kept its state"
+        if not execution.limits:
+            disk = self._over_disk()
+            if disk is not None:
+                execution.limits.append(disk)
+        if (
+            execution.limits
+            and status == "timeout"
+            and (timeout is None or time.perf_counter() - t0 < timeout)
+        ):
+            status = "error"  # stopped for the disk, not the clock
+            execution.note = "stopped: " + execution.limits[0]
+            execution.error = ErrorInfo("DiskLimitExceeded", execution.limits[0], "")
         execution.status = status
         execution.duration = time.perf_counter() - t0
         if status == "timeout" and execution.error is None:
             execution.error = ErrorInfo("TimeoutError", f"step exceeded {timeout:g} s", "")
         return execution
 
+    def _over_disk(self, every: float = 0.0) -> str | None:
+        if self._jail is None or not self.run_folder:
+            return None
+        return self._jail.over_disk(self.cwd, every=every)
+
+    def _kill_process(self) -> None:
+        process = getattr(getattr(self._km, "provisioner", None), "process", None)
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
+        if self._jail is not None:
+            self._jail.kill_all()
+
     def _death_cause(self) -> str:
+        limit = self._limit_hit or (self._jail.oom_killed() if self._jail is not None else None)
+        if limit is not None:
+            return f"was killed for going over {limit}"
         process = getattr(getattr(self._km, "provisioner", None), "process", None)
         code = getattr(process, "returncode", None)
         if code is None:
             return "died"
+        if self._jail is not None and 128 < code < 128 + 65:
+            code = 128 - code  # bwrap reports its child's death by signal N as exit code 128 + N
         if code >= 0:
             return f"exited with code {code}"
         try:

@@ -163,6 +163,8 @@ class Execution:
     duration: float = 0.0
     restarted: bool = False
     note: str = ""
+    limits: list[str] = field(default_factory=list)
+    """Whole-run limits of the jail this step ran into (disk, processes), each said in one sentence."""
 
     @property
     def ok(self) -> bool:

@@ -22,6 +22,7 @@ way a notebook whose code forgets an import still fails when re-run alone, as it
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -31,12 +32,36 @@ from pathlib import Path
 
 from ..exceptions import KernelError, UsageError
 from .forking import ForkServer, fork_supported
-from .kernel import DEFAULT_KERNEL, Kernel
+from .jail import make_jail_folder
+from .kernel import DEFAULT_KERNEL, Kernel, is_sandboxed_spec
+from .sandbox import Sandbox
 
 WARM_MODULES = ("numpy", "pandas", "matplotlib.pyplot")
 """Modules imported into every pool kernel before a task gets it."""
 
 _counter = itertools.count(1)
+
+
+def sweep_stale_spares(folder: Path) -> list[str]:
+    """Remove spare folders (``k<pid>-<n>``) left by a pool whose process was killed; returns them."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            owner = entry.name[1:].split("-", 1)[0]
+            if entry.name.startswith("k") and owner.isdigit() and not _alive(int(owner)):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def warmup_code(modules: Sequence[str]) -> str:
@@ -69,6 +94,10 @@ class KernelPool:
         startup_timeout: seconds a kernel may take to start.
         fork: fork kernels from a pre-imported process (:mod:`nbagent.execution.forking`); ``None``: where
             the platform and the kernel spec allow it, else start them the ordinary way.
+        sandbox: the sandbox of a sandboxed spec. In the jail every kernel is started in a jail
+            of its own (never forked from a shared zygote: tasks share no jail, pid namespace or
+            writable folder); its spare folder is the jail's one writable folder, seen inside at
+            the spare's own path after it is moved to the task.
     """
 
     def __init__(
@@ -81,6 +110,7 @@ class KernelPool:
         limit: int | None = None,
         startup_timeout: float = 60.0,
         fork: bool | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if size < 1:
             raise UsageError(f"a kernel pool needs a size of at least 1, not {size}")
@@ -89,12 +119,18 @@ class KernelPool:
         self.kernel_name = kernel
         self.warm_modules = list(warm_modules)
         self.warm_code = warmup_code(warm_modules) if warm_modules else ""
-        self.fork = fork
+        self.sandbox = sandbox or Sandbox()
+        self.jailed = self.sandbox.jailed and is_sandboxed_spec(kernel)
+        # A zygote would put every task's kernel in one jail: jailed kernels start on their own.
+        self.fork = False if self.jailed else fork
         self.limit = limit
         self.startup_timeout = startup_timeout
         self.started = 0
         """Kernels started so far."""
         self._ready: asyncio.Queue[Kernel | BaseException] = asyncio.Queue()
+        # Planned kernels (see plan()): the task folder -> its kernel, or why it failed.
+        self._plan: collections.deque[tuple[Path, Path]] = collections.deque()
+        self._planned: dict[Path, asyncio.Future[Kernel | BaseException]] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._stopping: set[asyncio.Task[None]] = set()
         self._leased: set[Kernel] = set()
@@ -105,7 +141,22 @@ class KernelPool:
     @property
     def warm(self) -> int:
         """Kernels started and waiting for a task."""
-        return self._ready.qsize()
+        return self._ready.qsize() + self._planned_ready
+
+    def plan(self, folders: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]]) -> None:
+        """Say, in the order tasks will ask, which folders they will ask for (jailed pools).
+
+        Each pair is (the ``workdir`` given to :meth:`acquire`, the path the code should see it
+        at). A jail's mounts are made when it starts, so a kernel warmed for a known task sees
+        its folder where a stock re-run of the notebook would; without a plan the code sees
+        the spare folder's path.
+        """
+        self._plan.extend((Path(w).resolve(), Path(i).resolve()) for w, i in folders)
+
+    def planned(self, workdir: str | os.PathLike[str]) -> bool:
+        """True when a kernel is planned (or warming) for ``workdir`` (see :meth:`plan`)."""
+        target = Path(workdir).resolve()
+        return target in self._planned or any(entry[0] == target for entry in self._plan)
 
     @property
     def in_use(self) -> int:
@@ -121,6 +172,7 @@ class KernelPool:
     async def astart(self) -> None:
         """Start warming ``size`` kernels (returns at once; kernels come up in the background)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale_spares(self.folder)
         if self._forks is None and self.fork is not False and (self.fork or fork_supported()):
             self._forks = asyncio.ensure_future(self._start_fork_server())
         self._fill()
@@ -137,24 +189,49 @@ class KernelPool:
         if target.exists():
             raise UsageError(f"task folder {str(target)!r} already exists; remove it first")
         self.folder.mkdir(parents=True, exist_ok=True)
+        planned = target in self._planned or any(entry[0] == target for entry in self._plan)
         while True:
-            self._waiting += 1
-            try:
+            if planned:
+                item = await self._await_planned(target)
+            else:
+                self._waiting += 1
+                try:
+                    self._fill()
+                    item = await self._ready.get()
+                finally:
+                    self._waiting -= 1
                 self._fill()
-                item = await self._ready.get()
-            finally:
-                self._waiting -= 1
-            self._fill()
             if isinstance(item, BaseException):
                 raise KernelError(f"could not start a kernel for the task: {item}") from item
             if await item.ais_alive():
                 break
             await item.ashutdown()  # it died while waiting; take the next
             shutil.rmtree(item.cwd, ignore_errors=True)
+            if planned:
+                self._start_one((target, item.inside_cwd or target))
         os.rename(item.cwd, target)
         item.cwd = target
         self._leased.add(item)
         return item
+
+    async def _await_planned(self, target: Path) -> Kernel | BaseException:
+        if target not in self._planned:
+            entry = next((e for e in self._plan if e[0] == target), None)
+            if entry is not None:
+                self._plan.remove(entry)  # its turn came early: start it now
+            self._start_one(entry or (target, target))
+        self._fill()
+        future = self._planned[target]
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if future.done():
+                del self._planned[target]
+            self._fill()
+
+    @property
+    def _planned_ready(self) -> int:
+        return sum(1 for f in self._planned.values() if f.done())
 
     async def release(self, kernel: Kernel) -> None:
         """Give back a kernel from :meth:`acquire`; it is shut down (in the background)."""
@@ -177,6 +254,11 @@ class KernelPool:
             item = self._ready.get_nowait()
             if isinstance(item, Kernel):
                 kernels.append(item)
+        for future in self._planned.values():
+            if future.done() and isinstance(future.result(), Kernel):
+                kernels.append(future.result())  # type: ignore[arg-type]
+            future.cancel()
+        self._planned.clear()
         await asyncio.gather(*(k.ashutdown() for k in kernels), return_exceptions=True)
         for kernel in kernels:
             if kernel.cwd.parent == self.folder:
@@ -205,7 +287,7 @@ class KernelPool:
         # Every waiting caller must have a kernel on its way, whatever the limit; beyond that,
         # ``size`` more are kept warm while the limit allows.
         while not self._closed:
-            coming = self._ready.qsize() + len(self._starting)
+            coming = self._ready.qsize() + len(self._starting) + self._planned_ready
             if coming < self._waiting or (
                 coming < self._waiting + self.size and (self.limit is None or self.started < self.limit)
             ):
@@ -213,9 +295,13 @@ class KernelPool:
             else:
                 break
 
-    def _start_one(self) -> None:
+    def _start_one(self, planned: tuple[Path, Path | None] | None = None) -> None:
+        if planned is None and self._plan:
+            planned = self._plan.popleft()
+        if planned is not None:
+            self._planned[planned[0]] = asyncio.get_running_loop().create_future()
         self.started += 1
-        task = asyncio.ensure_future(self._warm_kernel())
+        task = asyncio.ensure_future(self._warm_kernel(planned))
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
 
@@ -231,20 +317,37 @@ class KernelPool:
             return None
         return server
 
-    async def _warm_kernel(self) -> None:
+    def _deliver(self, key: Path | None, item: Kernel | BaseException) -> None:
+        future = self._planned.get(key) if key is not None else None
+        if future is None:
+            self._ready.put_nowait(item)
+        elif not future.done():
+            future.set_result(item)
+
+    async def _warm_kernel(self, planned: tuple[Path, Path | None] | None = None) -> None:
+        key = planned[0] if planned is not None else None
         spare = self.folder / f"k{os.getpid()}-{next(_counter)}"
-        spare.mkdir(parents=True)
+        if self.jailed:
+            make_jail_folder(spare)  # nbagent's own folder: the jail's uid writes in it
+        else:
+            spare.mkdir(parents=True)
         server: ForkServer | None = None
         try:
             # shielded: a warm-up cancelled while waiting must not cancel the shared start
             server = await asyncio.shield(self._forks) if self._forks is not None else None
         except Exception as exc:
-            self._ready.put_nowait(exc)
+            self._deliver(key, exc)
             shutil.rmtree(spare, ignore_errors=True)
             return
         provisioner = server.provisioner if server is not None else None
         kernel = Kernel(
-            self.kernel_name, cwd=spare, startup_timeout=self.startup_timeout, provisioner=provisioner
+            self.kernel_name,
+            cwd=spare,
+            startup_timeout=self.startup_timeout,
+            provisioner=provisioner,
+            sandbox=self.sandbox,
+            inside_cwd=planned[1] if planned is not None else None,
+            run_folder=True,
         )
         try:
             await kernel.astart()
@@ -257,10 +360,10 @@ class KernelPool:
         except Exception as exc:
             await kernel.ashutdown()
             shutil.rmtree(spare, ignore_errors=True)
-            self._ready.put_nowait(exc)
+            self._deliver(key, exc)
             return
         if self._closed:
             await kernel.ashutdown()
             shutil.rmtree(spare, ignore_errors=True)
             return
-        self._ready.put_nowait(kernel)
+        self._deliver(key, kernel)

@@ -1,19 +1,27 @@
-"""The sandbox a kernel runs in: limits applied by the kernel's own launcher before IPython starts.
+"""The sandbox a kernel runs in: settings on the host, applied by the kernel's own launcher.
 
 Two halves, one module (standard library only, so the launcher starts fast):
 
-- host side: :class:`Sandbox` holds the settings (memory, CPU time, file size, network, the
-  environment allow-list). :meth:`Sandbox.to_env` turns them into ``NBAGENT_SANDBOX_*`` variables
-  given to the kernel process; :func:`is_secret_name` says which variables count as secrets.
-- kernel side: ``kernels/nbagent-sandbox`` runs :func:`main`, which reads those variables, removes
-  secrets from the environment, sets the resource limits, moves into a new network namespace
-  (``unshare -n``; with a user namespace when the process is not privileged), writes a report of
-  what it did, and then *execs* ``ipykernel_launcher``. Exec, not spawn: the kernel keeps the
-  launcher's process id, so the interrupt (SIGINT) jupyter_client sends reaches the kernel itself,
-  and ipykernel's parent poller still sees the host as its parent.
+- host side: :class:`Sandbox` holds the settings (level, memory, CPU time, processes, disk, file
+  size, network, the environment allow-list). :meth:`Sandbox.to_env` turns them into
+  ``NBAGENT_SANDBOX_*`` variables given to the kernel process; :func:`is_secret_name` says which
+  variables count as secrets (redacted from notebooks at every level).
+- kernel side: ``kernels/nbagent-sandbox`` runs :func:`main`, which reads those variables and
+  then, by level:
+
+  - ``jail`` (the default): :func:`enter_jail` sets the rlimits bwrap inherits, joins the run's
+    cgroup, takes the connection file off the disk, and *execs* ``bwrap`` with the command
+    :func:`nbagent.execution.jail.bwrap_command` builds (see that module for the threat model);
+  - ``limits``: :func:`enter_sandbox` removes secrets from the environment, sets the resource
+    limits, moves into a new network namespace (``unshare -n``; with a user namespace when the
+    process is not privileged), drops five capabilities, and *execs* ``ipykernel_launcher``.
+
+  Either way a report of what was done is written for the host. Exec, not spawn: the process
+  jupyter_client started stays the one that dies with the kernel.
 
 The kernel talks to the host over ZMQ's ``ipc`` transport (Unix sockets in a folder), which does
-not need a network, so a kernel without one works normally.
+not need a network, so a kernel without one works normally. Interrupts are ``interrupt_request``
+messages (``interrupt_mode: message`` in the spec): bwrap does not pass signals on.
 """
 
 from __future__ import annotations
@@ -37,6 +45,17 @@ DEFAULT_CPU_TIME = 1800
 """Default CPU-time limit of a sandboxed kernel process, in seconds (all its steps together)."""
 DEFAULT_FILE_SIZE = 1 * GIB
 """Default limit on the size of any one file the kernel writes, in bytes."""
+DEFAULT_MAX_PROCESSES = 512
+"""Default limit on the processes (and threads) of a jailed run, all together."""
+DEFAULT_DISK = 1 * GIB
+"""Default limit on what a jailed run keeps in its working folder, in bytes (measured by the host)."""
+MIN_SIZE = 1 * MIB
+"""The smallest memory, file-size or disk limit accepted: below it nothing useful runs (``--memory-limit
+0.1`` was a typo for something, not a limit)."""
+
+LEVELS = ("jail", "limits")
+"""Sandbox levels, strongest first: ``jail`` (bubblewrap: own filesystem view, pid and network
+namespaces, no root, whole-run limits) and ``limits`` (rlimits and a network namespace only)."""
 
 SECRET_PATTERNS: tuple[str, ...] = (
     "*_API_KEY",
@@ -110,6 +129,9 @@ def parse_size(text: str | int | None) -> int | None:
         raise ValueError(f"{text!r} is not a size; write it like 4G, 512M or 1024 (bytes), or 0 for none")
     number, unit = float(match.group(1)), match.group(2).lower()
     value = int(number * (1 << (10 * " kmgt".index(unit or " "))))
+    if number and not value:
+        # "0.1" once meant "no limit" by rounding down; a slip must not lift a limit.
+        raise ValueError(f"{text!r} is less than one byte; write a size like 512M or 2G, or 0 for none")
     return value or None
 
 
@@ -128,15 +150,26 @@ class Sandbox:
     """Settings of the sandbox a kernel runs in (used by sandboxed kernel specs such as ``nbagent-sandbox``).
 
     Args:
-        memory: address-space limit in bytes (``None``: no limit); going over it raises
-            ``MemoryError`` inside the kernel instead of exhausting the machine.
-        cpu_time: CPU seconds the kernel process may use in its life (``None``: no limit); past it
-            the kernel is killed, and nbagent restarts it and restores its state.
+        level: ``"jail"`` (the default: bubblewrap gives the kernel a read-only view of Python,
+            one writable folder, its own pid and network namespaces, no root, an allow-listed
+            environment and whole-run limits; see :mod:`nbagent.execution.jail`) or ``"limits"``
+            (the weaker level: rlimits, a network namespace, secrets removed).
+        memory: memory limit in bytes (``None``: no limit). In the jail it bounds the kernel and
+            all its children together (a cgroup, where the host allows one), and each process's
+            address space; going over it raises ``MemoryError`` or kills the process, and
+            nbagent restarts the kernel and restores its state.
+        cpu_time: CPU seconds the run may use in all (``None``: no limit); past it the kernel is
+            killed, and nbagent restarts it and restores its state.
         file_size: the largest file the kernel may write, in bytes (``None``: no limit); a bigger
             write raises ``OSError: File too large``.
         network: ``True`` lets the kernel use the network; by default it runs in a network
             namespace of its own, with only an isolated loopback interface.
-        allow_env: names of secret-looking environment variables to pass to the kernel on purpose.
+        allow_env: names of environment variables to pass to the kernel on purpose (in the
+            jail every variable not on the allow-list is dropped; at ``limits``, secrets are).
+        max_processes: processes and threads the run may have at once (jail only; ``None``: no
+            limit).
+        disk: bytes the run may keep in its working folder (jail only; measured by the host
+            during and after each step, so approximate; ``None``: no limit).
     """
 
     memory: int | None = DEFAULT_MEMORY
@@ -144,31 +177,48 @@ class Sandbox:
     file_size: int | None = DEFAULT_FILE_SIZE
     network: bool = False
     allow_env: tuple[str, ...] = field(default=())
+    level: str = "jail"
+    max_processes: int | None = DEFAULT_MAX_PROCESSES
+    disk: int | None = DEFAULT_DISK
 
     def __post_init__(self) -> None:
-        for name in ("memory", "cpu_time", "file_size"):
+        for name in ("memory", "cpu_time", "file_size", "max_processes", "disk"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"sandbox {name} must be a positive integer or None, not {value!r}")
+        if self.level not in LEVELS:
+            raise ValueError(f"sandbox level must be one of {', '.join(LEVELS)}, not {self.level!r}")
         object.__setattr__(self, "allow_env", tuple(self.allow_env))
+
+    @property
+    def jailed(self) -> bool:
+        """True at the ``jail`` level."""
+        return self.level == "jail"
 
     def describe(self) -> str:
         """One line saying what the limits are."""
         cpu = "unlimited" if self.cpu_time is None else f"{self.cpu_time} s"
         net = "network allowed" if self.network else "no network"
-        return (
-            f"memory {format_size(self.memory)}, CPU time {cpu}, "
+        text = (
+            f"{self.level}: memory {format_size(self.memory)}, CPU time {cpu}, "
             f"file size {format_size(self.file_size)}, {net}"
         )
+        if self.jailed:
+            procs = "unlimited" if self.max_processes is None else str(self.max_processes)
+            text += f", processes {procs}, disk {format_size(self.disk)}"
+        return text
 
     def to_env(self) -> dict[str, str]:
         """The ``NBAGENT_SANDBOX_*`` variables that carry these settings to the launcher."""
         return {
+            ENV_PREFIX + "LEVEL": self.level,
             ENV_PREFIX + "MEMORY": str(self.memory or 0),
             ENV_PREFIX + "CPU_TIME": str(self.cpu_time or 0),
             ENV_PREFIX + "FILE_SIZE": str(self.file_size or 0),
             ENV_PREFIX + "NETWORK": "1" if self.network else "0",
             ENV_PREFIX + "ALLOW_ENV": ",".join(self.allow_env),
+            ENV_PREFIX + "MAX_PROCESSES": str(self.max_processes or 0),
+            ENV_PREFIX + "DISK": str(self.disk or 0),
         }
 
     @classmethod
@@ -188,6 +238,9 @@ class Sandbox:
             file_size=number("FILE_SIZE", DEFAULT_FILE_SIZE),
             network=env.get(ENV_PREFIX + "NETWORK", "0") == "1",
             allow_env=allow,
+            level=env.get(ENV_PREFIX + "LEVEL", "jail"),
+            max_processes=number("MAX_PROCESSES", DEFAULT_MAX_PROCESSES),
+            disk=number("DISK", DEFAULT_DISK),
         )
 
 
@@ -349,8 +402,143 @@ def enter_sandbox(sandbox: Sandbox, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _write_report(path: str | None, report: dict[str, Any]) -> None:
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(report, f)
+        os.replace(tmp, path)
+
+
+def _load_sibling(name: str) -> Any:
+    # Loaded from its file, not imported: importing the nbagent package costs a quarter second.
+    import importlib.util
+
+    module_name = "_nbagent_" + name
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def enter_jail(sandbox: Sandbox, env: dict[str, str], args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Prepare the jail for the kernel ``args`` and return (the bwrap command, a report).
+
+    Runs in the launcher, before the exec: limits that bwrap inherits, the cgroup, the
+    connection file handed over as a copy (and removed from disk), the seccomp program.
+    """
+    import resource
+    import signal
+
+    jail = _load_sibling("jail")
+    settings = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    # The jail, and all it runs, dies with the host: bwrap is not our child's child but our own
+    # process after exec, and a parent-death signal survives an exec of a non-set-uid program.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        parent = env.get("JPY_PARENT_PID")
+        if parent and parent.isdigit() and os.getppid() != int(parent):
+            raise SystemExit("nbagent sandbox: the host exited while the kernel was starting")
+    # Join the run's cgroup before anything forks, so every process of the jail counts.
+    joined: list[str] = []
+    for procs in filter(None, settings.get(ENV_PREFIX + "CGROUP_PROCS", "").split(os.pathsep)):
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+            joined.append(procs)
+        except OSError as exc:
+            raise SystemExit(f"nbagent sandbox: cannot join the run's cgroup {procs}: {exc}") from None
+    _set_limit(resource.RLIMIT_CPU, sandbox.cpu_time, grace=5)
+    _set_limit(resource.RLIMIT_AS, sandbox.memory)
+    _set_limit(resource.RLIMIT_FSIZE, sandbox.file_size)
+    _set_limit(resource.RLIMIT_CORE, 0)
+    if not joined and sandbox.max_processes is not None:
+        # Weaker fallback without a pids cgroup: RLIMIT_NPROC counts every process of the uid.
+        _set_limit(resource.RLIMIT_NPROC, sandbox.max_processes)
+
+    # The key leaves the disk: the kernel gets a copy through a memory file, the host keeps it
+    # in memory, and a killed host leaves no readable key behind.
+    argv = list(args)
+    connection_fd = None
+    if "-f" in argv and argv.index("-f") + 1 < len(argv):
+        at = argv.index("-f") + 1
+        with open(argv[at], "rb") as f:
+            data = f.read()
+        if settings.get(ENV_PREFIX + "KEEP_CONNECTION_FILE") != "1":
+            os.unlink(argv[at])
+        connection_fd = os.memfd_create("nbagent-connection")
+        os.write(connection_fd, data)
+        os.lseek(connection_fd, 0, os.SEEK_SET)
+        os.set_inheritable(connection_fd, True)
+        argv[at] = jail.INSIDE_CONNECTION_FILE
+    seccomp_fd = None
+    seccomp_path = settings.get(ENV_PREFIX + "SECCOMP")
+    if seccomp_path:
+        seccomp_fd = os.open(seccomp_path, os.O_RDONLY)
+        os.set_inheritable(seccomp_fd, True)
+
+    allow = list(sandbox.allow_env)
+    inside_env = jail.passed_environment(env, allow)
+    python_bin = os.path.dirname(sys.executable)
+    inside_env.update(
+        PATH=os.pathsep.join(dict.fromkeys([python_bin, "/usr/local/bin", "/usr/bin", "/bin"])),
+        HOME="/tmp/home",
+        TMPDIR="/tmp",
+        MPLCONFIGDIR="/tmp/matplotlib",
+        IPYTHONDIR="/tmp/home/.ipython",
+        # The host's pid means nothing in the jail's pid namespace; 1 tells ipykernel not to poll
+        # for its parent (the jail dies with the host instead) and not to print a console banner.
+        JPY_PARENT_PID="1",
+    )
+    workdir = os.getcwd()
+    cwd = settings.get(ENV_PREFIX + "CWD") or workdir
+    shared = [p for p in settings.get(ENV_PREFIX + "SHARED", "").split(os.pathsep) if p]
+    cmd = jail.bwrap_command(
+        [sys.executable, "-m", "ipykernel_launcher", *argv],
+        workdir=workdir,
+        cwd=cwd,
+        env=inside_env,
+        network=sandbox.network,
+        shared_folders=shared,
+        connection_fd=connection_fd,
+        seccomp_fd=seccomp_fd,
+        font_caches=jail.font_cache_files(env),
+    )
+    report = {
+        "level": "jail",
+        "pid": os.getpid(),
+        "limits": {
+            "memory": sandbox.memory,
+            "cpu_time": sandbox.cpu_time,
+            "file_size": sandbox.file_size,
+            "max_processes": sandbox.max_processes,
+        },
+        "network_allowed": sandbox.network,
+        "network_isolated": not sandbox.network,
+        "network": "network allowed" if sandbox.network else "network namespace (bwrap)",
+        "uid": jail.jail_uid(),
+        "cgroup": joined,
+        "seccomp": seccomp_fd is not None,
+        "passed_env": sorted(inside_env),
+        "removed_env": sorted(k for k in env if k not in inside_env and not k.startswith(ENV_PREFIX)),
+        "dropped_capabilities": ["all"],
+    }
+    return cmd, report
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Launcher entry point: sandbox this process, then exec ``ipykernel_launcher argv...``."""
+    """Launcher entry point: sandbox this process, then exec the kernel (in a jail at level ``jail``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     env = dict(os.environ)
     report_path = env.get(ENV_PREFIX + "REPORT")
@@ -359,12 +547,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         print(f"nbagent sandbox: bad setting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if sandbox.jailed:
+        cmd, report = enter_jail(sandbox, env, args)
+        _write_report(report_path, report)
+        os.execv(cmd[0], cmd)
     report = enter_sandbox(sandbox, env)
-    if report_path:
-        tmp = report_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f)
-        os.replace(tmp, report_path)
+    _write_report(report_path, report)
     os.execve(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *args], env)
 
 

@@ -327,8 +327,7 @@ def export_tidy(
             the source's outputs and answer (:class:`~nbagent.NotReproducedError` otherwise).
         overwrite: allow replacing an existing ``output``.
         timeout: seconds one cell may run while verifying.
-        sandbox: limits of the sandboxed kernel it verifies in (default
-            :class:`~nbagent.Sandbox()`; never taken from the notebook).
+        sandbox: the sandbox to verify in (default: the jail; never taken from the notebook).
         keep_displays: keep the cells that show a figure or a table although the answer does not
             use them (``False``: leave them out too).
     """

@@ -34,9 +34,11 @@ from nbformat import NotebookNode
 from .._version import __version__
 from ..agent.bootstrap import agent_code, new_answer_key
 from ..agent.environment import parse_probe_output, probe_code, version_changes
-from ..exceptions import KernelStartError, NoSuchKernelError, UsageError
-from ..execution.kernel import DEFAULT_KERNEL, available_kernels, kernel_spec_manager
+from ..exceptions import KernelStartError, NoSuchKernelError, SandboxUnavailableError, UsageError
+from ..execution.jail import JAIL_UID, jail_unavailable
+from ..execution.kernel import DEFAULT_KERNEL, available_kernels, is_sandboxed_spec, kernel_spec_manager
 from ..execution.outputs import ANSWER_MIME
+from ..execution.run_limits import JailedRun
 from ..execution.sandbox import Sandbox
 from ..notebook.reader import check_metadata, read_notebook_file
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest, step_code
@@ -310,7 +312,12 @@ def _kernel_env(nb: NotebookNode, sandbox: Sandbox) -> dict[str, str]:
 
 
 async def _execute(
-    nb: NotebookNode, kernel: str, workdir: Path, env: dict[str, str], timeout: float
+    nb: NotebookNode,
+    kernel: str,
+    workdir: Path,
+    env: dict[str, str],
+    timeout: float,
+    sandbox: Sandbox | None = None,
 ) -> tuple[NotebookNode, dict[int, str], set[int], dict[str, Any], str | None]:
     """Run ``nb`` (a copy) in a fresh kernel.
 
@@ -321,13 +328,25 @@ async def _execute(
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
-    runtime_dir = tempfile.mkdtemp(prefix="nbagent-verify-kernel-")
+    sandbox = sandbox or Sandbox()
+    jail: JailedRun | None = None
+    if is_sandboxed_spec(kernel):
+        # The notebook under verification is as untrusted as a model's code: same sandbox.
+        env = {**env, **sandbox.to_env()}
+        if sandbox.jailed:
+            reason = jail_unavailable()
+            if reason is not None:
+                raise SandboxUnavailableError(reason)
+            jail = JailedRun(sandbox)
+            env.update(jail.env(None))
+    runtime_dir = jail.folder if jail is not None else tempfile.mkdtemp(prefix="nbagent-verify-kernel-")
+    ipc_dir = jail.ipc if jail is not None else runtime_dir
     # ipc transport, as for the agent's own kernels: no TCP ports, works without a network.
     km = AsyncKernelManager(
         kernel_name=kernel,
         kernel_spec_manager=kernel_spec_manager(),
         transport="ipc",
-        ip=os.path.join(runtime_dir, "k"),
+        ip=os.path.join(ipc_dir, "k"),
         connection_file=os.path.join(runtime_dir, "connection.json"),
     )
     errors: dict[int, str] = {}
@@ -382,6 +401,8 @@ async def _execute(
                 raise KernelStartError(f"could not start kernel {kernel!r} to verify with: {exc}") from exc
             raise
     finally:
+        if jail is not None:
+            jail.close()
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return nb, errors, not_run, environment, stopped
 
@@ -474,10 +495,17 @@ async def averify_notebook(
     started = time.perf_counter()
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     workdir = Path(tempfile.mkdtemp(prefix="nbagent-verify-"))
+    if os.geteuid() == 0:
+        os.chown(workdir, JAIL_UID, JAIL_UID)  # nbagent's own folder: a jailed kernel writes there
     try:
         problems = _stage_data(stored, folder, data, workdir)
         executed, errors, not_run, environment, stopped = await _execute(
-            copy.deepcopy(stored), kernel_name, workdir, _kernel_env(stored, sandbox or Sandbox()), timeout
+            copy.deepcopy(stored),
+            kernel_name,
+            workdir,
+            _kernel_env(stored, sandbox or Sandbox()),
+            timeout,
+            sandbox,
         )
         workdirs = [str(folder), str(workdir), str(workdir.resolve())]
         checks = _judge(stored, executed, errors, not_run, workdirs, image_tolerance)
@@ -555,8 +583,8 @@ def verify_notebook(
         image_tolerance: share of pixels that may change before an image differs.
         base_dir: where the data files are when ``notebook`` is in memory (default: the
             notebook's folder, else the current directory).
-        sandbox: limits of a sandboxed kernel (default :class:`~nbagent.Sandbox()`); never taken
-            from the notebook.
+        sandbox: the sandbox of a sandboxed kernel spec (default :class:`~nbagent.Sandbox()`, the
+            jail): a notebook handed to verify is untrusted code; never taken from the notebook.
 
     Returns:
         a :class:`VerifyReport`; ``report.ok`` says whether the notebook reproduced.

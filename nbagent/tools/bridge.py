@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hmac
 import inspect
 import json
@@ -148,15 +149,28 @@ class HostBridge:
         """The socket's path while serving."""
         return None if self._dir is None else os.path.join(self._dir, "host.sock")
 
-    def start(self) -> str:
-        """Start serving (idempotent); returns the socket path to give the kernel."""
+    def start(self, folder: str | os.PathLike[str] | None = None) -> str:
+        """Start serving (idempotent); returns the socket path to give the kernel.
+
+        ``folder``: where to put the socket -- a jailed kernel's bridge folder, bound into that
+        jail only (so no other run's kernel can reach this bridge); default: a private temporary
+        folder.
+        """
+        if self._server is not None and folder is not None and self._dir != os.fspath(folder):
+            self.close()  # a new session in another kernel's jail
         if self._server is None:
-            self._dir = tempfile.mkdtemp(prefix="nbagent-bridge-")  # mode 0700: only this user
+            self._owns_dir = folder is None
+            # mode 0700: only this user
+            self._dir = tempfile.mkdtemp(prefix="nbagent-bridge-") if folder is None else os.fspath(folder)
             address = self.address
             assert address is not None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             server.bind(address)
-            os.chmod(address, 0o600)
+            # In a jail's folder the kernel runs as another uid; that folder is visible to that
+            # jail and to this user only, so the socket itself may be open.
+            os.chmod(address, 0o600 if folder is None else 0o666)
             server.listen(16)
             server.settimeout(0.2)
             self._server = server
@@ -181,7 +195,11 @@ class HostBridge:
             self._server.close()
             self._server = None
         if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            if getattr(self, "_owns_dir", True):
+                shutil.rmtree(self._dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self._dir, "host.sock"))
             self._dir = None
 
     # -- serving (bridge thread) ----------------------------------------------------------------

@@ -29,6 +29,8 @@ class ManagerSession:
     notebook: Path | None
     workdir: Path
     overwrite: bool = False
+    run_folder: Path | None = None
+    """In the jail: the manager's run folder (seen at ``workdir``), which its managed agents share."""
 
 
 class ManagedAgentTool(Tool):
@@ -87,6 +89,8 @@ class ManagedAgentTool(Tool):
             raise RuntimeError(f"managed agent {self.name!r} was called outside a manager's run")
         self.runs += 1
         notebook = self._notebook_path(session)
+        # Same run, same files: a managed agent's jail gets the manager's run folder.
+        self.agent._shared_run_folder = session.run_folder
         result = await self.agent.arun(
             task, notebook=notebook, overwrite=session.overwrite, workdir=session.workdir
         )

@@ -171,15 +171,28 @@ class Toolbox:
 
     # -- sessions and steps ---------------------------------------------------------------------
 
-    async def start_session(self, notebook: Path | None, workdir: Path, overwrite: bool) -> None:
-        """A new session begins: start the bridge, tell managed agents where the manager writes."""
+    async def start_session(
+        self,
+        notebook: Path | None,
+        workdir: Path,
+        overwrite: bool,
+        bridge_folder: Path | None = None,
+        run_folder: Path | None = None,
+    ) -> None:
+        """A new session begins: start the bridge, tell managed agents where the manager writes.
+
+        ``bridge_folder``: where the bridge's socket goes (a jailed kernel's own bridge folder);
+        ``run_folder``: the jailed kernel's writable folder, shared with managed agents.
+        """
         for t in self.managed:
-            t.session = ManagerSession(notebook=notebook, workdir=workdir, overwrite=overwrite)
+            t.session = ManagerSession(
+                notebook=notebook, workdir=workdir, overwrite=overwrite, run_folder=run_folder
+            )
             t.runs = 0
         if self.bridge is not None:
             self.bridge.calls.clear()  # a new notebook records (and replays) only its own calls
             self._mark = 0
-            self.bridge.start()
+            self.bridge.start(bridge_folder)
             self.bridge.attach(asyncio.get_running_loop())
         self._replay_cell = None
 

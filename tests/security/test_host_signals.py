@@ -1,0 +1,123 @@
+"""Attacks on the host process itself: SIGSTOP of ``nbagent run``, SIGKILL of a Python API host.
+
+The code finds the host the way an attacker would: the question is on the host's command line
+(or, for the API, the host script's name), so it scans ``/proc`` for it. Outside the jail the
+host is stopped or killed; in the jail it is not in sight, and the run answers.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from .attacks import (
+    OUTSIDE,
+    attack_results,
+    attack_step,
+    final_step,
+    host_env,
+    merged,
+    nbagent_command,
+    wait_for_state,
+    write_script,
+)
+
+SIGNAL_THE_HOST = r"""
+import os, signal, time
+found, sent = [], []
+for entry in os.listdir("/proc"):
+    if entry.isdigit() and int(entry) != os.getpid():
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if PARAMS["host_marker"].encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+for pid in found:
+    try:
+        os.kill(pid, getattr(signal, PARAMS["signal"]))
+        sent.append(pid)
+    except OSError as exc:
+        print(f"kill {pid}: {exc}")
+time.sleep(1)
+print("ATTACK " + json.dumps({"found": found, "signalled": sent}))
+"""
+
+
+def test_code_cannot_stop_the_nbagent_process(tmp_path: Path, token: str) -> None:
+    for where, flags in (("outside", OUTSIDE), ("jail", ())):
+        question = f"stop the host {token} {where}"
+        script = write_script(
+            tmp_path / f"{where}.json",
+            [attack_step(SIGNAL_THE_HOST, host_marker=question, signal="SIGSTOP"), final_step()],
+        )
+        notebook = tmp_path / where / "run.ipynb"
+        host = subprocess.Popen(
+            nbagent_command(
+                "run", question, "--model", f"scripted:{script}", "-o", str(notebook), "-q", *flags
+            ),
+            env=host_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            if where == "outside":
+                # The attack works: the host is stopped and would wait forever.
+                assert wait_for_state(host.pid, "T", timeout=90) == "T"
+            else:
+                deadline = time.monotonic() + 150
+                while host.poll() is None and time.monotonic() < deadline:
+                    assert wait_for_state(host.pid, "T", timeout=0.2) is None, "the code stopped the host"
+                out, err = host.communicate(timeout=5)
+                assert host.returncode == 0, err[-2000:]
+                assert out.strip() == "done"
+                assert merged(attack_results(notebook))["signalled"] == []
+        finally:
+            if host.poll() is None:
+                host.kill()
+            host.communicate()
+
+
+API_HOST = """
+import json
+import sys
+
+from nbagent import Agent, ScriptedModel
+
+replies = json.loads(open(sys.argv[1]).read())
+options = {} if sys.argv[3] == "default" else {"kernel": sys.argv[3]}
+agent = Agent(ScriptedModel(replies), **options)
+result = agent.run("kill the host", notebook=sys.argv[2])
+print("ANSWER", result.answer)
+"""
+
+
+def test_code_cannot_kill_a_python_api_host(tmp_path: Path, token: str) -> None:
+    host_script = tmp_path / f"api_host_{token}.py"
+    host_script.write_text(textwrap.dedent(API_HOST))
+    for where, kernel in (("outside", "nbagent"), ("jail", "default")):
+        script = write_script(
+            tmp_path / f"{where}.json",
+            [attack_step(SIGNAL_THE_HOST, host_marker=host_script.name, signal="SIGKILL"), final_step()],
+        )
+        notebook = tmp_path / where / "run.ipynb"
+        notebook.parent.mkdir()
+        proc = subprocess.run(
+            [sys.executable, str(host_script), str(script), str(notebook), kernel],
+            capture_output=True,
+            text=True,
+            timeout=150,
+            env=host_env(),
+            cwd=tmp_path,
+        )
+        if where == "outside":
+            assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+        else:
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert "ANSWER done" in proc.stdout
+            assert merged(attack_results(notebook))["signalled"] == []

@@ -1,0 +1,171 @@
+"""Whole-run limits: a fork bomb, memory split across children, many files, a full ``/tmp``.
+
+One scripted run, one attack a step; outside the jail (no limits) every attack gets all it asks
+for, under the default sandbox with small ``--max-processes``, ``--memory-limit`` and
+``--disk-limit`` each is stopped short, and the run still answers. Bounded: 300 processes,
+4 blocks of 300 MB of memory, 400 files of 1 MB, 600 MB in ``/tmp`` (removed by the attack itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .attacks import OUTSIDE, attack_results, attack_step, final_step, merged, run_cli, write_script
+
+JAIL_LIMITS = ("--max-processes", "64", "--memory-limit", "1G", "--disk-limit", "20M")
+
+FORK_BOMB = r"""
+import os, signal, time
+made, refused, children = 0, 0, []
+for _ in range(300):
+    try:
+        pid = os.fork()
+    except OSError:
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    made += 1
+    children.append(pid)
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+print("ATTACK " + json.dumps({"processes started": made, "forks refused": refused}))
+"""
+
+SPLIT_MEMORY = r"""
+import os, select, time
+CHILDREN, SIZE = 4, 300 << 20
+ready_r, ready_w = os.pipe()
+release_r, release_w = os.pipe()
+pids = []
+for _ in range(CHILDREN):
+    pid = os.fork()
+    if pid == 0:
+        os.close(release_w)
+        try:
+            block = b"\x01" * SIZE  # written, so every page is held
+            os.write(ready_w, b"1")
+        except MemoryError:
+            os._exit(3)
+        os.read(release_r, 1)  # hold it until the parent has counted
+        os._exit(0)
+    pids.append(pid)
+held, gone, deadline = 0, {}, time.monotonic() + 30
+while held + len(gone) < CHILDREN and time.monotonic() < deadline:
+    if select.select([ready_r], [], [], 0.2)[0]:
+        held += len(os.read(ready_r, CHILDREN))
+    for pid in pids:
+        if pid not in gone:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                gone[pid] = os.waitstatus_to_exitcode(status)  # -9: the OOM killer; 3: MemoryError
+holding = held - sum(1 for code in gone.values() if code != 3)  # signalled, then killed
+os.close(release_w)
+for pid in pids:
+    if pid not in gone:
+        os.waitpid(pid, 0)
+found = {"children holding 300 MB at once": max(holding, 0), "children stopped": sorted(gone.values())}
+print("ATTACK " + json.dumps(found))
+"""
+
+MANY_FILES = r"""
+import os, time
+written = 0
+try:
+    os.makedirs("fill", exist_ok=True)
+    block = os.urandom(1 << 20)
+    for i in range(400):
+        with open(f"fill/{i}.bin", "wb") as f:
+            f.write(block)
+        written += 1
+        time.sleep(0.01)
+finally:
+    print("ATTACK " + json.dumps({"1 MB files written": written}), flush=True)
+"""
+
+FILL_TMP = r"""
+import os, shutil, tempfile
+folder = tempfile.mkdtemp(dir="/tmp")
+written, error = 0, None
+try:
+    block = b"\x02" * (10 << 20)
+    for i in range(60):
+        with open(os.path.join(folder, f"{i}.bin"), "wb") as f:
+            f.write(block)
+        written += 10
+except OSError as exc:
+    error = f"{type(exc).__name__}: {exc}"
+finally:
+    shutil.rmtree(folder, ignore_errors=True)
+print("ATTACK " + json.dumps({"MB written to /tmp": written, "tmp error": error}))
+"""
+
+
+@pytest.fixture(scope="module")
+def limits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("limit-attacks")
+    script = write_script(
+        tmp / "attacks.json",
+        [
+            attack_step(FORK_BOMB),
+            attack_step(SPLIT_MEMORY),
+            attack_step(MANY_FILES),
+            attack_step(FILL_TMP),
+            final_step(),
+        ],
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for where, flags in (("outside", OUTSIDE), ("jail", JAIL_LIMITS)):
+        notebook = tmp / where / "limits.ipynb"
+        proc = run_cli(
+            ["run", "Use a lot.", "--model", f"scripted:{script}", "-o", str(notebook), "-q", *flags],
+            timeout=300,
+        )
+        found[where] = {
+            "returncode": proc.returncode,
+            "stderr": proc.stderr[-3000:],
+            "notebook": notebook.read_text() if notebook.exists() else "",
+            **(merged(attack_results(notebook)) if notebook.exists() else {}),
+        }
+    return found
+
+
+def _answered(found: dict[str, dict[str, Any]], where: str) -> None:
+    assert found[where]["returncode"] == 0, (where, found[where]["stderr"])
+
+
+def test_fork_bomb_stops_at_max_processes(limits: dict[str, dict[str, Any]]) -> None:
+    _answered(limits, "outside")
+    assert limits["outside"]["processes started"] == 300
+    _answered(limits, "jail")
+    assert limits["jail"]["processes started"] < 64
+    assert limits["jail"]["forks refused"] > 0
+
+
+def test_memory_split_across_children_stays_under_memory_limit(limits: dict[str, dict[str, Any]]) -> None:
+    _answered(limits, "outside")
+    assert limits["outside"]["children holding 300 MB at once"] == 4  # 1.2 GB in all
+    _answered(limits, "jail")
+    # 1 GiB for the kernel and its children together: the four blocks (1.2 GB) cannot all be held.
+    assert limits["jail"]["children holding 300 MB at once"] < 4
+    assert limits["jail"]["children stopped"], "no child was stopped, yet they could not all hold"
+
+
+def test_many_files_stop_at_disk_limit(limits: dict[str, dict[str, Any]]) -> None:
+    _answered(limits, "outside")
+    assert limits["outside"]["1 MB files written"] == 400
+    _answered(limits, "jail")
+    assert limits["jail"]["1 MB files written"] < 400  # the host stopped the step
+    assert "disk limit" in limits["jail"]["notebook"]  # and said why, to the model and in the notebook
+
+
+def test_tmp_is_size_capped(limits: dict[str, dict[str, Any]]) -> None:
+    _answered(limits, "outside")
+    assert limits["outside"]["MB written to /tmp"] == 600
+    _answered(limits, "jail")
+    assert limits["jail"]["MB written to /tmp"] < 600
+    assert "No space left" in str(limits["jail"]["tmp error"])
