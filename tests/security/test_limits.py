@@ -8,6 +8,7 @@ for, under the default sandbox with small ``--max-processes``, ``--memory-limit`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +163,26 @@ def test_tmp_is_size_capped(limits: dict[str, dict[str, Any]]) -> None:
     _answered(limits, "jail")
     assert limits["jail"]["MB written to /tmp"] < 600
     assert "No space left" in str(limits["jail"]["tmp error"])
+
+
+SPREAD_CPU = r"""
+import subprocess, sys
+# Each child stays under a per-process CPU limit; together they use twice the run's.
+BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end:\n    pass\n"
+children = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(3)]
+codes = [child.wait() for child in children]
+print("ATTACK " + json.dumps({"children that burned 1.5 CPU seconds": codes.count(0)}))
+"""
+
+
+def test_cpu_time_spread_across_children_stops_at_cpu_limit(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "cpu.json", [attack_step(SPREAD_CPU), final_step()])
+    found = {}
+    for where, flags in (("outside", OUTSIDE), ("jail", ("--cpu-limit", "2"))):
+        notebook = tmp_path / where / "cpu.ipynb"
+        proc = run_cli(["run", "Burn.", "--model", f"scripted:{script}", "-o", str(notebook), "-q", *flags])
+        assert proc.returncode == 0, (where, proc.stderr[-2000:])  # the run goes on either way
+        found[where] = (merged(attack_results(notebook)), notebook.read_text())
+    assert found["outside"][0] == {"children that burned 1.5 CPU seconds": 3}
+    assert found["jail"][0] == {}  # the kernel and its children were stopped mid-step
+    assert "CPU-time limit of 2 s" in found["jail"][1]
