@@ -331,6 +331,14 @@ class RunCgroup:
         for folder in self._folders.values():
             _write(os.path.join(folder, "cgroup.procs"), str(pid))
 
+    def procs_files(self) -> tuple[str, ...]:
+        """The ``cgroup.procs`` files to write a pid to, one per folder.
+
+        For a launcher that joins the group itself before it execs the jail: writing ``0`` or its
+        own pid to each moves it, and everything it starts afterwards, into the group.
+        """
+        return tuple(os.path.join(folder, "cgroup.procs") for folder in self._folders.values())
+
     def procs(self) -> list[int]:
         """The host pids of the processes in the group now."""
         found: set[int] = set()
