@@ -188,14 +188,18 @@ class _Listener:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        sock.settimeout(0.1)  # so the thread notices close() soon
         self.received: list[bytes] = []
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with conn:
@@ -206,8 +210,9 @@ class _Listener:
                     self.received.append(b"")
 
     def close(self) -> None:
-        self.sock.close()
+        self._closing.set()
         self._thread.join(timeout=5)
+        self.sock.close()
 
 
 @dataclass
