@@ -313,3 +313,13 @@ def test_a_process_joins_by_writing_its_pid_to_the_procs_files(group: RunCgroup)
         assert proc.pid in group.procs()
         group.kill_all()
         assert proc.wait(timeout=5) == -signal.SIGKILL
+
+
+def test_remove_leaves_no_empty_parent_in_the_callers_cgroup(group: RunCgroup) -> None:
+    # The parent sits in the cgroup of whatever started nbagent (a service, a session), which
+    # could not remove its own group while an empty nbagent/ folder is left in it.
+    group.remove()
+    for path in group.paths:
+        parent = os.path.dirname(path)
+        others = [e for e in os.listdir(parent) if e[:1].isdigit()] if os.path.isdir(parent) else []
+        assert not os.path.isdir(parent) or others, f"{parent} was left empty"

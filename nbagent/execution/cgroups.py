@@ -274,7 +274,10 @@ class RunCgroup:
             group.remove()
         try:
             for folder in folders.values():
-                os.makedirs(folder)
+                try:
+                    os.makedirs(folder)
+                except FileNotFoundError:  # another nbagent removed the empty parent just then
+                    os.makedirs(folder)
             group._set_limits(memory, pids)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -432,6 +435,12 @@ class RunCgroup:
                             "processes are still in it (call kill_all() first)",
                         ) from exc
                     time.sleep(0.005)
+            # The empty parent goes too: it sits inside the cgroup of whatever started nbagent,
+            # which could not remove its own group while it is there. Busy: another run uses it.
+            try:
+                os.rmdir(os.path.dirname(folder))
+            except OSError:
+                pass
 
     # -- what the tree used ---------------------------------------------------------------------
 
