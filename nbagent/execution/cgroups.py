@@ -276,7 +276,9 @@ class RunCgroup:
             for folder in folders.values():
                 try:
                     os.makedirs(folder)
-                except FileNotFoundError:  # another nbagent removed the empty parent just then
+                except FileNotFoundError:  # another run removed the empty parent just then
+                    if version == 2:
+                        _v2_parent(need)  # remade with its controllers enabled for children
                     os.makedirs(folder)
             group._set_limits(memory, pids)
         except OSError as exc:
