@@ -291,3 +291,35 @@ def test_remove_twice_is_harmless(group: RunCgroup) -> None:
     group.remove()
     group.remove()
     assert not any(os.path.exists(p) for p in group.paths)
+
+
+def test_a_process_joins_by_writing_its_pid_to_the_procs_files(group: RunCgroup) -> None:
+    # What a kernel launcher does before it execs bwrap: join, then everything it starts is in.
+    script = (
+        "import subprocess, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    open(path, 'w').write('0')\n"
+        "print('in', flush=True)\n"
+        "subprocess.run(['sleep', '30'])\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *group.procs_files()], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "in"
+        deadline = time.monotonic() + 5
+        while len(group.procs()) < 2:  # the launcher and the sleep it started
+            assert time.monotonic() < deadline, group.procs()
+            time.sleep(0.01)
+        assert proc.pid in group.procs()
+        group.kill_all()
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+
+
+def test_remove_leaves_no_empty_parent_in_the_callers_cgroup(group: RunCgroup) -> None:
+    # The parent sits in the cgroup of whatever started nbagent (a service, a session), which
+    # could not remove its own group while an empty nbagent/ folder is left in it.
+    group.remove()
+    for path in group.paths:
+        parent = os.path.dirname(path)
+        others = [e for e in os.listdir(parent) if e[:1].isdigit()] if os.path.isdir(parent) else []
+        assert not os.path.isdir(parent) or others, f"{parent} was left empty"

@@ -274,7 +274,12 @@ class RunCgroup:
             group.remove()
         try:
             for folder in folders.values():
-                os.makedirs(folder)
+                try:
+                    os.makedirs(folder)
+                except FileNotFoundError:  # another run removed the empty parent just then
+                    if version == 2:
+                        _v2_parent(need)  # remade with its controllers enabled for children
+                    os.makedirs(folder)
             group._set_limits(memory, pids)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -330,6 +335,14 @@ class RunCgroup:
         """Move process ``pid`` (a host pid) into the group; processes it starts later join too."""
         for folder in self._folders.values():
             _write(os.path.join(folder, "cgroup.procs"), str(pid))
+
+    def procs_files(self) -> tuple[str, ...]:
+        """The ``cgroup.procs`` files to write a pid to, one per folder.
+
+        For a launcher that joins the group itself before it execs the jail: writing ``0`` or its
+        own pid to each moves it, and everything it starts afterwards, into the group.
+        """
+        return tuple(os.path.join(folder, "cgroup.procs") for folder in self._folders.values())
 
     def procs(self) -> list[int]:
         """The host pids of the processes in the group now."""
@@ -424,6 +437,12 @@ class RunCgroup:
                             "processes are still in it (call kill_all() first)",
                         ) from exc
                     time.sleep(0.005)
+            # The empty parent goes too: it sits inside the cgroup of whatever started nbagent,
+            # which could not remove its own group while it is there. Busy: another run uses it.
+            try:
+                os.rmdir(os.path.dirname(folder))
+            except OSError:
+                pass
 
     # -- what the tree used ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ host is stopped or killed; in the jail it is not in sight, and the run answers.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from .attacks import (
     host_env,
     merged,
     nbagent_command,
+    run_cli,
     wait_for_state,
     write_script,
 )
@@ -121,3 +123,38 @@ def test_code_cannot_kill_a_python_api_host(tmp_path: Path, token: str) -> None:
             assert proc.returncode == 0, proc.stderr[-2000:]
             assert "ANSWER done" in proc.stdout
             assert merged(attack_results(notebook))["signalled"] == []
+
+
+def test_a_poison_task_cannot_kill_nbagent_batch(tmp_path: Path, token: str) -> None:
+    # The task file's name is on the batch host's command line: the poison task looks for it.
+    for where, flags in (("outside", OUTSIDE), ("jail", ())):
+        folder = tmp_path / where
+        folder.mkdir()
+        write_script(
+            folder / "poison.json",
+            [attack_step(SIGNAL_THE_HOST, host_marker=f"tasks-{token}", signal="SIGKILL"), final_step()],
+        )
+        write_script(folder / "innocent.json", [final_step("'innocent answer'")])
+        tasks = folder / f"tasks-{token}.jsonl"
+        tasks.write_text(
+            json.dumps({"id": "poison", "question": "Poison.", "model": "scripted:poison.json"})
+            + "\n"
+            + json.dumps({"id": "innocent", "question": "Answer.", "model": "scripted:innocent.json"})
+            + "\n"
+        )
+        out = folder / "out"
+        command = ["batch", str(tasks), "--out", str(out), "--jobs", "1", "-q", *flags]
+        first = run_cli(command, timeout=180)
+        again = run_cli([*command, "--resume"], timeout=180)
+        if where == "outside":
+            # Killed, and killed again on every --resume: the batch never finishes.
+            assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+            assert again.returncode == -signal.SIGKILL, again.stderr[-2000:]
+        else:
+            assert first.returncode == 0, first.stderr[-2000:]
+            lines = [json.loads(line) for line in (out / "status.jsonl").read_text().splitlines()]
+            assert {line["id"]: line["answer"] for line in lines} == {
+                "poison": "done",
+                "innocent": "innocent answer",
+            }
+            assert again.returncode == 0  # nothing left to run

@@ -8,6 +8,7 @@ for, under the default sandbox with small ``--max-processes``, ``--memory-limit`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,38 +38,31 @@ print("ATTACK " + json.dumps({"processes started": made, "forks refused": refuse
 """
 
 SPLIT_MEMORY = r"""
-import os, select, time
-CHILDREN, SIZE = 4, 300 << 20
-ready_r, ready_w = os.pipe()
-release_r, release_w = os.pipe()
-pids = []
-for _ in range(CHILDREN):
-    pid = os.fork()
-    if pid == 0:
-        os.close(release_w)
-        try:
-            block = b"\x01" * SIZE  # written, so every page is held
-            os.write(ready_w, b"1")
-        except MemoryError:
-            os._exit(3)
-        os.read(release_r, 1)  # hold it until the parent has counted
-        os._exit(0)
-    pids.append(pid)
-held, gone, deadline = 0, {}, time.monotonic() + 30
-while held + len(gone) < CHILDREN and time.monotonic() < deadline:
-    if select.select([ready_r], [], [], 0.2)[0]:
-        held += len(os.read(ready_r, CHILDREN))
-    for pid in pids:
-        if pid not in gone:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                gone[pid] = os.waitstatus_to_exitcode(status)  # -9: the OOM killer; 3: MemoryError
-holding = held - sum(1 for code in gone.values() if code != 3)  # signalled, then killed
-os.close(release_w)
-for pid in pids:
-    if pid not in gone:
-        os.waitpid(pid, 0)
-found = {"children holding 300 MB at once": max(holding, 0), "children stopped": sorted(gone.values())}
+import subprocess, sys, time
+# Fresh interpreters, each far under the per-process limit; together over the run's limit.
+HOLD = (
+    "import sys\n"
+    "try:\n"
+    "    block = b'\\x01' * (300 << 20)\n"  # written, so every page is held
+    "except MemoryError:\n"
+    "    sys.exit(3)\n"
+    "print('holding', flush=True)\n"
+    "sys.stdin.read()\n"  # until the parent has counted
+)
+children = [
+    subprocess.Popen([sys.executable, "-c", HOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for _ in range(4)
+]
+held = [child.stdout.readline().strip() == "holding" for child in children]  # "" when it died
+time.sleep(0.5)  # a child killed for its sibling's allocation dies now
+alive = [child.poll() is None for child in children]
+for child in children:
+    child.stdin.close()
+codes = [child.wait() for child in children]
+found = {
+    "children holding 300 MB at once": sum(h and a for h, a in zip(held, alive)),
+    "children stopped": sorted(code for code in codes if code != 0),  # -9: the OOM killer; 3: MemoryError
+}
 print("ATTACK " + json.dumps(found))
 """
 
@@ -169,3 +163,26 @@ def test_tmp_is_size_capped(limits: dict[str, dict[str, Any]]) -> None:
     _answered(limits, "jail")
     assert limits["jail"]["MB written to /tmp"] < 600
     assert "No space left" in str(limits["jail"]["tmp error"])
+
+
+SPREAD_CPU = r"""
+import subprocess, sys
+# Each child stays under a per-process CPU limit; together they use twice the run's.
+BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end:\n    pass\n"
+children = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(3)]
+codes = [child.wait() for child in children]
+print("ATTACK " + json.dumps({"children that burned 1.5 CPU seconds": codes.count(0)}))
+"""
+
+
+def test_cpu_time_spread_across_children_stops_at_cpu_limit(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "cpu.json", [attack_step(SPREAD_CPU), final_step()])
+    found = {}
+    for where, flags in (("outside", OUTSIDE), ("jail", ("--cpu-limit", "2"))):
+        notebook = tmp_path / where / "cpu.ipynb"
+        proc = run_cli(["run", "Burn.", "--model", f"scripted:{script}", "-o", str(notebook), "-q", *flags])
+        assert proc.returncode == 0, (where, proc.stderr[-2000:])  # the run goes on either way
+        found[where] = (merged(attack_results(notebook)), notebook.read_text())
+    assert found["outside"][0] == {"children that burned 1.5 CPU seconds": 3}
+    assert found["jail"][0] == {}  # the kernel and its children were stopped mid-step
+    assert "CPU-time limit of 2 s" in found["jail"][1]
