@@ -99,13 +99,11 @@ def export_command(args: argparse.Namespace) -> int:
 
 def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyResult:
     """Make (and, unless --no-verify, verify) the tidy notebook; written only when ``output`` is given."""
-    from ..execution.kernel import DEFAULT_KERNEL
     from ..execution.sandbox import Sandbox
     from ..repro.export import export_tidy
-    from .arguments import check_sandbox
 
-    if not args.no_verify:
-        check_sandbox(args.kernel or DEFAULT_KERNEL, args.sandbox)
+    # The kernel is chosen from the notebook: a jail that cannot be built is reported (exit 2)
+    # when the verification starts, before anything is written.
     try:
         return export_tidy(
             source,

@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from ..agent.observe import escape_controls
-from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import add_sandbox_level_argument, check_sandbox
+from .arguments import add_sandbox_level_argument
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -53,10 +52,6 @@ def verify_command(args: argparse.Namespace) -> int:
     from ..execution.sandbox import Sandbox
     from ..repro.verify import verify_notebook
 
-    if args.kernel:
-        check_sandbox(args.kernel, args.sandbox)
-    else:
-        check_sandbox(DEFAULT_KERNEL, args.sandbox)
     report = verify_notebook(
         args.notebook,
         data=args.data,

@@ -37,7 +37,7 @@ from jupyter_core.utils import run_sync
 from ..exceptions import KernelStartError, NoSuchKernelError, SandboxUnavailableError
 from .jail import jail_unavailable
 from .outputs import ErrorInfo, Execution, OutputCollector, Status, error_from_outputs
-from .run_limits import JailedRun
+from .run_limits import RUNTIME_PREFIX, JailedRun, sweep_stale_runtime_folders
 from .sandbox import ENV_PREFIX, Sandbox
 
 DEFAULT_KERNEL = "nbagent-sandbox"
@@ -207,7 +207,9 @@ class Kernel:
             self._runtime_dir = self._jail.folder
             ip = os.path.join(self._jail.ipc, "k")
         else:
-            self._runtime_dir = tempfile.mkdtemp(prefix="nbagent-kernel-")
+            # Named after this process, so a later start removes it if this process is killed.
+            sweep_stale_runtime_folders()
+            self._runtime_dir = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")
             ip = os.path.join(self._runtime_dir, "k")
         # ipc transport: no TCP ports, and it keeps working when the kernel has no network.
         km = AsyncKernelManager(
