@@ -130,7 +130,7 @@ def papermill_notebooks(root: Path, n: int) -> list[tuple[str, str, str, dict[st
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from nbagent.agent.bootstrap import setup_code
+    from nbagent.kernel_code import setup_code
 
     root.mkdir(parents=True)
     jobs = []

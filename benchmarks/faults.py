@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbagent import Kernel, Sandbox
-from nbagent.agent.bootstrap import setup_code
-from nbagent.agent.memory import Step
-from nbagent.agent.observe import Observation
 from nbagent.agent.restore import replay_steps
 from nbagent.execution.outputs import Execution
+from nbagent.kernel_code import setup_code
 from nbagent.models import Usage
+from nbagent.records import Observation, Step
 
 PENGUINS = Path(__file__).resolve().parents[1] / "examples" / "data" / "penguins.csv"
 TIMEOUT = 2.0

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from nbagent import Execution, Kernel, Observer
-from nbagent.agent.bootstrap import setup_code
 from nbagent.agent.observe import rough_token_count
+from nbagent.kernel_code import setup_code
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 

@@ -9,9 +9,9 @@ In Jupyter: ``%load_ext nbagent``, then ask in a ``%%agent`` cell (see :mod:`nba
 from typing import Any as _Any
 
 from ._version import __version__
-from .agent.agent import Agent, Executor, RunListener, RunResult
-from .agent.memory import HistoryLimits, Plan, Step, Task
-from .agent.observe import Observation, Observer
+from .agent.agent import Agent, RunListener, RunResult
+from .agent.memory import HistoryLimits
+from .agent.observe import Observer
 from .exceptions import (
     KernelDiedError,
     KernelError,
@@ -28,12 +28,14 @@ from .exceptions import (
     UntrustedToolError,
     UsageError,
 )
+from .execution.executor import Executor
 from .execution.kernel import Kernel
 from .execution.outputs import ErrorInfo, Execution
 from .execution.sandbox import Sandbox
 from .execution.shell import ShellExecutor
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
 from .notebook.recorder import NotebookRecorder
+from .records import Observation, Plan, Step, Task
 from .repro.export import TidyResult, aexport_tidy, export_html, export_tidy, tidy_notebook
 from .repro.verify import CellCheck, VerifyReport, averify_notebook, verify_notebook
 from .tools.bridge import HostCall

@@ -23,10 +23,7 @@ reported in the step's :class:`~nbagent.Execution` and shown to the model as an 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .repro.verify import VerifyReport
+from typing import Any
 
 
 class NbagentError(Exception):
@@ -75,7 +72,8 @@ class NotReproducedError(NbagentError):
     ``report`` is the :class:`~nbagent.repro.verify.VerifyReport` saying which cells differ.
     """
 
-    def __init__(self, message: str, report: VerifyReport) -> None:
+    # ``Any``, not VerifyReport: this module is the bottom layer and imports nothing of nbagent.
+    def __init__(self, message: str, report: Any) -> None:
         super().__init__(message)
         self.report = report
 

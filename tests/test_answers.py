@@ -19,10 +19,10 @@ from PIL import Image
 
 from nbagent import Agent, Execution, Kernel, Observer, RunResult
 from nbagent.agent.answers import decode_answer
-from nbagent.agent.bootstrap import agent_code, new_answer_key, setup_code
 from nbagent.agent.observe import SUMMARY_MIME
 from nbagent.cli import main
 from nbagent.execution.outputs import ANSWER_MIME
+from nbagent.kernel_code import agent_code, new_answer_key, setup_code
 
 
 def answer(kernel: Kernel, tmp_path: Path, *steps: str) -> RunResult:

@@ -218,7 +218,7 @@ def test_values_cross_the_bridge_with_their_types() -> None:
     import numpy as np
     from PIL import Image
 
-    from nbagent.agent.bootstrap import decode_answer
+    from nbagent.agent.answers import decode_answer
     from nbagent.tools.bridge import decode_value, encode_value
 
     frame = pd.DataFrame({"city": ["Lyon", "Nice"], "pop": [522250, 342669]}).set_index("city")
@@ -226,7 +226,8 @@ def test_values_cross_the_bridge_with_their_types() -> None:
     assert decode_value(encode_value(frame)).equals(frame)
     back = decode_value(encode_value(series))
     assert isinstance(back, pd.Series) and back.equals(series) and back.name == "pop"
-    assert decode_answer(encode_value(series)).equals(series)  # final_answer's payloads decode the same way
+    # final_answer's payloads decode the same way
+    assert decode_answer(encode_value(series)).value.equals(series)
     assert decode_value(encode_value(b"\x00\x01")) == b"\x00\x01"
     assert decode_value(encode_value({"n": np.int64(3), "xs": (1.5, None)})) == {"n": 3, "xs": [1.5, None]}
     image = decode_value(encode_value(Image.new("RGB", (3, 2), "red")))

@@ -10,7 +10,7 @@ import pytest
 from conftest import PENGUINS, code, scripted
 
 from nbagent import Agent, ToolDefinitionError
-from nbagent.agent.bootstrap import decode_answer
+from nbagent.agent.answers import decode_answer
 
 
 def test_manager_delegates_to_a_sub_agent_with_its_own_kernel_and_linked_notebook(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_manager_delegates_to_a_sub_agent_with_its_own_kernel_and_linked_noteboo
     assert sub_nb.metadata["nbagent"]["manager"] == {"notebook": "report.ipynb"}
     assert sub_nb.metadata["nbagent"]["runs"][0]["status"] == "answered"
     payload = sub_nb.cells[-2].outputs[0]["data"]["application/vnd.nbagent.answer+json"]
-    answer = decode_answer(payload)
+    answer = decode_answer(payload).value
     assert isinstance(answer, pd.Series)
     assert answer.idxmax() == "Gentoo"
 

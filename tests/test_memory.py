@@ -10,7 +10,7 @@ from conftest import code
 
 from nbagent import Agent, HistoryLimits, Kernel, LiteLLMModel, Step, Task, Usage
 from nbagent.agent.memory import Memory
-from nbagent.agent.observe import Observation
+from nbagent.records import Observation
 from nbagent.testing.openai_server import OpenAICompatibleServer
 
 PLOT_STEPS = [

@@ -18,9 +18,10 @@ from conftest import code, scripted
 from PIL import Image
 
 from nbagent import Agent, Execution, HistoryLimits, Kernel, Observer, UsageError
-from nbagent.agent.bootstrap import agent_code, new_answer_key, setup_code
-from nbagent.agent.observe import SUMMARY_MIME, Observation
+from nbagent.agent.observe import SUMMARY_MIME
 from nbagent.cli import main
+from nbagent.kernel_code import agent_code, new_answer_key, setup_code
+from nbagent.records import Observation
 
 
 @pytest.fixture(scope="module")

@@ -17,29 +17,30 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UsageError
+from ..execution.executor import Executor
 from ..execution.jail import JAIL_UID, make_jail_folder
 from ..execution.kernel import DEFAULT_KERNEL, Kernel
 from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
+from ..kernel_code import SETUP_MARKER, agent_code, kernel_source, new_answer_key, setup_code
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import ANSWER_SOURCE, NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
 from ..notebook.safe_files import check_writable_folder, copy_atomic
+from ..records import Observation, Plan, Step, Task
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
-from .answers import decode_answer
-from .bootstrap import SETUP_MARKER, agent_code, complete_answer, new_answer_key, setup_code
+from .answers import complete_answer, decode_answer
 from .environment import probe_environment
-from .memory import HistoryLimits, Memory, Plan, Step, Task, default_system_prompt
-from .observe import Observation, Observer
+from .memory import HistoryLimits, Memory, default_system_prompt
+from .observe import Observer
 from .parameters import check_parameters, parameters_code
 from .parsing import ParsedReply, assigns_name, parse_reply
 from .planning import check_planning_interval, make_plan, plan_due, record_plan
@@ -107,19 +108,6 @@ REPLACED_FINAL_ANSWER = (
     "This step replaced `final_answer` (for instance through globals()), so nothing it answered "
     "counts; nbagent's final_answer has been restored. Do not replace it; call final_answer(value)."
 )
-
-
-class Executor(Protocol):
-    """Runs code somewhere (a kernel process, the user's own shell) and reports an Execution."""
-
-    cwd: Path
-
-    async def astart(self) -> None: ...
-    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
-        """Run ``code``; ``silent``: outside the history and unseen (no execution count, no echo)."""
-        ...
-
-    async def ashutdown(self) -> None: ...
 
 
 class RunListener:
@@ -661,7 +649,7 @@ class Agent:
 
     async def _take_answer(self, step: Step) -> tuple[Any, str, str | None] | None:
         """The answer (value, text, note) the step's code gave to ``final_answer``, recorded;
-        else ``None``. Only a payload stamped with this session's key counts (see bootstrap)."""
+        else ``None``. Only a payload stamped with this session's key counts (see kernel_code)."""
         payload = None if step.execution is None else step.execution.answer_bundle(self._answer_key)
         if payload is None:
             return None
@@ -989,7 +977,7 @@ class Agent:
         )
         execution.note = "final_answer was replaced by this step and restored"
         # final_answer itself, then the hand-over that stamps its payload with this run's key.
-        source = (resources.files("nbagent") / "kernel_code" / "final_answer.py").read_text(encoding="utf-8")
+        source = kernel_source("final_answer.py")
         await self._executor.aexecute(source + "\n" + agent_code(self._answer_key), timeout=60, silent=True)
         await self._remember_final_answer()
         return True

@@ -19,7 +19,10 @@ import json
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from ..exceptions import KernelError
+from ..execution.outputs import ANSWER_MIME, Execution
 
 MAX_ANSWER_BYTES = 256_000_000
 """Largest encoded answer (base64 characters) the host decodes."""
@@ -379,3 +382,37 @@ def json_friendly(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     return str(value)
+
+
+# -- answers too large for the notebook ------------------------------------------------------
+
+FETCH_ANSWER_CODE = (
+    "from IPython.display import display as _nbagent_display\n"
+    f"_nbagent_display({{{ANSWER_MIME!r}: _nbagent_encode_answer(_nbagent_answer)}}, raw=True)\n"
+    "del _nbagent_display"
+)
+"""Run in the kernel (not recorded) to fetch an answer too large to travel in the notebook."""
+
+
+class AnswerExecutor(Protocol):
+    """What :func:`complete_answer` needs of an executor."""
+
+    async def aexecute(self, code: str, timeout: float | None = None) -> Execution: ...
+
+
+async def complete_answer(executor: AnswerExecutor, payload: dict[str, Any]) -> dict[str, Any]:
+    """The answer payload with its value: a deferred (large) value is fetched from the kernel."""
+    if not payload.get("deferred"):
+        return payload
+    text = str(payload.get("text", ""))
+    try:
+        execution = await executor.aexecute(FETCH_ANSWER_CODE, timeout=120)
+    except KernelError as exc:  # the run has answered: its text is still the answer
+        fetched, why = None, str(exc)
+    else:
+        fetched = execution.answer_bundle(payload.get("key"))
+        why = str(execution.error or "nothing came back")
+    if fetched is None or fetched.get("deferred"):
+        note = f"the answer was too large to carry in the notebook and fetching it failed ({why})"
+        return {**payload, "kind": "str", "value": text, "note": note, "deferred": False}
+    return {**fetched, "text": text}

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .agent import Executor
+from ..execution.executor import Executor
+from ..kernel_code import kernel_source
 
 PROBE_PREFIX = "nbagent-environment: "
 """Start of the line the probe prints; the JSON follows it."""
@@ -24,7 +23,7 @@ PROBE_PREFIX = "nbagent-environment: "
 @cache
 def probe_code() -> str:
     """The kernel-side code that prints the environment as one JSON line."""
-    return (resources.files("nbagent") / "kernel_code" / "environment_probe.py").read_text(encoding="utf-8")
+    return kernel_source("environment_probe.py")
 
 
 def parse_probe_output(text: str) -> dict[str, Any] | None:

@@ -8,18 +8,16 @@ images are sent, older observations are shortened, and the oldest steps are left
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from ..exceptions import UsageError
-from ..execution.outputs import Execution
-from ..models.base import Message, Usage
-from .observe import Observation, truncate_middle
+from ..models.base import Message
+from ..records import Plan, Step, Task
+from .observe import truncate_middle
 from .parameters import describe_parameters
-
-StepKind = Literal["action", "final"]
 
 
 @cache
@@ -28,91 +26,21 @@ def default_system_prompt() -> str:
     return (resources.files("nbagent") / "agent" / "prompts" / "system.md").read_text(encoding="utf-8")
 
 
-@dataclass
-class Task:
-    """A question put to the agent, with the data files it was given."""
-
-    question: str
-    files: list[str] = field(default_factory=list)
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-    def prompt(self, follow_up: bool = False) -> str:
-        """The user message that states this task."""
-        lines = [("New task (the kernel keeps its state): " if follow_up else "Task: ") + self.question]
-        if self.files:
-            lines.append("Data files in the working directory: " + ", ".join(self.files))
-        if self.parameters:
-            lines.append(
-                "Parameters (already defined as variables in the kernel): "
-                + describe_parameters(self.parameters)
-            )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"question": self.question, "files": list(self.files), "parameters": dict(self.parameters)}
-
-
-@dataclass
-class Step:
-    """One model reply and what came of it.
-
-    ``kind`` is ``"action"`` for ordinary steps and ``"final"`` for the last request made when
-    ``max_steps`` ran out. ``execution`` is ``None`` when the reply held no code.
-    """
-
-    number: int
-    reply: str
-    thought: str
-    code: str | None
-    execution: Execution | None
-    observation: Observation
-    usage: Usage
-    model_duration: float
-    kind: StepKind = "action"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (outputs excluded; they live in the notebook)."""
-        return {
-            "number": self.number,
-            "kind": self.kind,
-            "thought": self.thought,
-            "code": self.code,
-            "execution": None if self.execution is None else self.execution.to_dict(),
-            "observation": self.observation.to_dict(),
-            "usage": self.usage.to_dict(),
-            "model_duration": round(self.model_duration, 6),
-        }
-
-
 PLAN_FOLLOW_UP = (
     "Now carry out this plan, one step at a time: reply with a short thought and one ```python block."
 )
 
 
-@dataclass
-class Plan:
-    """A plan the model made before step ``before_step``: facts known, facts to find, the plan.
-
-    ``kind`` is ``"initial"`` for the first plan of a task and ``"update"`` for later ones.
-    """
-
-    before_step: int
-    text: str
-    reply: str
-    usage: Usage
-    model_duration: float
-    kind: Literal["initial", "update"] = "initial"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {
-            "before_step": self.before_step,
-            "kind": self.kind,
-            "text": self.text,
-            "usage": self.usage.to_dict(),
-            "model_duration": round(self.model_duration, 6),
-        }
+def task_prompt(task: Task, follow_up: bool = False) -> str:
+    """The user message that states ``task``."""
+    lines = [("New task (the kernel keeps its state): " if follow_up else "Task: ") + task.question]
+    if task.files:
+        lines.append("Data files in the working directory: " + ", ".join(task.files))
+    if task.parameters:
+        lines.append(
+            "Parameters (already defined as variables in the kernel): " + describe_parameters(task.parameters)
+        )
+    return "\n".join(lines)
 
 
 MemoryEntry = Task | Step | Plan
@@ -204,7 +132,7 @@ class Memory:
         tasks_seen = 0
         for i, entry in enumerate(self.entries):
             if isinstance(entry, Task):
-                messages.append({"role": "user", "content": entry.prompt(follow_up=tasks_seen > 0)})
+                messages.append({"role": "user", "content": task_prompt(entry, follow_up=tasks_seen > 0)})
                 tasks_seen += 1
                 continue
             if isinstance(entry, Plan):
@@ -232,7 +160,7 @@ class Memory:
     @staticmethod
     def _size(i: int, entry: MemoryEntry, texts: dict[int, str]) -> int:
         if isinstance(entry, Task):
-            return len(entry.prompt())
+            return len(task_prompt(entry))
         if isinstance(entry, Plan):
             return len(entry.text) + len(PLAN_FOLLOW_UP)
         return len(entry.reply) + len(texts[i])

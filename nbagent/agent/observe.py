@@ -24,12 +24,13 @@ import json
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
 from ..exceptions import UsageError
 from ..execution.outputs import ANSWER_MIME, Execution, strip_ansi
+from ..records import Observation
 
 SUMMARY_MIME = "text/x-nbagent-summary"
 """Mime type of the compact summaries the kernel-side formatters attach to tables and figures."""
@@ -61,18 +62,6 @@ def escape_controls(text: str) -> str:
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
     return _CONTROL.sub(escape, text)
-
-
-@dataclass
-class Observation:
-    """What the model is shown after a step: text, plus PNG images (base64) for vision models."""
-
-    text: str
-    images: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, as kept in notebook metadata (images counted, not copied)."""
-        return {"text": self.text, "images": len(self.images)}
 
 
 def rough_token_count(text: str) -> int:

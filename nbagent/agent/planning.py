@@ -14,7 +14,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Literal
 
 from ..exceptions import UsageError
-from .memory import Memory, Plan
+from ..records import Plan
+from .memory import Memory
 
 if TYPE_CHECKING:
     from ..models import Model

@@ -15,22 +15,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nbformat import NotebookNode
 
 from ..exceptions import UsageError
+from ..execution.executor import Executor
 from ..execution.outputs import ErrorInfo, Execution, error_from_outputs
+from ..kernel_code import setup_code
 from ..models import Usage
 from ..notebook.reader import read_notebook_file
 from ..notebook.recorder import step_code
-from .bootstrap import setup_code
-from .memory import Plan, Step, Task
-from .observe import Observation, Observer
+from ..records import Observation, Plan, Step, Task
+from .observe import Observer
 from .parsing import parse_reply
-
-if TYPE_CHECKING:
-    from .agent import Executor
 
 
 @dataclass

@@ -83,6 +83,18 @@ async def _worker_pool(settings: BatchSettings, batch_id: str) -> KernelPool:
     return pool
 
 
+class DaskCluster:
+    """The Dask scheduler at ``address``, as :func:`~nbagent.batch.runner.run_batch`'s ``cluster``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def __call__(
+        self, tasks: Sequence[BatchTask], settings: BatchSettings, on_record: Callable[[TaskRecord], None]
+    ) -> None:
+        await run_on_cluster(tasks, settings, self.address, on_record)
+
+
 async def run_on_cluster(
     tasks: Sequence[BatchTask],
     settings: BatchSettings,

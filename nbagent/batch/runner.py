@@ -38,7 +38,7 @@ import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..agent.agent import Agent, RunResult
 from ..exceptions import ModelError, NbagentError, UsageError
@@ -469,18 +469,27 @@ async def run_local(
     return stopped[0] if stopped and not queue.empty() else None
 
 
+class RemoteTasks(Protocol):
+    """Runs a batch's tasks somewhere else (e.g. :class:`nbagent.batch.cluster.DaskCluster`)."""
+
+    async def __call__(
+        self, tasks: Sequence[BatchTask], settings: BatchSettings, on_record: Callable[[TaskRecord], None]
+    ) -> None: ...
+
+
 async def run_batch(
     tasks: Sequence[BatchTask],
     settings: BatchSettings,
     *,
     resume: bool = False,
-    cluster: str | None = None,
+    cluster: RemoteTasks | None = None,
     listener: BatchListener | None = None,
 ) -> BatchOutcome:
     """Run a batch to the end, or until SIGINT/SIGTERM; see the module docstring.
 
-    ``cluster``: address of a Dask scheduler to send the tasks to (``nbagent-ai[dask]``).
-    Raises :class:`UsageError` for bad input before anything runs.
+    ``cluster``: where to send the tasks instead of this machine's pool, e.g.
+    ``DaskCluster(address)`` (``nbagent-ai[dask]``). Raises :class:`UsageError` for bad input
+    before anything runs.
     """
     listener = listener or BatchListener()
     started = time.perf_counter()
@@ -527,10 +536,9 @@ async def run_batch(
 
     runner: Coroutine[Any, Any, str | None]
     if cluster is not None:
-        from .cluster import run_on_cluster
 
         async def on_cluster() -> None:
-            await run_on_cluster(todo, settings, cluster, on_record)
+            await cluster(todo, settings, on_record)
 
         runner = on_cluster()
     else:

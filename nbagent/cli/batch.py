@@ -109,11 +109,13 @@ def batch_command(args: argparse.Namespace) -> int:
                 "--jobs sets local concurrency; with --cluster each worker runs as many tasks as it has "
                 "threads (dask worker --nthreads N)"
             )
-        from ..batch.cluster import import_distributed
+        from ..batch.cluster import DaskCluster, import_distributed
 
         import_distributed()
+        cluster: DaskCluster | None = DaskCluster(args.cluster)
     else:
         check_kernel(args.kernel)
+        cluster = None
     options = model_options(args)
     sandbox = sandbox_from_args(args)
     check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
@@ -145,7 +147,7 @@ def batch_command(args: argparse.Namespace) -> int:
                 tasks,
                 settings,
                 resume=args.resume,
-                cluster=args.cluster,
+                cluster=cluster,
                 listener=progress_for(sys.stderr, quiet=args.quiet),
             )
         finally:

@@ -16,9 +16,9 @@ from typing import TextIO
 
 from .._version import __version__
 from ..agent.agent import RunListener, RunResult
-from ..agent.memory import Plan, Step, Task
 from ..agent.observe import escape_controls
 from ..models import Usage
+from ..records import Plan, Step, Task
 
 CLEAR_LINE = "\r\x1b[K"
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from ..agent.bootstrap import SETUP_MARKER
+from ..kernel_code import SETUP_MARKER
 from .containment import NamespaceGuard
 from .outputs import (
     ANSWER_MIME,
@@ -71,6 +71,9 @@ class ShellExecutor:
         cwd: the folder data files are brought to; default: the current directory.
         interrupt_grace: seconds between repeated interrupts of a timed-out step that keeps
             running (a step that catches ``KeyboardInterrupt`` is interrupted again).
+        short_error: how a step's error is shown under the user's cell (the full traceback is
+            folded below it); given an error output's content, returns text. ``%%agent`` passes
+            the shortened form the model reads; default: ``Name: message``.
     """
 
     def __init__(
@@ -79,8 +82,10 @@ class ShellExecutor:
         *,
         cwd: str | os.PathLike[str] | None = None,
         interrupt_grace: float = 5.0,
+        short_error: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         self.shell = shell
+        self.short_error = short_error or _name_and_message
         self.cwd = Path(cwd or os.getcwd()).resolve()
         self.interrupt_grace = interrupt_grace
         self._collector = OutputCollector()
@@ -326,7 +331,7 @@ class ShellExecutor:
             error = _message("error", ename=etype.__name__, evalue=str(evalue), traceback=list(stb))
             handle(error)
             # Under the user's cell: the short form the model reads, the full traceback folded.
-            original_publish(_short_traceback(error["content"]), {})
+            original_publish(_short_traceback(error["content"], self.short_error), {})
 
         original_publish = publisher.publish
         original_write_format_data = hook.write_format_data
@@ -340,13 +345,15 @@ class ShellExecutor:
             yield
 
 
-def _short_traceback(error: dict[str, Any]) -> dict[str, str]:
-    """A display bundle of an error: the model's short form, the full traceback in <details>."""
+def _name_and_message(error: dict[str, Any]) -> str:
+    return f"{error.get('ename', 'Error')}: {error.get('evalue', '')}"
+
+
+def _short_traceback(error: dict[str, Any], short_error: Callable[[dict[str, Any]], str]) -> dict[str, str]:
+    """A display bundle of an error: its short form, the full traceback in <details>."""
     import html
 
-    from ..agent.observe import Observer
-
-    short = Observer().render_error(error)
+    short = short_error(error)
     full = strip_ansi("\n".join(error.get("traceback", [])))
     body = (
         f'<pre style="color: var(--jp-error-color1, #b00)">{html.escape(short)}</pre>'

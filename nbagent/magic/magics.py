@@ -32,11 +32,12 @@ from IPython.display import display, update_display
 from traitlets import Bool, Float, Integer, Unicode
 
 from ..agent.agent import Agent, RunListener, RunResult
-from ..agent.memory import Step, Task
+from ..agent.observe import Observer
 from ..exceptions import StopRun, UsageError
 from ..execution.shell import ShellExecutor
 from ..models import MODEL_ENV, Model, Usage, resolve_model
 from ..models.options import DEFAULT_REQUEST_TIMEOUT, ModelOptions, check_api_base
+from ..records import Step, Task
 from .namespace import describe_namespace
 
 ANSWER_VARIABLE = "_nbagent_answer"
@@ -508,7 +509,8 @@ class AgentMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.ip: Any = shell  # the InteractiveShell (Magics.shell is typed Optional)
-        self.executor = ShellExecutor(shell)
+        # Errors under the user's cell in the short form the model reads (full traceback folded).
+        self.executor = ShellExecutor(shell, short_error=Observer().render_error)
         self._agent: Agent | None = None
         self._model_key: str | None = None
         self._model: Model | None = None

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ..agent.agent import Agent, RunResult
-from ..agent.memory import Step
 from ..agent.observe import Observer
 from ..exceptions import ModelError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.sandbox import Sandbox
 from ..models import Message, Model, Reply
+from ..records import Step
 
 DEFAULT_QUESTION = "Work done through nbagent's MCP server"
 DEFAULT_IDLE_TIMEOUT = 30 * 60.0

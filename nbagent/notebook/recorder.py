@@ -35,8 +35,8 @@ from nbformat.v4.rwbase import split_lines
 from nbformat.validator import validate as validate_schema
 
 from .._version import __version__
-from ..agent.memory import Step, Task
 from ..execution.outputs import ANSWER_MIME, Execution, display_updates
+from ..records import Step, Task
 from .redact import Redactor
 from .safe_files import write_atomic
 from .signing import SigningKey, load_key

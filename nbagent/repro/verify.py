@@ -32,7 +32,6 @@ from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from .._version import __version__
-from ..agent.bootstrap import agent_code, new_answer_key
 from ..agent.environment import parse_probe_output, probe_code, version_changes
 from ..exceptions import KernelStartError, NoSuchKernelError, SandboxUnavailableError, UsageError
 from ..execution.jail import JAIL_UID, jail_unavailable
@@ -40,6 +39,7 @@ from ..execution.kernel import DEFAULT_KERNEL, available_kernels, is_sandboxed_s
 from ..execution.outputs import ANSWER_MIME
 from ..execution.run_limits import JailedRun
 from ..execution.sandbox import Sandbox
+from ..kernel_code import agent_code, new_answer_key
 from ..notebook.reader import check_metadata, read_notebook_file
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest, step_code
 from ..notebook.signing import Signature, SignatureCheck, check_signatures, load_key

@@ -12,14 +12,39 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..exceptions import ToolDefinitionError
 from .bridge import HostResult
 from .tool import Tool, ToolParameter, ToolSpec
 
-if TYPE_CHECKING:
-    from ..agent.agent import Agent
+
+class ManagedAgent(Protocol):
+    """What a manager needs of the agent it manages (:class:`~nbagent.Agent` has it all).
+
+    A protocol rather than ``Agent`` itself: tools sit below the agent loop, which imports them.
+    """
+
+    name: str | None
+    description: str | None
+    _shared_run_folder: Path | None
+
+    @property
+    def recorder(self) -> Any: ...
+
+    async def arun(
+        self,
+        question: str,
+        files: Any = (),
+        notebook: Any = None,
+        *,
+        reset: bool = True,
+        overwrite: bool = False,
+        workdir: Any = None,
+        parameters: Any = None,
+    ) -> Any: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass
@@ -38,7 +63,7 @@ class ManagedAgentTool(Tool):
 
     host = True
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: ManagedAgent) -> None:
         name = getattr(agent, "name", None)
         description = getattr(agent, "description", None)
         if not name or not description:
@@ -132,7 +157,7 @@ class ManagedAgentError(RuntimeError):
     note: str = ""
 
 
-def _link_back(agent: Agent, manager: Path) -> None:
+def _link_back(agent: ManagedAgent, manager: Path) -> None:
     # The sub-notebook says who asked: a line in its header cell and a metadata entry.
     recorder = agent.recorder
     if recorder is None or recorder.path is None:

@@ -430,7 +430,7 @@ class Tool:
 
     def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """Save the tool (source + ``tool.json``) to ``folder``; load it with :func:`load_tool`."""
-        from .sharing import save_tool
+        from .saving import save_tool
 
         return save_tool(self, folder, overwrite=overwrite)
 
@@ -445,7 +445,7 @@ class Tool:
         commit_message: str | None = None,
     ) -> str:
         """Upload the saved tool to a Hugging Face Hub repo; returns the repo's URL."""
-        from .sharing import push_tool_to_hub
+        from .saving import push_tool_to_hub
 
         return push_tool_to_hub(
             self,

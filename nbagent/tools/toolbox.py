@@ -14,29 +14,23 @@ import asyncio
 import json
 import pprint
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbformat.v4 import new_code_cell
 
-from ..agent.bootstrap import setup_code
 from ..exceptions import ToolDefinitionError, ToolRequirementError
 from ..execution.outputs import Execution
+from ..kernel_code import kernel_source, setup_code
 from .bridge import HostBridge, HostCall
-from .managed import ManagedAgentTool, ManagerSession
+from .managed import ManagedAgent, ManagedAgentTool, ManagerSession
 from .tool import Tool, as_tool
 
 if TYPE_CHECKING:
-    from ..agent.agent import Agent
     from ..notebook.recorder import NotebookRecorder
 
 REPLAY_TAG = "nbagent-host-replay"
 MAX_CALLS_SHOWN = 20
-
-
-def _kernel_code(name: str) -> str:
-    return (resources.files("nbagent") / "kernel_code" / name).read_text(encoding="utf-8").strip()
 
 
 class Toolbox:
@@ -52,7 +46,7 @@ class Toolbox:
     def __init__(
         self,
         tools: Sequence[Tool | Callable[..., Any]] = (),
-        managed_agents: Sequence[Agent] = (),
+        managed_agents: Sequence[ManagedAgent] = (),
         *,
         default_tools: bool = True,
         seed: int | None = 0,
@@ -156,12 +150,12 @@ class Toolbox:
         parts = []
         needs = {t.spec.name: list(t.requirements) for t in self.tools if t.requirements and not t.host}
         if needs:
-            parts.append(_kernel_code("tool_requirements.py"))
+            parts.append(kernel_source("tool_requirements.py").strip())
             parts.append(f"_nbagent_check_requirements({json.dumps(needs)})")
         if any(d.needs_host_bridge for d in definitions):
-            parts.append(_kernel_code("host_bridge.py"))
+            parts.append(kernel_source("host_bridge.py").strip())
         if any(d.needs_tool_base for d in definitions):
-            parts.append(_kernel_code("tool_base.py"))
+            parts.append(kernel_source("tool_base.py").strip())
         imports = _merge_imports([s for d in definitions for s in d.imports])
         imports.sort(key=lambda s: not s.startswith(("import ", "from ")))  # constants after imports
         head = "# nbagent tools: defined here so that the code below can call them"
