@@ -281,6 +281,7 @@ class Agent:
         self._redactor = Redactor({})
         self._answer_key = new_answer_key()
         self._shared_run_folder: Path | None = None
+        self._made_run_folder: Path | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -370,6 +371,9 @@ class Agent:
         # What this run creates, so that a run refused before its first step leaves nothing behind.
         created = [] if follow_up else [p for p in [path] if p is not None and not p.exists()]
         created += [self._workdir / f.name for f in sources if not (self._workdir / f.name).exists()]
+        if not follow_up and self._made_run_folder is not None:
+            created.append(self._made_run_folder)
+        self._made_run_folder = None
         self._created = created
         digests = _bring_files(sources, self._workdir)
         run_folder = self.run_folder
@@ -886,6 +890,7 @@ class Agent:
             folder = notebook.with_name(notebook.stem + ".work")
             if not folder.is_dir():
                 make_jail_folder(folder)
+                self._made_run_folder = folder  # removed again if the run is refused at once
         else:
             folder = Path(tempfile.mkdtemp(prefix="nbagent-work-"))
             if os.geteuid() == 0:
@@ -1030,7 +1035,10 @@ def _no_code_text(reply: Reply) -> str:
 def _remove_created(paths: list[Path]) -> None:
     for path in paths:
         try:
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)  # the jail's run folder this run made
+            else:
+                path.unlink()
         except OSError:
             pass  # already gone, or never written: nothing to clean
 

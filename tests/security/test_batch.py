@@ -2,7 +2,7 @@
 
 The victim keeps a secret in a variable and waits in a step; meanwhile the attacker looks for the
 victim's kernel (the process working in the victim's folder), then reads its connection file and
-runs code in it (steal the secret, replace its ``final_answer``), reads its memory through
+runs code in it (steal the secret, rewrite the value it answers with), reads its memory through
 ``/proc/<pid>/mem`` and attaches to it with ``ptrace``. Outside the jail every part works and
 ``status.jsonl`` records the forged answer as the victim's; in the jail the victim is not in sight.
 """
@@ -98,8 +98,10 @@ if found:
 
         # One request, queued while the victim's step runs, so it runs before the victim's next step.
         results["stolen"] = run(
+            # Replacing final_answer itself is caught after the step (the identity check of the
+            # trust boundaries); rewriting the value the victim answers with is not.
             "print(secret)\n"
-            "final_answer = (lambda real: lambda *a, **k: real('forged by the attacker'))(final_answer)"
+            "secret = 'forged by the attacker'"
         ).strip()
         results["forged"] = True
         client.stop_channels()
