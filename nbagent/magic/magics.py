@@ -14,12 +14,14 @@ import builtins
 import concurrent.futures
 import inspect
 import json
+import math
 import os
 import re
 import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -152,57 +154,30 @@ def _unquote(value: str) -> str:
     return value
 
 
+_NUMBERS: dict[str, tuple[type[int] | type[float], Callable[[float], bool], str]] = {
+    "max_steps": (int, lambda n: n >= 1, "a whole number of steps, at least 1"),
+    "max_total_tokens": (int, lambda n: n >= 1, "a whole number of tokens, at least 1"),
+    "max_tokens": (int, lambda n: n >= 1, "a whole number of tokens, at least 1"),
+    "max_cost": (float, lambda n: n > 0, "a positive number of US dollars"),
+    "timeout": (float, lambda n: n > 0, "a positive number of seconds"),
+    "request_timeout": (float, lambda n: n > 0, "a positive number of seconds"),
+    "temperature": (float, lambda n: 0 <= n <= 2, "a number from 0 to 2"),
+}
+"""Numeric options: the type, the values allowed, and how the error says what is allowed."""
+
+
 def _convert(option: str, field: str, value: str) -> Any:
     if not value:
         raise UsageError(f"option {option} needs a non-empty value")
-    if field == "max_steps":
+    if field in _NUMBERS:
+        kind, allowed, what = _NUMBERS[field]
         try:
-            steps = int(value)
+            number: float = kind(value)
         except ValueError:
-            steps = 0
-        if steps < 1:
-            raise UsageError(f"{option} must be a whole number of steps, at least 1 (got {value!r})")
-        return steps
-    if field == "max_total_tokens":
-        try:
-            tokens = int(value)
-        except ValueError:
-            tokens = 0
-        if tokens < 1:
-            raise UsageError(f"{option} must be a whole number of tokens, at least 1 (got {value!r})")
-        return tokens
-    if field == "max_cost":
-        try:
-            usd = float(value)
-        except ValueError:
-            usd = 0.0
-        if not usd > 0:
-            raise UsageError(f"{option} must be a positive number of US dollars (got {value!r})")
-        return usd
-    if field in ("timeout", "request_timeout"):
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = 0.0
-        if not seconds > 0:
-            raise UsageError(f"{option} must be a positive number of seconds (got {value!r})")
-        return seconds
-    if field == "max_tokens":
-        try:
-            tokens = int(value)
-        except ValueError:
-            tokens = 0
-        if tokens < 1:
-            raise UsageError(f"{option} must be a whole number of tokens, at least 1 (got {value!r})")
-        return tokens
-    if field == "temperature":
-        try:
-            temperature = float(value)
-        except ValueError:
-            temperature = -1.0
-        if not 0 <= temperature <= 2:
-            raise UsageError(f"{option} must be a number from 0 to 2 (got {value!r})")
-        return temperature
+            number = math.nan
+        if not (math.isfinite(number) and allowed(number)):
+            raise UsageError(f"{option} must be {what} (got {value!r})")
+        return number
     if field == "api_key_env":
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise UsageError(
