@@ -261,8 +261,12 @@ def build_server(
         with _tool_errors():
             session = manager.get(session_id)
             async with session.lock:
+                # The server's own kernel and sandbox flags, never the notebook's or the client's.
                 report = await averify_notebook(
-                    session.notebook, kernel=settings.kernel, timeout=max(2 * settings.timeout, 60.0)
+                    session.notebook,
+                    kernel=settings.kernel,
+                    timeout=max(2 * settings.timeout, 60.0),
+                    sandbox=settings.sandbox,
                 )
         summary = report.summary()
         data = {
@@ -296,6 +300,7 @@ def build_server(
                         kernel=settings.kernel,
                         overwrite=True,
                         timeout=max(2 * settings.timeout, 60.0),
+                        sandbox=settings.sandbox,
                     )
                     if html:
                         export_html(result.notebook, target, overwrite=True)
