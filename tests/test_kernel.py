@@ -115,3 +115,11 @@ def test_a_kernel_that_exits_is_reported_as_died_and_comes_back() -> None:
 def test_an_unknown_kernel_name_is_a_clear_error() -> None:
     with pytest.raises(NoSuchKernelError, match=r"unknown kernel 'no-such-kernel'.*nbagent"):
         Kernel("no-such-kernel").start()
+
+
+def test_expressions_are_evaluated_after_code_that_succeeded_in_the_same_request(kernel: Kernel) -> None:
+    done = kernel.execute("base = 41", expressions={"next": "base + 1", "kind": "type(base).__name__"})
+    assert done.ok and done.expressions == {"next": "42", "kind": "'int'"}
+    assert done.outputs == []  # nothing shows in the cell: the values come back in the reply
+    failed = kernel.execute("base = 0\nraise ValueError('no')", expressions={"next": "base + 1"})
+    assert failed.status == "error" and failed.expressions == {}  # skipped after an error

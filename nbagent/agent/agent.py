@@ -99,10 +99,11 @@ def _final_nudge(max_steps: int) -> str:
 _FINAL_ANSWER_MARK = "nbagent-final-answer-check:"
 # Run silently after each step. Identity, not source: a step cannot give its own function the
 # id of nbagent's, nor swap the code inside nbagent's function without changing this pair.
+_FINAL_ANSWER_IDENTITY = (
+    "(id(globals().get('final_answer')), id(getattr(globals().get('final_answer'), '__code__', None)))"
+)
 _FINAL_ANSWER_PROBE = (
-    "__import__('sys').stdout.write("
-    f"{_FINAL_ANSWER_MARK!r} + repr((id(globals().get('final_answer')), "
-    "id(getattr(globals().get('final_answer'), '__code__', None)))) + '\\n')"
+    f"__import__('sys').stdout.write({_FINAL_ANSWER_MARK!r} + repr({_FINAL_ANSWER_IDENTITY}) + '\\n')"
 )
 REPLACED_FINAL_ANSWER = (
     "This step replaced `final_answer` (for instance through globals()), so nothing it answered "
@@ -734,7 +735,7 @@ class Agent:
         else:
             self.toolbox.before_step()
             try:
-                execution = await self._executor.aexecute(parsed.code, timeout=self.timeout)
+                execution = await self._run_step_code(parsed.code)
             except asyncio.CancelledError:
                 # Record what was running when the user stopped the run, then stop. A kernel
                 # keeps what the cell printed before the interrupt (as Jupyter shows it).
@@ -964,12 +965,26 @@ class Agent:
     async def _remember_final_answer(self) -> None:
         self._final_answer_id = await self._final_answer_identity()
 
+    async def _run_step_code(self, code: str) -> Execution:
+        assert self._executor is not None
+        if isinstance(self._executor, Kernel):
+            # The final_answer check rides along as a user expression: no extra round trip.
+            return await self._executor.aexecute(
+                code, timeout=self.timeout, expressions={"final_answer": _FINAL_ANSWER_IDENTITY}
+            )
+        return await self._executor.aexecute(code, timeout=self.timeout)
+
     async def _check_final_answer(self, execution: Execution) -> bool:
         """True (and the step marked failed, its answer voided, final_answer restored) when the
         step replaced ``final_answer`` in a way the code guard could not see."""
         if self._final_answer_id is None:
             return False
-        if await self._final_answer_identity() == self._final_answer_id:
+        # Evaluated with the step when it succeeded; asked afresh after a failed step (a kernel
+        # skips user expressions then, though the step may have replaced final_answer first).
+        identity = execution.expressions.get("final_answer")
+        if identity is None:
+            identity = await self._final_answer_identity()
+        if identity == self._final_answer_id:
             return False
         assert self._executor is not None
         for out in execution.outputs:

@@ -332,13 +332,23 @@ class Kernel:
 
     # -- running code ----------------------------------------------------------------------
 
-    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+    async def aexecute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        silent: bool = False,
+        expressions: Mapping[str, str] | None = None,
+    ) -> Execution:
         """Run ``code`` and return what it did.
 
         ``timeout`` (seconds) bounds the run: when it passes the kernel is interrupted; if it
         has not stopped ``interrupt_grace`` seconds later, it is restarted. A kernel that dies
         is restarted too, so the next call works; ``Execution.restarted`` tells the caller.
         ``silent`` runs it outside the history: the execution count does not move.
+        ``expressions`` (name -> Python expression) are Jupyter's ``user_expressions``: evaluated
+        right after the code, when it succeeded, in the same request (no extra round trip); their
+        ``text/plain`` values land in ``Execution.expressions``.
         """
         await self.astart()
         kc = self._kc
@@ -352,7 +362,12 @@ class Kernel:
         execution = Execution(code=code, outputs=outputs, started=time.time())
         t0 = time.perf_counter()
         msg_id = kc.execute(
-            code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False
+            code,
+            silent=silent,
+            store_history=not silent,
+            user_expressions=dict(expressions or {}),
+            allow_stdin=False,
+            stop_on_error=False,
         )
 
         self.interrupted = None
@@ -540,6 +555,13 @@ class Kernel:
             count = content.get("execution_count")
             if execution.execution_count is None and isinstance(count, int) and not isinstance(count, bool):
                 execution.execution_count = count
+            found = content.get("user_expressions")
+            if isinstance(found, dict):
+                for name, value in found.items():
+                    data = value.get("data") if isinstance(value, dict) else None
+                    text = data.get("text/plain") if isinstance(data, dict) else None
+                    if isinstance(name, str) and isinstance(text, str):
+                        execution.expressions[name] = text[:1000]  # the kernel's word: bounded
             if content.get("status") == "error":
                 traceback = content.get("traceback")
                 execution.error = error_from_outputs(execution.outputs) or ErrorInfo(

@@ -165,6 +165,9 @@ class Execution:
     note: str = ""
     limits: list[str] = field(default_factory=list)
     """Whole-run limits of the jail this step ran into (disk, processes), each said in one sentence."""
+    expressions: dict[str, str] = field(default_factory=dict)
+    """The ``text/plain`` values of the ``user_expressions`` asked for with the code (a kernel
+    evaluates them right after code that succeeded, in the same request)."""
 
     @property
     def ok(self) -> bool:
