@@ -6,11 +6,10 @@ OpenAI-compatible server; nothing of litellm is mocked.
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Iterator
 
 import pytest
+from http_helpers import close_pooled_http_clients, dead_url  # noqa: F401 (an autouse fixture)
 from jupyter_core.utils import run_sync
 
 from nbagent import HFInferenceModel, LiteLLMModel, ModelError, RetryPolicy, UsageError
@@ -19,24 +18,6 @@ from nbagent.testing.openai_server import OpenAICompatibleServer
 
 HELLO = [{"role": "user", "content": "hello"}]
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=5.0)
-
-
-@pytest.fixture(autouse=True)
-def close_pooled_http_clients() -> Iterator[None]:
-    """litellm pools HTTP clients per server in a module cache; each test's server is new."""
-    yield
-    import litellm
-
-    run_sync(litellm.close_litellm_async_clients)()
-    litellm.in_memory_llm_clients_cache.flush_cache()
-
-
-def dead_url() -> str:
-    """A loopback URL where nothing listens (a port just freed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def test_an_api_base_server_needs_no_key_and_never_gets_the_users_openai_key(

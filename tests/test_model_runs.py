@@ -7,39 +7,20 @@ import json
 import os
 import pty
 import select
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from batch_helpers import read_status, write_batch
 from conftest import code
-from jupyter_core.utils import run_sync
+from http_helpers import close_pooled_http_clients, dead_url  # noqa: F401 (an autouse fixture)
 
 from nbagent import Agent, LiteLLMModel
 from nbagent.agent.agent import CUT_OFF, EMPTY_REPLY
 from nbagent.cli import main
 from nbagent.testing.openai_server import OpenAICompatibleServer
-
-
-@pytest.fixture(autouse=True)
-def close_pooled_http_clients() -> Iterator[None]:
-    """litellm pools HTTP clients per server in a module cache; each test's server is new."""
-    yield
-    import litellm
-
-    run_sync(litellm.close_litellm_async_clients)()
-    litellm.in_memory_llm_clients_cache.flush_cache()
-
-
-def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def test_a_cut_off_reply_is_not_run_and_the_model_is_told(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from ..exceptions import KernelError, UsageError
 from .forking import ForkServer, fork_supported
 from .jail import make_jail_folder
 from .kernel import DEFAULT_KERNEL, Kernel, is_sandboxed_spec
+from .run_limits import pid_alive
 from .sandbox import Sandbox
 
 WARM_MODULES = ("numpy", "pandas", "matplotlib.pyplot")
@@ -48,20 +49,10 @@ def sweep_stale_spares(folder: Path) -> list[str]:
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
             owner = entry.name[1:].split("-", 1)[0]
-            if entry.name.startswith("k") and owner.isdigit() and not _alive(int(owner)):
+            if entry.name.startswith("k") and owner.isdigit() and not pid_alive(int(owner)):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def warmup_code(modules: Sequence[str]) -> str:

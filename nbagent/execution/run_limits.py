@@ -39,7 +39,8 @@ _warned: set[str] = set()
 _seccomp_cache: list[bytes | None] = []
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (whoever owns it): folders named after it are in use."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,7 +57,7 @@ def sweep_stale_runtime_folders(parent: str | None = None) -> list[str]:
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
             match = _OWNER.match(name)
-            if match and not _pid_alive(int(match.group(1))):
+            if match and not pid_alive(int(match.group(1))):
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
                 removed.append(name)
     return removed
