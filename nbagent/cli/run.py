@@ -196,7 +196,8 @@ def run_command(args: argparse.Namespace) -> int:
                 return await _verify_after_run(output, args)
             return EXIT_OK
         if args.quiet and result.error:
-            print(f"nbagent run: {result.status}: {result.error}", file=sys.stderr)  # no step log said it
+            # No step log said it; the error may quote a server or the kernel, so it is escaped.
+            print(escape_controls(f"nbagent run: {result.status}: {result.error}"), file=sys.stderr)
         if args.verify:
             print("nbagent run: not verified: the run gave no answer to reproduce", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -256,7 +257,7 @@ def resume_command(args: argparse.Namespace) -> int:
         if result.answered:
             return EXIT_OK
         if args.quiet and result.error:
-            print(f"nbagent resume: {result.status}: {result.error}", file=sys.stderr)
+            print(escape_controls(f"nbagent resume: {result.status}: {result.error}"), file=sys.stderr)
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
