@@ -10,6 +10,7 @@ from typing import Any as _Any
 
 from ._version import __version__
 from .agent.agent import Agent, RunListener, RunResult
+from .agent.config import AgentConfig
 from .agent.memory import HistoryLimits
 from .agent.observe import Observer
 from .exceptions import (
@@ -25,6 +26,7 @@ from .exceptions import (
     StopRun,
     ToolDefinitionError,
     ToolRequirementError,
+    UnknownSettingError,
     UntrustedToolError,
     UsageError,
 )
@@ -61,6 +63,7 @@ def unload_ipython_extension(shell: _Any) -> None:
 
 __all__ = [
     "Agent",
+    "AgentConfig",
     "CellCheck",
     "ErrorInfo",
     "Execution",
@@ -100,6 +103,7 @@ __all__ = [
     "ToolParameter",
     "ToolRequirementError",
     "ToolSpec",
+    "UnknownSettingError",
     "UntrustedToolError",
     "Usage",
     "UsageError",

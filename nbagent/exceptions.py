@@ -4,6 +4,7 @@ Every exception nbagent raises on purpose derives from :class:`NbagentError`::
 
     NbagentError
     ├── UsageError            bad input from the user: a flag, a file, a model string
+    │   ├── UnknownSettingError    a setting name nbagent does not know (also a TypeError)
     │   ├── ToolDefinitionError    a tool's code cannot be used (no docstring, untyped, not self-contained)
     │   ├── ToolRequirementError   a package a tool declares is missing where the tool runs
     │   └── UntrustedToolError     loading a shared tool (it runs code) without trust_remote_code=True
@@ -32,6 +33,11 @@ class NbagentError(Exception):
 
 class UsageError(NbagentError):
     """Raised when an input given by the user is wrong; the message says which and what to do."""
+
+
+class UnknownSettingError(UsageError, TypeError):
+    """Raised for a setting name that is not one of :class:`~nbagent.AgentConfig`'s; the message
+    names the nearest valid one. A ``TypeError`` too, like any unknown keyword argument."""
 
 
 class ModelError(NbagentError):

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import inspect
-import math
 import os
 import shutil
 import tempfile
@@ -23,10 +22,10 @@ from typing import Any, Literal
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
-from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UsageError
+from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UntrustedToolError, UsageError
 from ..execution.executor import Executor
 from ..execution.jail import JAIL_UID, make_jail_folder
-from ..execution.kernel import DEFAULT_KERNEL, Kernel
+from ..execution.kernel import Kernel
 from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
 from ..kernel_code import SETUP_MARKER, agent_code, kernel_source, new_answer_key, setup_code
@@ -38,12 +37,13 @@ from ..records import Observation, Plan, Step, Task
 from ..tools.tool import Tool
 from ..tools.toolbox import Toolbox
 from .answers import complete_answer, decode_answer
+from .config import AgentConfig, check_names, setting_names
 from .environment import probe_environment
 from .memory import HistoryLimits, Memory, default_system_prompt
 from .observe import Observer
 from .parameters import check_parameters, parameters_code
 from .parsing import ParsedReply, assigns_name, parse_reply
-from .planning import check_planning_interval, make_plan, plan_due, record_plan
+from .planning import make_plan, plan_due, record_plan
 from .restore import SavedRun, read_run, replay_steps
 
 RunStatus = Literal["answered", "max_steps", "error", "interrupted", "kernel_died", "budget", "stopped"]
@@ -177,104 +177,101 @@ class RunResult:
 class Agent:
     """A code-first agent whose actions are cells run in a real IPython kernel.
 
+    The agent holds settings (an :class:`~nbagent.AgentConfig`) and the objects a run uses
+    (model, tools, listeners); the kernel, memory and notebook of the question being answered
+    are its session (:meth:`run` opens one, ``reset=False`` goes on in it).
+
     Args:
         model: a :class:`~nbagent.models.Model` or a model string (litellm string,
-            ``hf:MODEL_ID`` or ``scripted:PATH``); default: the ``NBAGENT_MODEL`` variable.
-        max_steps: steps before the model is asked for a final answer.
-        timeout: seconds a step may run before it is interrupted.
-        kernel: kernel spec name (nbagent's own ``kernels/`` first, then Jupyter's).
-        observer: turns executions into observations (budget, formatting).
-        history: how much of a long run is replayed to the model (see :class:`HistoryLimits`).
+            ``hf:MODEL_ID`` or ``scripted:PATH``); default: the ``model`` setting, else the
+            ``NBAGENT_MODEL`` variable.
+        config: the settings (default :class:`~nbagent.AgentConfig()`); ``**settings`` change
+            some of them.
+        settings: any :class:`~nbagent.AgentConfig` field by name, e.g. ``max_steps=3``,
+            ``timeout=30``, ``api_base=...``, ``memory_limit="2G"``, ``planning_interval=2``,
+            ``max_total_tokens=...``. A name that is not a setting is an
+            :class:`~nbagent.UnknownSettingError` naming the nearest one.
+        observer: turns executions into observations (default: from the ``observation_*``
+            settings).
+        history: how much of a long run is replayed to the model (default: from the
+            ``history_*`` settings); see :class:`HistoryLimits`.
         system_prompt: replaces the packaged prompt (``nbagent/agent/prompts/system.md``).
-        instructions: extra text appended to the system prompt.
         listeners: receive progress events (see :class:`RunListener`).
-        executor: run steps here instead of a new kernel (used by ``%%agent``).
+        executor: run steps here instead of a new kernel (used by ``%%agent`` and ``batch``).
         tools: tools the code can call (:class:`~nbagent.Tool`, or plain typed, documented
             functions); defined in the kernel, or reached through the host bridge (``host=True``).
-        default_tools: add the offline tools ``list_files``, ``read_file`` and ``inspect_data``.
-        seed: the setup cell seeds ``random`` and ``numpy.random`` with it, so a re-run draws
-            the same numbers; ``None`` leaves the generators alone.
+            Saved tools named by the ``tool_sources`` setting are added to them.
         managed_agents: Agents (each with a ``name`` and ``description``) the code can call as
             ``name(task)``; each runs in its own kernel and writes its own notebook.
-        planning_interval: plan (facts known, facts to find, plan) before the first step and
-            every N steps; ``None``: never.
         name: this agent's name, when it is managed by another agent.
         description: what this agent is good at, shown to a manager agent.
-        sandbox: limits of the sandboxed kernel (memory, CPU time, file size, network,
-            environment allow-list); default :class:`~nbagent.Sandbox()`. Other kernels ignore it.
-        max_restarts: kernel restarts (after a death or an ignored interrupt) one run survives,
-            each followed by restoring the kernel's state; one more ends the run with status
-            ``"kernel_died"``.
+        sandbox: a :class:`~nbagent.Sandbox` (sets every sandbox setting at once) or a level
+            (``"jail"``, ``"limits"``); other kernels ignore it.
         approve: called as ``approve(step_number, thought, code)`` before each step's code
             runs (it may be a coroutine function): ``True`` runs it, ``False`` does not (the model
             is told the user refused), a string runs that code instead (recorded as what ran,
             the model's own code kept in the cell's metadata as ``original_code``); raising
             :class:`~nbagent.StopRun` ends the run with status ``"stopped"``.
-        max_total_tokens: the tokens (input and output, estimated where the model reports
-            none) one question may use; the run stops before the next model call once they
-            are used, with status ``"budget"``. ``resume`` counts those already used.
-        max_cost: the same in USD, from litellm's price map (models without a price count 0).
-        model_kwargs: passed to the model's constructor when ``model`` is a string.
+        model_kwargs: more keyword arguments for the model's constructor when ``model`` is a
+            string (e.g. ``{"top_p": 0.9}``).
     """
 
     def __init__(
         self,
         model: str | Model | None = None,
         *,
-        max_steps: int = 10,
-        timeout: float | None = 60.0,
-        kernel: str = DEFAULT_KERNEL,
+        config: AgentConfig | None = None,
         observer: Observer | None = None,
         history: HistoryLimits | None = None,
         system_prompt: str | None = None,
-        instructions: str = "",
         listeners: Sequence[RunListener] = (),
         executor: Executor | None = None,
         tools: Sequence[Tool | Callable[..., Any]] = (),
-        default_tools: bool = True,
-        seed: int | None = 0,
         managed_agents: Sequence[Agent] = (),
-        planning_interval: int | None = None,
         name: str | None = None,
         description: str | None = None,
-        sandbox: Sandbox | None = None,
-        max_restarts: int = 3,
+        sandbox: Sandbox | str | None = None,
         approve: Approval | None = None,
-        max_total_tokens: int | None = None,
-        max_cost: float | None = None,
-        **model_kwargs: Any,
+        model_kwargs: Mapping[str, Any] | None = None,
+        **settings: Any,
     ) -> None:
-        if max_restarts < 0:
-            raise UsageError(f"max_restarts cannot be negative ({max_restarts})")
-        if max_steps < 1:
-            raise UsageError(f"max_steps must be at least 1, not {max_steps}")
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):  # NaN would never fire
-            raise UsageError(f"timeout must be a positive number of seconds, not {timeout}")
-        check_budget(max_total_tokens, max_cost)
+        check_names(settings, where=f"{type(self).__name__}()")
+        given = AgentConfig.from_objects(
+            sandbox if isinstance(sandbox, Sandbox) else None, observer, history
+        ) | dict(settings)
+        if isinstance(sandbox, str):
+            given["sandbox"] = sandbox
+        if isinstance(model, str):
+            given["model"] = model
+        base = config if config is not None else AgentConfig()
+        self.config = base.replace(where=f"{type(self).__name__}()", **given)
+        defaults = AgentConfig()
+        # What the user chose (here or in ``config``): on resume it wins over the notebook.
+        self._explicit = set(given) | {n for n in setting_names() if getattr(base, n) != getattr(defaults, n)}
+        self._active = self.config  # the settings of the open question (a resume may take the notebook's)
         self.approve = approve
-        self.max_total_tokens = max_total_tokens
-        self.max_cost = max_cost
         self._task_first_step = 1
-        self.model = resolve_model(model, **model_kwargs)
+        spec = model if model is not None else self.config.model
+        kwargs = self.config.model_options().kwargs() | dict(model_kwargs or {})
+        self.model = resolve_model(spec, **kwargs)
+        if self.config.vision is not None:
+            self.model.supports_images = self.config.vision  # an explicit choice wins over litellm's
         self._owns_model = not isinstance(model, Model)
-        self.max_steps = max_steps
-        self.timeout = timeout
-        self.kernel_name = kernel
-        self.observer = observer or Observer()
-        self.history = history or HistoryLimits()
+        self._given_observer = observer
+        self.observer = observer or self.config.observer()
         self.name, self.description = name, description
-        self.planning_interval = check_planning_interval(planning_interval)
-        self.toolbox = Toolbox(tools, managed_agents, default_tools=default_tools, seed=seed)
+        all_tools: list[Tool | Callable[..., Any]] = [*tools, *_saved_tools(self.config)]
+        self.toolbox = Toolbox(
+            all_tools, managed_agents, default_tools=self.config.default_tools, seed=self.config.seed
+        )
         prompt = system_prompt if system_prompt is not None else default_system_prompt()
-        self.system_prompt = self.toolbox.apply_to_prompt(prompt, instructions)
+        self.system_prompt = self.toolbox.apply_to_prompt(prompt, self.config.instructions)
         self.listeners = list(listeners)
         self._given_executor = executor
         self._executor: Executor | None = executor
         self._memory: Memory | None = None
         self._recorder: NotebookRecorder | None = None
         self._workdir: Path | None = executor.cwd if executor is not None else None
-        self.sandbox = sandbox
-        self.max_restarts = max_restarts
         self._restarts = 0
         self._final_answer_id: str | None = None
         self._gave_up: str | None = None
@@ -283,6 +280,53 @@ class Agent:
         self._answer_key = new_answer_key()
         self._shared_run_folder: Path | None = None
         self._made_run_folder: Path | None = None
+
+    # -- the settings of the open question --------------------------------------------------
+
+    @property
+    def max_steps(self) -> int:
+        """Steps before a final answer is demanded (the ``max_steps`` setting)."""
+        return self._active.max_steps
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a step may run (the ``timeout`` setting)."""
+        return self._active.timeout
+
+    @property
+    def kernel_name(self) -> str:
+        """The kernel spec a new session starts (the ``kernel`` setting)."""
+        return self._active.kernel
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox a new session's kernel runs in (from the sandbox settings)."""
+        return self._active.sandbox_spec()
+
+    @property
+    def history(self) -> HistoryLimits:
+        """How much of a long run is replayed to the model (from the ``history_*`` settings)."""
+        return self._active.history_limits()
+
+    @property
+    def max_restarts(self) -> int:
+        """Kernel restarts one run survives (the ``max_restarts`` setting)."""
+        return self._active.max_restarts
+
+    @property
+    def planning_interval(self) -> int | None:
+        """Plan every N steps (the ``planning_interval`` setting)."""
+        return self._active.planning_interval
+
+    @property
+    def max_total_tokens(self) -> int | None:
+        """Tokens one question may use (the ``max_total_tokens`` setting)."""
+        return self._active.max_total_tokens
+
+    @property
+    def max_cost(self) -> float | None:
+        """US dollars one question may spend (the ``max_cost`` setting)."""
+        return self._active.max_cost
 
     # -- public API ------------------------------------------------------------------------
 
@@ -366,6 +410,9 @@ class Agent:
                     "a follow-up (reset=False) continues the same notebook; do not pass another one"
                 )
         else:
+            self._active = self.config
+            if self._given_observer is None:
+                self.observer = self._active.observer()
             await self._new_session(notebook, overwrite, workdir)
         assert self._memory is not None and self._recorder is not None and self._workdir is not None
         path = self._recorder.path
@@ -385,7 +432,8 @@ class Agent:
             _bring_files(sources, notebook_folder)  # beside the notebook, for stock re-runs
         task = Task(question=question.strip(), files=list(digests), parameters=params)
         self._memory.entries.append(task)
-        self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up)
+        settings = self._active.to_record() | {"model": self.model.name}
+        self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up, settings=settings)
         if not follow_up:
             await self._setup_kernel()
         if params:
@@ -504,6 +552,12 @@ class Agent:
         """Go on with the last question of a notebook nbagent wrote; see :meth:`resume`."""
         started = time.perf_counter()
         saved = read_run(notebook, self.observer)
+        # The loop's settings come back from the notebook (tighter limits only; never what it may
+        # reach): a run made with --timeout 3 goes on with 3 s, unless the user says otherwise now.
+        recorded = saved.last_run.get("settings")
+        self._active = self.config.resumed(recorded if isinstance(recorded, Mapping) else {}, self._explicit)
+        if self._given_observer is None:
+            self.observer = self._active.observer()
         path = saved.path.resolve()
         new_workdir = Path(workdir).resolve() if workdir is not None else path.parent
         if self._given_executor is not None:
@@ -948,7 +1002,8 @@ class Agent:
                 self.toolbox.check_setup(execution)
                 raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
             self._recorder.add_setup(execution, tools=True)
-        kernel_name = self.kernel_name if self._given_executor is None else None
+        # A given kernel (batch's pool) is named too; the user's own shell (%%agent) is none.
+        kernel_name = self._executor.name if isinstance(self._executor, Kernel) else None
         self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
         self.toolbox.add_replay_cell(self._recorder)
         await self._remember_final_answer()
@@ -1047,6 +1102,23 @@ def _no_code_text(reply: Reply) -> str:
     return NO_CODE
 
 
+def _saved_tools(config: AgentConfig) -> list[Tool]:
+    """The tools the ``tool_sources`` and ``web_search`` settings name (saved tools run code here
+    and in the kernel: they need ``trust_tools``)."""
+    from ..tools.defaults import WebSearchTool
+    from ..tools.sharing import load_tool
+
+    if config.tool_sources and not config.trust_tools:
+        raise UntrustedToolError(
+            f"the saved tool {config.tool_sources[0]} runs its code here and in the kernel; "
+            "read its tool.py, then allow it with trust_tools (--trust-tools)"
+        )
+    tools: list[Tool] = [load_tool(source, trust_remote_code=True) for source in config.tool_sources]
+    if config.web_search:
+        tools.append(WebSearchTool())
+    return tools
+
+
 def _remove_created(paths: list[Path]) -> None:
     for path in paths:
         try:
@@ -1070,14 +1142,6 @@ async def _interrupt(executor: Executor) -> None:
 def _not_run(code: str, name: str, why: str) -> Execution:
     # No execution count: the recorder tags the cell so that a re-run skips it too.
     return Execution(code=code, status="error", error=ErrorInfo(name, why, ""), note=f"not run: {why}")
-
-
-def check_budget(max_total_tokens: int | None, max_cost: float | None) -> None:
-    """Refuse a token or cost budget that cannot work."""
-    if max_total_tokens is not None and max_total_tokens < 1:
-        raise UsageError(f"max_total_tokens must be at least 1, not {max_total_tokens}")
-    if max_cost is not None and not max_cost > 0:
-        raise UsageError(f"max_cost must be a positive number of USD, not {max_cost}")
 
 
 def check_notebook_path(notebook: str | os.PathLike[str] | None, overwrite: bool) -> Path | None:

@@ -92,7 +92,7 @@ class SessionManager:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def _agent(self, model: Model) -> Agent:
+    def _agent(self, model: Model, **settings: Any) -> Agent:
         s = self.settings
         return Agent(
             model,
@@ -101,6 +101,7 @@ class SessionManager:
             timeout=s.timeout,
             max_restarts=s.max_restarts,
             observer=s.observer,
+            **settings,
         )
 
     async def open(
@@ -206,8 +207,11 @@ class SessionManager:
             raise UsageError("this server has no model for ask: start it with nbagent mcp --model MODEL")
         sources = [self.inside_root(f, "data file") for f in files]
         path = self.settings.root / f"nbagent-ask-{secrets.token_hex(4)}.ipynb"
-        agent = self._agent(self.make_model())
-        agent.max_total_tokens, agent.max_cost = self.settings.max_total_tokens, self.settings.max_cost
+        agent = self._agent(
+            self.make_model(),
+            max_total_tokens=self.settings.max_total_tokens,
+            max_cost=self.settings.max_cost,
+        )
         try:
             return await agent.arun(question, sources, path)
         finally:

@@ -169,8 +169,16 @@ class NotebookRecorder:
         runs: list[dict[str, Any]] = self.nb.metadata["nbagent"]["runs"]
         return runs
 
-    def start_task(self, task: Task, model: str, files: dict[str, str], follow_up: bool) -> None:
-        """Add the header cell of a question (``files``: name -> sha256)."""
+    def start_task(
+        self,
+        task: Task,
+        model: str,
+        files: dict[str, str],
+        follow_up: bool,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Add the header cell of a question (``files``: name -> sha256; ``settings``: the run's
+        settings, secrets left out, recorded as ``runs[i].settings``)."""
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         title = "## Follow-up: " if follow_up else "# "
         lines = [
@@ -191,6 +199,8 @@ class NotebookRecorder:
                 "status": "running",
             }
         )
+        if settings is not None:
+            self.runs[-1]["settings"] = dict(settings)
 
     def add_setup(self, execution: Execution, tools: bool = False) -> None:
         """Add the setup cell (``final_answer``, the seed), or with ``tools`` the tools' cell after it.
