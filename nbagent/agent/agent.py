@@ -623,6 +623,8 @@ class Agent:
             note += f" Data files changed since they were recorded: {', '.join(missing)}."
         self._recorder.add_marker(note)
         self._recorder.runs[-1].setdefault("resumed", []).append(when)
+        # What the run goes on with (the notebook's loop settings, or what the user gave now).
+        self._recorder.runs[-1]["settings"] = self._active.to_record() | {"model": self.model.name}
         self._recorder.finish_task(status="running")
         self._recorder.save()
         if not restoration.complete and saved.steps:

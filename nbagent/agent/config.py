@@ -99,7 +99,7 @@ class Setting:
         value = self.default
         if self.kind == "size":
             return format_size(value)
-        if value is None:
+        if value is None or value == "":
             return "none"
         if isinstance(value, bool):
             return "on" if value else "off"
@@ -777,3 +777,26 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user gave on the command line (those left out are absent)."""
     given = vars(args)
     return {name: given[name] for name in setting_names() if name in given}
+
+
+# -- the documentation ------------------------------------------------------------------------
+
+
+def settings_table() -> str:
+    """The README's table of settings (``tests/test_config.py`` keeps the README in step)."""
+    reuse = {"reuse": "reused", "tighten": "if tighter", "never": "never"}
+    rows = [
+        "| setting | flag | default | what it is | from a notebook |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in settings():
+        flag = f"`{spec.option}`" + (f" `{spec.metavar}`" if spec.metavar else "")
+        if spec.kind == "bool" and (spec.optional or spec.default):
+            flag = f"`{spec.option}` / `--no-{spec.option[2:]}`"
+        what = spec.help.replace("|", "\\|")
+        if spec.secret:
+            what += " (never recorded)"
+        rows.append(
+            f"| `{spec.name}` | {flag} | {spec.default_text()} | {what} | {reuse[spec.from_notebook]} |"
+        )
+    return "\n".join(rows)
