@@ -13,6 +13,9 @@ from .agent.agent import Agent, RunListener, RunResult
 from .agent.config import AgentConfig
 from .agent.memory import HistoryLimits
 from .agent.observe import Observer
+from .batch.runner import BatchListener, BatchOutcome, BatchSettings, TaskRecord, run_batch
+from .batch.scoring import Score, score_answer
+from .batch.tasks import BatchTask, TaskFileError, load_tasks
 from .exceptions import (
     KernelDiedError,
     KernelError,
@@ -33,6 +36,7 @@ from .exceptions import (
 from .execution.executor import Executor
 from .execution.kernel import Kernel
 from .execution.outputs import ErrorInfo, Execution
+from .execution.pool import KernelPool
 from .execution.sandbox import Sandbox
 from .execution.shell import ShellExecutor
 from .models import HFInferenceModel, LiteLLMModel, Model, Reply, RetryPolicy, ScriptedModel, Usage
@@ -64,6 +68,10 @@ def unload_ipython_extension(shell: _Any) -> None:
 __all__ = [
     "Agent",
     "AgentConfig",
+    "BatchListener",
+    "BatchOutcome",
+    "BatchSettings",
+    "BatchTask",
     "CellCheck",
     "ErrorInfo",
     "Execution",
@@ -74,6 +82,7 @@ __all__ = [
     "Kernel",
     "KernelDiedError",
     "KernelError",
+    "KernelPool",
     "KernelStartError",
     "LiteLLMModel",
     "Model",
@@ -91,12 +100,15 @@ __all__ = [
     "RunResult",
     "Sandbox",
     "SandboxUnavailableError",
+    "Score",
     "ScriptExhaustedError",
     "ScriptedModel",
     "ShellExecutor",
     "Step",
     "StopRun",
     "Task",
+    "TaskFileError",
+    "TaskRecord",
     "TidyResult",
     "Tool",
     "ToolDefinitionError",
@@ -115,7 +127,10 @@ __all__ = [
     "export_html",
     "export_tidy",
     "load_ipython_extension",
+    "load_tasks",
     "load_tool",
+    "run_batch",
+    "score_answer",
     "tidy_notebook",
     "tool",
     "unload_ipython_extension",
