@@ -96,6 +96,7 @@ class ShellExecutor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._user_interrupted = False
+        self._step: _StepInterrupter | None = None
 
     # -- Executor protocol -----------------------------------------------------------------
 
@@ -104,6 +105,12 @@ class ShellExecutor:
 
     async def ashutdown(self) -> None:
         """Nothing to stop: the shell belongs to the user and outlives every run."""
+
+    async def ainterrupt(self) -> None:
+        """Interrupt the step running in the shell, as Ctrl-C would; nothing if none runs."""
+        step = self._step
+        if step is not None:
+            step.interrupt()
 
     async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
         """Run ``code`` in the shell, on the shell's thread, and return what it did.
@@ -142,6 +149,7 @@ class ShellExecutor:
         t0 = time.perf_counter()
         result: Any = None
         with _StepInterrupter(timeout, self.interrupt_grace) as interrupter, self._tap_outputs():
+            self._step = interrupter
             try:
                 result = shell.run_cell(code, store_history=store_history)
                 # A plain attribute store: no signal handler can run before it.
@@ -149,6 +157,8 @@ class ShellExecutor:
             except KeyboardInterrupt:
                 # The interrupt landed in IPython's own bookkeeping after the code ran.
                 interrupter.running = False
+            finally:
+                self._step = None
         saved.restore()
         self._collector.finish()  # long streams are brought up to date here, not on every write
         if any(out.get("output_type") == "stream" for out in outputs):
@@ -420,6 +430,12 @@ class _StepInterrupter:
         if self._main:
             # signal.signal() runs pending handlers first, so a late SIGINT still meets ours.
             signal.signal(signal.SIGINT, self._previous_handler)
+
+    def interrupt(self) -> None:
+        """Interrupt the step now, from any thread (a user's interrupt, not the timer's)."""
+        with self._lock:
+            if self.running and self._main:
+                signal.pthread_kill(self._thread_id, signal.SIGINT)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.running:
