@@ -280,21 +280,24 @@ async def run_task(
     started = time.perf_counter()
     folder = task_folder(settings.out, task)
     nb_path = notebook_path(settings.out, task)
-    config = task_config(settings, task)
-    if left is not None:
-        config = config.replace(
-            max_total_tokens=_smallest(config.max_total_tokens, left.tokens),
-            max_cost=_smallest(config.max_cost, left.cost),
-        )
-    spec = config.model
     task_timeout = task.task_timeout if task.task_timeout is not None else settings.task_timeout
     record = TaskRecord(
-        id=task.id, status="error", model=spec, expected=task.expected, metadata=task.metadata
+        id=task.id,
+        status="error",
+        model=task.model or settings.config.model,
+        expected=task.expected,
+        metadata=task.metadata,
     )
     agent: Agent | None = None
     result: RunResult | None = None
     kernel = None
     try:
+        config = task_config(settings, task)
+        if left is not None:
+            config = config.replace(
+                max_total_tokens=_smallest(config.max_total_tokens, left.tokens),
+                max_cost=_smallest(config.max_cost, left.cost),
+            )
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished earlier attempt: replaced, never merged
         if pool.jailed:
