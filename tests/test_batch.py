@@ -422,3 +422,22 @@ def test_batch_flags_are_checked_like_run_s_and_approve_is_refused(tmp_path: Pat
         assert done.returncode == 2, (words, done.stderr)
         assert says in done.stderr.strip().splitlines()[-1], (words, done.stderr)  # after argparse's usage
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"max_step": 3}, "field 'max_step': unknown field 'max_step'; did you mean 'max_steps'?"),
+        ({"memory_limit": "2G"}, "field 'memory_limit': memory_limit is batch-wide"),
+        ({"api_key": "sk-in-a-file"}, "field 'api_key': not allowed in a task file"),
+    ],
+)
+def test_a_wrong_task_field_is_one_line_naming_file_line_and_field(
+    tmp_path: Path, fields: dict[str, Any], says: str
+) -> None:
+    task_file = write_batch(tmp_path, [{"id": "a", "question": "q"}, {"id": "b", "question": "q", **fields}])
+    done = run_cli("batch", str(task_file), "--out", "runs", "-m", "scripted:none.json", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"nbagent batch: error: {task_file}, line 2, {says}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "sk-in-a-file" not in done.stderr
+    assert not (tmp_path / "runs").exists()
