@@ -237,8 +237,9 @@ def test_task_file_model_fields_are_checked_and_override_the_batch(
         ({"max_tokens": 0}, "field 'max_tokens'"),
         ({"request_timeout": -1}, "field 'request_timeout'"),
     ]:
-        with pytest.raises(TaskFileError, match=says):
+        with pytest.raises(TaskFileError, match=says) as caught:
             load_tasks(tasks_of(**fields))
+        assert "sk-abc" not in str(caught.value)  # a key written by mistake is not repeated
 
     monkeypatch.setenv("TASK_KEY", "sk-task")
     [task] = load_tasks(

@@ -345,6 +345,12 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
         try:
             chosen[name] = spec.check(value, name)
         except UsageError as exc:
+            if spec.kind == "env_name":  # what was written may be the key itself: not repeated
+                raise fail(
+                    name,
+                    "takes the NAME of an environment variable holding the key, such as "
+                    "'OPENAI_API_KEY'; a key written here would travel with the task file",
+                ) from None
             raise fail(name, str(exc).removeprefix(f"{name} ")) from None
     model = chosen.get("model")
     if model is not None:
@@ -391,10 +397,6 @@ def resolve_scripted_path(model: str, folder: Path) -> str:
         return model
     file = Path(model[len("scripted:") :]).expanduser()
     return "scripted:" + str(file if file.is_absolute() else (folder / file).resolve())
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
