@@ -84,7 +84,6 @@ SETTING_HELP = {
     "max_steps": "step limit of a task",
     "max_total_tokens": "stop a task (status 'budget') before a model call once it has used N tokens, "
     "estimated where the model reports none",
-    "max_cost": "the same in US dollars, priced by litellm's price map (models it has no price for count 0)",
 }
 """Help sentences of ``nbagent batch`` that differ from ``nbagent run``'s."""
 
