@@ -267,3 +267,9 @@ def test_task_file_model_fields_are_checked_and_override_the_batch(
     config = task_config(settings, task)
     assert (config.model, config.max_steps, config.api_key_env) == ("openai/m", 4, "TASK_KEY")
     assert task.where == f"{tmp_path / 'tasks.jsonl'}, line 1"
+
+
+def test_the_readme_names_every_task_field() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**Task file.**", 1)[1].split("**Scoring.**", 1)[0]
+    assert [name for name in FIELDS if f"`{name}`" not in section] == []
