@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -21,8 +22,10 @@ from batch_helpers import (
     stream_text,
     write_batch,
 )
-from conftest import PENGUINS, code
+from conftest import PENGUINS, code, run_cli
 
+from nbagent.agent.config import AgentConfig, Setting, settings
+from nbagent.batch.runner import BatchOutcome, BatchSettings
 from nbagent.cli import main
 from nbagent.testing.openai_server import OpenAICompatibleServer
 
@@ -312,3 +315,129 @@ def test_progress_is_a_rich_bar_on_a_terminal(tmp_path: Path) -> None:
     assert "bad: error: scripted model" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
     assert "[1/4]" not in text  # no plain log lines on a terminal
     assert "ok 3 · failed 0 · timeout 0 · error 1" in stdout
+
+
+PLAN = "## Facts known\nA file.\n\n## Facts to find\nIts size.\n\n## Plan\n1. Look.\n2. Answer."
+
+
+def test_run_settings_take_effect_in_batch_and_a_task_may_change_its_own(tmp_path: Path) -> None:
+    probe = code(
+        "import resource\nprint('AS', resource.getrlimit(resource.RLIMIT_AS)[0])\n"
+        "print('tools', 'list_files' in globals())\nprint('x' * 3000)"
+    )
+    replies = [PLAN, probe, code("final_answer(1)")]
+    tasks = [
+        {"id": "wide", "question": "q", "replies": replies, "expected": 1},
+        {
+            "id": "own",
+            "question": "q",
+            "replies": replies,
+            "expected": 1,
+            "observation_chars": 1000,
+            "seed": 7,
+        },
+    ]
+    task_file = write_batch(tmp_path, tasks)
+    out = tmp_path / "runs"
+    flags = ["--observation-chars", "300", "--planning-interval", "5", "--no-default-tools"]
+    flags += ["--sandbox", "limits", "--memory-limit", "3G", "-q", "--no-fork"]
+    assert main(["batch", str(task_file), "--out", str(out), *flags]) == 0
+    assert [r["correct"] for r in read_status(out)] == [True, True]
+
+    observed = {}
+    for task_id, chars, seed in (("wide", 300, 0), ("own", 1000, 7)):
+        nb = read_notebook(out / task_id / f"{task_id}.ipynb")
+        meta = nb.metadata.nbagent
+        recorded = meta.runs[-1]["settings"]
+        assert (recorded["observation_chars"], recorded["seed"]) == (chars, seed)
+        assert (recorded["planning_interval"], recorded["default_tools"]) == (5, False)
+        assert (recorded["sandbox"], recorded["memory_limit"]) == ("limits", 3 * 2**30)
+        assert meta.environment["kernel"] == "nbagent-sandbox"
+        # ...and they took effect: a plan, no default tools, the kernel's memory limit, the cut.
+        roles = [c.metadata.get("nbagent", {}).get("role") for c in nb.cells]
+        assert "plan" in roles and "tools" not in roles
+        text = stream_text(nb)
+        assert f"AS {3 * 2**30}" in text and "tools False" in text
+        [step] = [
+            c for c in nb.cells if c.metadata.get("nbagent", {}).get("role") == "step" and "AS" in c.source
+        ]
+        observed[task_id] = len(step.metadata.nbagent["observation"])
+    assert observed["wide"] <= 400 < observed["own"] <= 1100, observed
+
+
+def _flag_values(spec: Setting) -> tuple[list[str], Any]:
+    """Command-line words giving ``spec`` a value other than its default, and that value."""
+    if spec.kind == "bool":
+        if spec.default is True:
+            return ["--no-" + spec.option[2:]], False
+        return [spec.option], True
+    choices = [c for c in spec.choices if c != spec.default]
+    text = {
+        "int": str(int(spec.minimum or 0) + 1),
+        "float": "1.5",
+        "size": "512M",
+        "names": "SOME_NAME",
+        "choice": choices[0] if choices else "",
+        "url": "http://localhost:1/v1",
+        "env_name": "SOME_KEY_VARIABLE",
+        "str": "python3" if spec.name == "kernel" else "some text",
+    }[spec.kind]
+    return [spec.option, text], spec.parse(text)
+
+
+@pytest.mark.parametrize("spec", settings(), ids=lambda s: s.name)
+def test_batch_takes_every_setting_of_run_as_a_flag(
+    spec: Setting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbagent.batch.runner
+
+    given: list[BatchSettings] = []
+
+    async def run_batch(tasks: Any, settings: BatchSettings, **_: Any) -> BatchOutcome:
+        given.append(settings)
+        return BatchOutcome(records={})
+
+    monkeypatch.setattr(nbagent.batch.runner, "run_batch", run_batch)
+    task_file = write_batch(tmp_path, [{"id": "a", "question": "q"}])
+    words, value = _flag_values(spec)
+    done = run_cli("batch", str(task_file), *words, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [settings_] = given
+    assert getattr(settings_.config, spec.name) == value
+    assert settings_.config == AgentConfig().replace(**{spec.name: value})  # nothing else changed
+
+
+def test_batch_flags_are_checked_like_run_s_and_approve_is_refused(tmp_path: Path) -> None:
+    task_file = write_batch(tmp_path, [{"id": "a", "question": "q", "replies": []}])
+    out = tmp_path / "runs"
+    for words, says in (
+        (["--memory-limit", "512"], "below the smallest limit"),
+        (["--observation-chars", "10"], "at least 200"),
+        (["--max-stepz", "3"], "unrecognized arguments: --max-stepz"),
+        (["--approve"], "unattended"),
+        (["--tool", str(tmp_path)], "--trust-tools"),
+        (["--total-cost", "0"], "--total-cost must be a positive"),
+    ):
+        done = run_cli("batch", str(task_file), "--out", str(out), *words, cwd=tmp_path)
+        assert done.returncode == 2, (words, done.stderr)
+        assert says in done.stderr.strip().splitlines()[-1], (words, done.stderr)  # after argparse's usage
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"max_step": 3}, "field 'max_step': unknown field 'max_step'; did you mean 'max_steps'?"),
+        ({"memory_limit": "2G"}, "field 'memory_limit': memory_limit is batch-wide"),
+        ({"api_key": "sk-in-a-file"}, "field 'api_key': not allowed in a task file"),
+    ],
+)
+def test_a_wrong_task_field_is_one_line_naming_file_line_and_field(
+    tmp_path: Path, fields: dict[str, Any], says: str
+) -> None:
+    task_file = write_batch(tmp_path, [{"id": "a", "question": "q"}, {"id": "b", "question": "q", **fields}])
+    done = run_cli("batch", str(task_file), "--out", "runs", "-m", "scripted:none.json", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"nbagent batch: error: {task_file}, line 2, {says}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "sk-in-a-file" not in done.stderr
+    assert not (tmp_path / "runs").exists()

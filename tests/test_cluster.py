@@ -34,6 +34,7 @@ def test_cluster_runs_tasks_on_two_dask_workers_with_their_own_kernels(tmp_path:
             "--out",
             str(out),
             "--sandbox=limits",
+            "--observation-chars=500",  # any setting travels to the workers with the batch's config
         ]
         done = subprocess.run(
             [*cmd, "--cluster", cluster.scheduler_address],
@@ -51,6 +52,8 @@ def test_cluster_runs_tasks_on_two_dask_workers_with_their_own_kernels(tmp_path:
     kernel_parents = set()
     for record in records:
         nb = read_notebook(out / record["notebook"])
+        settings = nb.metadata.nbagent.runs[-1]["settings"]
+        assert (settings["sandbox"], settings["observation_chars"]) == ("limits", 500)
         text = stream_text(nb)
         assert f"cwd {(out / record['id']).resolve()}" in text
         parent = int(re.search(r"\bppid (\d+)", text).group(1))  # type: ignore[union-attr]

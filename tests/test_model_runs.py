@@ -297,47 +297,6 @@ def test_agent_magic_streams_the_reply_under_the_cell_with_its_model_options(tmp
     assert "takes the NAME of an environment variable" in json.dumps(refused["content"])
 
 
-def test_task_file_model_fields_are_checked_and_override_the_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from nbagent.batch.runner import BatchSettings, distinct_models, model_kwargs
-    from nbagent.batch.tasks import TaskFileError, load_tasks
-    from nbagent.models import ModelOptions
-
-    def tasks_of(**fields: object) -> Path:
-        path = tmp_path / "tasks.jsonl"
-        path.write_text(json.dumps({"id": "a", "question": "q", **fields}) + "\n")
-        return path
-
-    for fields, says in [
-        ({"api_base": "localhost:8000/v1"}, "field 'api_base'.*not an http"),
-        ({"api_key_env": "sk-abc"}, "field 'api_key_env'.*name of an environment variable"),
-        ({"api_key_env": "SURELY_UNSET_KEY_VAR"}, "SURELY_UNSET_KEY_VAR is not set"),
-        ({"temperature": 5}, "field 'temperature'"),
-        ({"max_tokens": 0}, "field 'max_tokens'"),
-        ({"request_timeout": -1}, "field 'request_timeout'"),
-    ]:
-        with pytest.raises(TaskFileError, match=says):
-            load_tasks(tasks_of(**fields))
-
-    monkeypatch.setenv("TASK_KEY", "sk-task")
-    [task] = load_tasks(
-        tasks_of(api_base="http://h:1/v1", api_key_env="TASK_KEY", temperature=0.5, max_tokens=99)
-    )
-    settings = BatchSettings(
-        out=tmp_path, model="openai/m", model_options=ModelOptions(api_key="sk-batch", request_timeout=9)
-    )
-    assert model_kwargs(settings, task) == {
-        "api_base": "http://h:1/v1",
-        "api_key": "sk-task",
-        "timeout": 9,
-        "temperature": 0.5,
-        "max_tokens": 99,
-    }
-    assert model_kwargs(settings) == {"api_key": "sk-batch", "timeout": 9}
-    assert len(distinct_models([task, task], settings)) == 1
-
-
 def test_magic_model_options_are_checked() -> None:
     from nbagent.exceptions import UsageError
     from nbagent.magic.magics import parse_options

@@ -74,9 +74,9 @@ async def _worker_pool(settings: BatchSettings, batch_id: str) -> KernelPool:
         pool = KernelPool(
             max(1, worker.state.nthreads),
             settings.out / POOL_FOLDER,
-            kernel=settings.kernel,
+            kernel=settings.config.kernel,
             fork=None if settings.fork else False,
-            sandbox=settings.sandbox,
+            sandbox=settings.config.sandbox_spec(),
         )
         _POOLS[key] = pool
         await pool.astart()

@@ -41,12 +41,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..agent.agent import Agent, RunResult
-from ..exceptions import ModelError, NbagentError, UsageError
-from ..execution.kernel import DEFAULT_KERNEL
+from ..agent.config import AgentConfig
+from ..exceptions import ModelError, NbagentError, UntrustedToolError, UsageError
 from ..execution.pool import KernelPool
-from ..execution.sandbox import Sandbox
-from ..models import LiteLLMModel, Usage, resolve_model
-from ..models.options import ModelOptions
+from ..models import MODEL_ENV, LiteLLMModel, Usage, resolve_model
 from ..notebook.safe_files import append_line, creation_problem
 from .scoring import score_answer
 from .tasks import BatchTask, resolve_scripted_path
@@ -60,23 +58,20 @@ WORK_FOLDER = "work"
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """How a batch runs its tasks; a task's own fields override ``model`` to ``task_timeout``.
+    """How a batch runs its tasks.
 
     Args:
         out: folder of the notebooks and ``status.jsonl``.
-        model: model string for tasks that name none.
-        api_base: base URL for the model (OpenAI-compatible servers, endpoints).
-        model_options: key, request timeout, temperature, reply length and retries of the model
-            (its ``api_base`` is ``api_base``'s); a task's own fields override them.
-        max_steps: step limit of a task.
-        timeout: time limit of one step, in seconds.
-        task_timeout: time limit of a whole task, in seconds (``None``: none).
-        kernel: kernel spec the pool starts.
+        config: the settings of every task's run (model, loop, budget, kernel and sandbox,
+            tools); a task's own settings are applied over it (:func:`task_config`). The kernel,
+            sandbox and tool settings are the batch's alone: one pool serves every task (in the
+            jail, the default, a task writes in ``<id>/work/``, beside its notebook; see the
+            module docstring).
+        task_timeout: time limit of a whole task, in seconds (``None``: none); a task's own
+            field overrides it.
         jobs: tasks run at once (and kernels kept warm) on this machine.
         fork: let the pool fork kernels from a pre-imported process where it can
             (:mod:`nbagent.execution.forking`); ``False``: start every kernel as a fresh process.
-        max_total_tokens: tokens one task may use (a task's own field overrides it).
-        max_cost: US dollars one task may spend (a task's own field overrides it).
         total_tokens: tokens the whole batch may use: no task starts once they are used (those
             left have no status, so ``--resume`` with a larger budget runs them), and a task
             that starts may use no more than what is left.
@@ -84,29 +79,25 @@ class BatchSettings:
         max_same_errors: stop the batch after this many tasks in a row end with the same error
             (``0``: never stop).
         check_models: ask each distinct model one tiny question before the first task.
-        sandbox: the sandbox of the sandboxed kernel spec (default: the jail); a jailed task
-            writes in ``<id>/work/``, beside its notebook (see the module docstring).
-        max_restarts: kernel restarts one task survives.
     """
 
     out: Path
-    model: str | None = None
-    api_base: str | None = None
-    max_steps: int = 10
-    timeout: float | None = 60.0
+    config: AgentConfig = field(default_factory=AgentConfig)
     task_timeout: float | None = None
-    kernel: str = DEFAULT_KERNEL
     jobs: int = 1
     fork: bool = True
-    max_total_tokens: int | None = None
-    max_cost: float | None = None
     total_tokens: int | None = None
     total_cost: float | None = None
-    model_options: ModelOptions = field(default_factory=ModelOptions)
     max_same_errors: int = 3
     check_models: bool = True
-    sandbox: Sandbox | None = None
-    max_restarts: int = 3
+
+
+def task_config(settings: BatchSettings, task: BatchTask) -> AgentConfig:
+    """The settings of ``task``'s run: the batch's, with the task's own applied over them."""
+    changes = dict(task.settings)
+    if "api_key_env" in changes:
+        changes["api_key"] = None  # the task's own key, never the batch's --api-key
+    return settings.config.replace(where=task.where, **changes)
 
 
 @dataclass
@@ -229,33 +220,27 @@ def prepare(
         raise UsageError(f"--jobs must be at least 1, not {settings.jobs}")
     if settings.max_same_errors < 0:
         raise UsageError(f"--max-same-errors cannot be negative ({settings.max_same_errors})")
-    if settings.max_steps < 1:
-        raise UsageError(f"--max-steps must be at least 1, not {settings.max_steps}")
-    for name, value in (("--timeout", settings.timeout), ("--task-timeout", settings.task_timeout)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(f"{name} must be a positive number of seconds, not {value:g}")
-    for name, tokens in (
-        ("--max-total-tokens", settings.max_total_tokens),
-        ("--total-tokens", settings.total_tokens),
-    ):
-        if tokens is not None and tokens < 1:
-            raise UsageError(f"{name} must be at least 1, not {tokens}")
-    for name, usd in (("--max-cost", settings.max_cost), ("--total-cost", settings.total_cost)):
-        if usd is not None and not usd > 0:
-            raise UsageError(f"{name} must be a positive number of US dollars, not {usd:g}")
+    task_timeout = settings.task_timeout
+    if task_timeout is not None and not (math.isfinite(task_timeout) and task_timeout > 0):
+        raise UsageError(f"--task-timeout must be a positive number of seconds, not {task_timeout:g}")
+    if settings.total_tokens is not None and settings.total_tokens < 1:
+        raise UsageError(f"--total-tokens must be at least 1, not {settings.total_tokens}")
+    if settings.total_cost is not None and not settings.total_cost > 0:
+        raise UsageError(f"--total-cost must be a positive number of US dollars, not {settings.total_cost:g}")
     out = settings.out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(settings.out)!r} is a file; give a folder for the notebooks")
     problem = creation_problem(out)
     if problem is not None:
         raise UsageError(f"cannot write the batch to --out {str(settings.out)!r}: {problem}")
-    model = settings.model
-    if model is not None:
-        model = resolve_scripted_path(model, Path.cwd())
-    settings = replace(settings, out=out, model=model)
+    config = settings.config
+    if config.model is not None:
+        config = config.replace(model=resolve_scripted_path(config.model, Path.cwd()))
+    settings = replace(settings, out=out, config=config)
+    _check_tools(config)
 
     for task in tasks:
-        if not (task.model or settings.model) and not os.environ.get("NBAGENT_MODEL"):
+        if not task_config(settings, task).model and not os.environ.get(MODEL_ENV):
             raise UsageError(
                 "no model given for some tasks: pass --model, set NBAGENT_MODEL, or give each task a 'model'"
             )
@@ -295,16 +280,24 @@ async def run_task(
     started = time.perf_counter()
     folder = task_folder(settings.out, task)
     nb_path = notebook_path(settings.out, task)
-    spec = task.model or settings.model
-    timeout = task.timeout if task.timeout is not None else settings.timeout
     task_timeout = task.task_timeout if task.task_timeout is not None else settings.task_timeout
     record = TaskRecord(
-        id=task.id, status="error", model=spec, expected=task.expected, metadata=task.metadata
+        id=task.id,
+        status="error",
+        model=task.model or settings.config.model,
+        expected=task.expected,
+        metadata=task.metadata,
     )
     agent: Agent | None = None
     result: RunResult | None = None
     kernel = None
     try:
+        config = task_config(settings, task)
+        if left is not None:
+            config = config.replace(
+                max_total_tokens=_smallest(config.max_total_tokens, left.tokens),
+                max_cost=_smallest(config.max_cost, left.cost),
+            )
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished earlier attempt: replaced, never merged
         if pool.jailed:
@@ -315,18 +308,7 @@ async def run_task(
             kernel = await pool.acquire(folder / WORK_FOLDER)
         else:
             kernel = await pool.acquire(folder)
-        agent = Agent(
-            resolve_model(spec, **model_kwargs(settings, task)),
-            max_steps=task.max_steps or settings.max_steps,
-            timeout=timeout,
-            kernel=settings.kernel,
-            executor=kernel,
-            max_total_tokens=_smallest(
-                task.max_total_tokens or settings.max_total_tokens, left.tokens if left else None
-            ),
-            max_cost=_smallest(task.max_cost or settings.max_cost, left.cost if left else None),
-            max_restarts=settings.max_restarts,
-        )
+        agent = Agent(config=config, executor=kernel)
         run = agent.arun(
             task.question, files=task.files, notebook=nb_path, overwrite=True, parameters=task.parameters
         )
@@ -409,6 +391,20 @@ class BatchSpend:
         return None
 
 
+def _check_tools(config: AgentConfig) -> None:
+    """Load the batch's saved tools once, before any task: a tool that cannot be used (not
+    trusted, not found) is one error now, not one per task."""
+    from ..tools.sharing import load_tool
+
+    if config.tool_sources and not config.trust_tools:
+        raise UntrustedToolError(
+            f"the saved tool {config.tool_sources[0]} runs its code here and in every task's kernel; "
+            "read its tool.py, then add --trust-tools"
+        )
+    for source in config.tool_sources:
+        load_tool(source, trust_remote_code=True)
+
+
 def _smallest(*limits: Any) -> Any:
     given = [x for x in limits if x is not None]
     return min(given) if given else None
@@ -428,10 +424,10 @@ async def run_local(
     pool = KernelPool(
         settings.jobs,
         settings.out / POOL_FOLDER,
-        kernel=settings.kernel,
+        kernel=settings.config.kernel,
         limit=len(tasks),
         fork=None if settings.fork else False,
-        sandbox=settings.sandbox,
+        sandbox=settings.config.sandbox_spec(),
     )
     if pool.jailed:
         # Each jail is made for its task: the code sees the task's folder, as a re-run would.
@@ -587,18 +583,9 @@ def _stop_on_signals(main: asyncio.Future[Any]) -> Any:
 
 
 def model_kwargs(settings: BatchSettings, task: BatchTask | None = None) -> dict[str, Any]:
-    """How a task's model is reached: the batch's model options, overridden by the task's fields."""
-    options = replace(settings.model_options, api_base=settings.api_base or settings.model_options.api_base)
-    if task is not None:
-        overrides: dict[str, Any] = {
-            "api_base": task.api_base,
-            "api_key": os.environ.get(task.api_key_env) if task.api_key_env else None,
-            "temperature": task.temperature,
-            "max_tokens": task.max_tokens,
-            "request_timeout": task.request_timeout,
-        }
-        options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
-    return options.kwargs()
+    """How a task's model is reached: the batch's model settings, overridden by the task's."""
+    config = settings.config if task is None else task_config(settings, task)
+    return config.model_options().kwargs()
 
 
 def distinct_models(
@@ -607,7 +594,7 @@ def distinct_models(
     """Each distinct (model string, how it is reached) of ``tasks``, in the order tasks name them."""
     seen: dict[str, tuple[str | None, dict[str, Any]]] = {}
     for task in tasks:
-        spec = task.model or settings.model or None
+        spec = task_config(settings, task).model or None
         kwargs = model_kwargs(settings, task)
         key = json.dumps([spec, {k: repr(v) for k, v in sorted(kwargs.items())}])
         seen.setdefault(key, (spec, kwargs))
@@ -622,7 +609,7 @@ async def check_models_answer(tasks: Sequence[BatchTask], settings: BatchSetting
         try:
             await model.acheck()
         except ModelError as exc:
-            users = [t.id for t in tasks if (t.model or settings.model or None) == spec]
+            users = [t.id for t in tasks if (task_config(settings, t).model or None) == spec]
             raise UsageError(
                 f"{exc} (checked before the first task; no task was run. {len(users)} tasks use this "
                 "model: fix it and run the batch again)"

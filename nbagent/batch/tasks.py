@@ -4,6 +4,12 @@ A task file holds one task per JSONL line (``.jsonl``, ``.ndjson``) or one item 
 (``.yaml``, ``.yml``). Every problem is reported as one :class:`TaskFileError` naming the file,
 the line and the field, before anything runs. Relative paths (data files, ``scripted:`` models)
 are relative to the task file's folder, so a task file and its data travel together.
+
+Besides its own fields (:data:`FIELDS`), a task may hold any setting of the model, loop and
+budget groups of :class:`~nbagent.agent.config.AgentConfig` by its name (``max_steps``,
+``temperature``, ``observation_chars``...), checked as everywhere else; it overrides the batch's
+value. The kernel, its sandbox and the tools are the batch's: such a field is refused, naming the
+flag of ``nbagent batch`` that sets it. A null value leaves the batch's value.
 """
 
 from __future__ import annotations
@@ -17,34 +23,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..agent.config import Setting, unknown_message
+from ..agent.config import settings as all_settings
 from ..agent.parameters import check_parameters
 from ..exceptions import UsageError
-from ..models.options import check_api_base
 
 Scoring = Literal["exact", "numeric", "dabench"]
 SCORINGS: tuple[Scoring, ...] = ("exact", "numeric", "dabench")
 
-FIELDS = {
+TASK_GROUPS = ("model", "loop", "budget")
+"""The groups of settings a task may set for itself; the kernel, its sandbox and the tools are
+the batch's (one warm pool serves every task)."""
+
+REFUSED = {
+    "api_key": "a key written into a task file would travel with it; give 'api_key_env', the NAME of "
+    "the environment variable holding the key (or --api-key to nbagent batch)",
+}
+"""Settings a task file may not hold, and why."""
+
+
+def task_settings() -> dict[str, Setting]:
+    """The settings a task may hold, by name (those of :data:`TASK_GROUPS`, minus :data:`REFUSED`)."""
+    return {s.name: s for s in all_settings() if s.group in TASK_GROUPS and s.name not in REFUSED}
+
+
+def batch_wide_settings() -> dict[str, Setting]:
+    """The settings only the batch sets (``nbagent batch --memory-limit 2G``), by name."""
+    return {s.name: s for s in all_settings() if s.group not in TASK_GROUPS}
+
+
+_TASK_FIELDS = {
     "id": "a short name, used for the task's folder and notebook",
     "question": "what to find out",
     "files": "data files copied into the task's folder",
     "parameters": "variables set in the kernel, written as a cell tagged 'parameters'",
-    "model": "model string for this task (overrides --model)",
-    "api_base": "base URL of the model's server for this task (overrides --api-base)",
-    "api_key_env": "name of the environment variable holding this task's model key (not the key itself)",
-    "temperature": "sampling temperature for this task (overrides --temperature)",
-    "max_tokens": "longest model reply for this task, in tokens (overrides --max-tokens)",
-    "request_timeout": "time limit of one model request, in seconds (overrides --request-timeout)",
-    "max_steps": "step limit for this task (overrides --max-steps)",
-    "timeout": "time limit of one step, in seconds (overrides --timeout)",
+}
+_RESULT_FIELDS = {
     "task_timeout": "time limit of the whole task, in seconds (overrides --task-timeout)",
-    "max_total_tokens": "tokens the task may use on the model (overrides --max-total-tokens)",
-    "max_cost": "US dollars the task may spend on the model (overrides --max-cost)",
     "expected": "the right answer, to score the task",
     "scoring": "exact, numeric or dabench (default: chosen from expected)",
     "tolerance": "for numeric scoring: allowed relative and absolute difference",
     "metadata": "anything of yours; copied to the task's status line",
 }
+
+FIELDS: dict[str, str] = {
+    **_TASK_FIELDS,
+    **{name: f"{spec.help} (overrides {spec.option})" for name, spec in task_settings().items()},
+    **_RESULT_FIELDS,
+}
+"""Every field a task may have, with what it means (a setting's help sentence, for settings)."""
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -66,28 +93,37 @@ class TaskFileError(UsageError):
 
 @dataclass(frozen=True)
 class BatchTask:
-    """One task of a batch, checked; ``None`` fields fall back to the batch's settings."""
+    """One task of a batch, checked.
+
+    ``settings``: the task's own settings (checked, by name: ``max_steps``, ``temperature``,
+    ``observation_chars``...), applied over the batch's :class:`~nbagent.agent.config.AgentConfig`;
+    a setting the task does not give is the batch's.
+    """
 
     id: str
     question: str
     files: tuple[Path, ...] = ()
     parameters: Mapping[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    api_base: str | None = None
-    api_key_env: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    request_timeout: float | None = None
-    max_steps: int | None = None
-    timeout: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
     task_timeout: float | None = None
-    max_total_tokens: int | None = None
-    max_cost: float | None = None
     expected: str | int | float | None = None
     scoring: Scoring | None = None
     tolerance: float | None = None
     metadata: Any = None
     line: int = 0
+    source: str = field(default="", compare=False)
+    """The task file the task was read from (for error messages)."""
+
+    @property
+    def model(self) -> str | None:
+        """The task's own model string, if it names one."""
+        model = self.settings.get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def where(self) -> str:
+        """``tasks.jsonl, line 3``: where the task was written."""
+        return f"{self.source}, line {self.line}" if self.source else f"task {self.id!r}"
 
 
 def load_tasks(path: str | Path) -> list[BatchTask]:
@@ -245,10 +281,20 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
     def fail(name: str, message: str) -> TaskFileError:
         return TaskFileError(path, message, lines.get(name, line), name)
 
-    unknown = [str(k) for k in raw if k not in FIELDS]
-    if unknown:
-        close = ", ".join(sorted(FIELDS))
-        raise fail(unknown[0], f"unknown field; the fields are: {close}")
+    batch_wide = batch_wide_settings()
+    for key in raw:
+        name = str(key)
+        if name in FIELDS:
+            continue
+        if name in REFUSED:
+            raise fail(name, f"not allowed in a task file: {REFUSED[name]}")
+        if name in batch_wide:
+            raise fail(
+                name,
+                f"{name} is batch-wide (one kernel pool serves every task); "
+                f"give {batch_wide[name].option} to nbagent batch",
+            )
+        raise fail(name, unknown_message(name, FIELDS, "field"))
     for required in ("id", "question"):
         if required not in raw:
             raise TaskFileError(path, f"missing field {required!r} ({FIELDS[required]})", line)
@@ -291,53 +337,33 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
     except UsageError as exc:
         raise fail("parameters", str(exc)) from None
 
-    model = raw.get("model")
+    chosen: dict[str, Any] = {}
+    for name, spec in task_settings().items():
+        value = raw.get(name)
+        if value is None:
+            continue  # null: the batch's value
+        try:
+            chosen[name] = spec.check(value, name)
+        except UsageError as exc:
+            if spec.kind == "env_name":  # what was written may be the key itself: not repeated
+                raise fail(
+                    name,
+                    "takes the NAME of an environment variable holding the key, such as "
+                    "'OPENAI_API_KEY'; a key written here would travel with the task file",
+                ) from None
+            raise fail(name, str(exc).removeprefix(f"{name} ")) from None
+    model = chosen.get("model")
     if model is not None:
-        if not isinstance(model, str) or not model.strip():
-            raise fail(
-                "model", "must be a model string such as 'openai/gpt-4o-mini' or 'scripted:replies.json'"
-            )
-        model = resolve_scripted_path(model, folder)
+        model = chosen["model"] = resolve_scripted_path(model.strip(), folder)
         if model.startswith("scripted:") and not Path(model[len("scripted:") :]).is_file():
             raise fail("model", f"scripted model file {model[len('scripted:') :]!r} does not exist")
+    api_key_env = chosen.get("api_key_env")
+    if api_key_env is not None and not os.environ.get(api_key_env):
+        raise fail("api_key_env", f"the environment variable {api_key_env} is not set (or empty)")
 
-    api_base = raw.get("api_base")
-    if api_base is not None:
-        if not isinstance(api_base, str):
-            raise fail("api_base", "must be a URL string such as 'http://localhost:8000/v1'")
-        try:
-            api_base = check_api_base(api_base, "the URL")
-        except UsageError as exc:
-            raise fail("api_base", str(exc)) from None
-    api_key_env = raw.get("api_key_env")
-    if api_key_env is not None:
-        if not isinstance(api_key_env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
-            raise fail("api_key_env", "must be the name of an environment variable, such as 'OPENAI_API_KEY'")
-        if not os.environ.get(api_key_env):
-            raise fail("api_key_env", f"the environment variable {api_key_env} is not set (or empty)")
-    temperature = raw.get("temperature")
-    if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
-        raise fail("temperature", f"must be a number from 0 to 2, not {temperature!r}")
-    max_tokens = raw.get("max_tokens")
-    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
-        raise fail("max_tokens", f"must be a whole number of at least 1, not {max_tokens!r}")
-
-    max_steps = raw.get("max_steps")
-    if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
-        raise fail("max_steps", f"must be a whole number of at least 1, not {max_steps!r}")
-    timeouts: dict[str, float | None] = {}
-    for name in ("timeout", "task_timeout", "request_timeout"):
-        value = raw.get(name)
-        if value is not None and (not _is_number(value) or value <= 0):
-            raise fail(name, f"must be a positive number of seconds, not {value!r}")
-        timeouts[name] = None if value is None else float(value)
-
-    max_total_tokens = raw.get("max_total_tokens")
-    if max_total_tokens is not None and (not _is_int(max_total_tokens) or max_total_tokens < 1):
-        raise fail("max_total_tokens", f"must be a whole number of at least 1, not {max_total_tokens!r}")
-    max_cost = raw.get("max_cost")
-    if max_cost is not None and (not _is_number(max_cost) or max_cost <= 0):
-        raise fail("max_cost", f"must be a positive number of US dollars, not {max_cost!r}")
+    task_timeout = raw.get("task_timeout")
+    if task_timeout is not None and (not _is_number(task_timeout) or task_timeout <= 0):
+        raise fail("task_timeout", f"must be a positive number of seconds, not {task_timeout!r}")
 
     expected = raw.get("expected")
     if expected is not None and not (isinstance(expected, str) or _is_number(expected)):
@@ -354,22 +380,14 @@ def _check_task(path: Path, line: int, raw: Any, lines: dict[str, int]) -> Batch
         question=question.strip(),
         files=tuple(resolved),
         parameters=parameters,
-        model=model,
-        api_base=api_base,
-        api_key_env=api_key_env,
-        temperature=None if temperature is None else float(temperature),
-        max_tokens=max_tokens,
-        request_timeout=timeouts["request_timeout"],
-        max_steps=max_steps,
-        timeout=timeouts["timeout"],
-        task_timeout=timeouts["task_timeout"],
-        max_total_tokens=max_total_tokens,
-        max_cost=None if max_cost is None else float(max_cost),
+        settings=chosen,
+        task_timeout=None if task_timeout is None else float(task_timeout),
         expected=expected,
         scoring=scoring,
         tolerance=None if tolerance is None else float(tolerance),
         metadata=raw.get("metadata"),
         line=line,
+        source=str(path),
     )
 
 
@@ -379,10 +397,6 @@ def resolve_scripted_path(model: str, folder: Path) -> str:
         return model
     file = Path(model[len("scripted:") :]).expanduser()
     return "scripted:" + str(file if file.is_absolute() else (folder / file).resolve())
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:

@@ -7,18 +7,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from ..agent.config import AgentConfig, add_setting_arguments, settings_from_args
 from ..agent.observe import escape_controls
 from ..exceptions import UsageError
-from ..execution.kernel import DEFAULT_KERNEL
-from .arguments import (
-    add_budget_arguments,
-    add_model_arguments,
-    add_sandbox_arguments,
-    check_kernel,
-    check_sandbox,
-    model_options,
-    sandbox_from_args,
-)
+from .arguments import check_kernel, check_sandbox
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -29,6 +21,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="run many tasks from a JSONL/YAML file, one notebook each",
         description="Run every task of TASKS (a .jsonl or .yaml file), each in its own kernel, "
         "writing OUT/<id>/<id>.ipynb and one line per finished task to OUT/status.jsonl. "
+        "Every setting of nbagent run is taken (but --approve): those of the model, loop and budget "
+        "groups are each task's default, which a task may change with a field of the same name "
+        "(max_steps, temperature...); the kernel, sandbox and tools are the same for every task. "
         "Exit codes: 0 every task ok, 1 some task not ok, 2 bad input, 130 interrupted.",
     )
     batch.add_argument("tasks", metavar="TASKS", help="task file: .jsonl (one JSON object a line) or .yaml")
@@ -38,7 +33,9 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     batch.add_argument(
         "-j", "--jobs", type=int, metavar="N", help="tasks run at once, and kernels kept warm (default 1)"
     )
-    add_model_arguments(batch, model_help="model for tasks that name none (default: $NBAGENT_MODEL)")
+    batch.add_argument(
+        "--task-timeout", type=float, metavar="SECONDS", help="time limit of a whole task (default: none)"
+    )
     batch.add_argument(
         "--max-same-errors",
         type=int,
@@ -52,16 +49,6 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="do not ask each model one tiny question before the first task",
     )
-    batch.add_argument(
-        "--max-steps", type=int, default=10, metavar="N", help="step limit of a task (default 10)"
-    )
-    batch.add_argument(
-        "--timeout", type=float, default=60.0, metavar="SECONDS", help="time limit of one step (default 60)"
-    )
-    batch.add_argument(
-        "--task-timeout", type=float, metavar="SECONDS", help="time limit of a whole task (default: none)"
-    )
-    batch.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="NAME", help="kernel spec to run code in")
     batch.add_argument(
         "--no-fork",
         action="store_true",
@@ -77,18 +64,28 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="ADDRESS",
         help="Dask scheduler address (tcp://host:8786); needs nbagent-ai[dask]",
     )
-    add_sandbox_arguments(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr, only the summary")
-    budget = batch.add_argument_group("budgets", "what the model may cost, per task and in total")
-    add_budget_arguments(budget)
-    budget.add_argument(
+    total = batch.add_argument_group("batch budget", "what the whole batch may spend on the model")
+    total.add_argument(
         "--total-tokens",
         type=int,
         metavar="N",
         help="tokens the whole batch may use: no task starts after that (--resume with more runs the rest)",
     )
-    budget.add_argument("--total-cost", type=float, metavar="USD", help="the same in US dollars")
+    total.add_argument("--total-cost", type=float, metavar="USD", help="the same in US dollars")
+    # Every setting of a run, as for nbagent run; those of the model, loop and budget groups are
+    # each task's default (a task file may set them per task), the others hold for every task.
+    add_setting_arguments(batch, help=SETTING_HELP)
     batch.add_argument("--approve", action="store_true", help=argparse.SUPPRESS)
+
+
+SETTING_HELP = {
+    "model": "model for tasks that name none (default: $NBAGENT_MODEL)",
+    "max_steps": "step limit of a task",
+    "max_total_tokens": "stop a task (status 'budget') before a model call once it has used N tokens, "
+    "estimated where the model reports none",
+}
+"""Help sentences of ``nbagent batch`` that differ from ``nbagent run``'s."""
 
 
 def batch_command(args: argparse.Namespace) -> int:
@@ -103,6 +100,7 @@ def batch_command(args: argparse.Namespace) -> int:
             "batch runs its tasks unattended, so --approve cannot ask anyone; "
             "use nbagent run --approve for one question, and budgets (--max-total-tokens, --max-cost) here"
         )
+    config = AgentConfig.from_mapping(settings_from_args(args))
     if args.cluster is not None:
         if args.jobs is not None:
             raise UsageError(
@@ -114,31 +112,20 @@ def batch_command(args: argparse.Namespace) -> int:
         import_distributed()
         cluster: DaskCluster | None = DaskCluster(args.cluster)
     else:
-        check_kernel(args.kernel)
+        check_kernel(config.kernel)
         cluster = None
-    options = model_options(args)
-    sandbox = sandbox_from_args(args)
-    check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
+    check_sandbox(config.kernel, config.sandbox_spec())  # fail closed before anything is created
     tasks = load_tasks(args.tasks)
     settings = BatchSettings(
         out=Path(args.out),
-        model=args.model,
-        api_base=options.api_base,
-        model_options=options,
+        config=config,
         max_same_errors=args.max_same_errors,
         check_models=not args.no_model_check,
-        max_steps=args.max_steps,
-        timeout=args.timeout,
         task_timeout=args.task_timeout,
-        kernel=args.kernel,
         jobs=args.jobs if args.jobs is not None else 1,
         fork=not args.no_fork,
-        max_total_tokens=args.max_total_tokens,
-        max_cost=args.max_cost,
         total_tokens=args.total_tokens,
         total_cost=args.total_cost,
-        sandbox=sandbox,
-        max_restarts=args.max_restarts,
     )
 
     async def go() -> BatchOutcome:
