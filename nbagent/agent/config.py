@@ -141,8 +141,8 @@ class Setting:
             return check_api_base(value, label)
         if kind == "env_name" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise UsageError(
-                f"{label} takes the NAME of an environment variable holding the key, not {value!r}; "
-                "a key written here would be saved with your notebook or task file"
+                f"{label} takes the NAME of an environment variable holding the key (letters, digits "
+                "and _), not a key: a key written here would be saved with your notebook or task file"
             )
         return value
 
