@@ -177,8 +177,9 @@ class Agent:
     """A code-first agent whose actions are cells run in a real IPython kernel.
 
     The agent holds settings (an :class:`~nbagent.AgentConfig`) and the objects a run uses
-    (model, tools, listeners); the kernel, memory and notebook of the question being answered
-    are its session (:meth:`run` opens one, ``reset=False`` goes on in it).
+    (model, tools, listeners, approval); the kernel, memory and notebook of the question being
+    answered are the :class:`~nbagent.agent.session.Session` it drives (:meth:`run` opens one,
+    ``reset=False`` goes on in it, ``session=`` goes on in one another agent opened).
 
     Args:
         model: a :class:`~nbagent.models.Model` or a model string (litellm string,

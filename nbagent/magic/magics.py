@@ -1,10 +1,13 @@
 """``%%agent`` and ``%agent``: ask the agent from a notebook; it works in the user's live session.
 
-Load with ``%load_ext nbagent``. The magic parses its options, describes the user's variables to
-the model, and hands the question to an :class:`~nbagent.Agent` whose executor is the user's own
-shell (:class:`~nbagent.execution.shell.ShellExecutor`); the loop, observations and audit notebook are the
-Agent's. Each step is shown live under the cell (:class:`LiveSteps`) and the final answer is the
-cell's result. Bad input is one ``UsageError`` line, never a traceback.
+Load with ``%load_ext nbagent``. The magic parses its options (the settings of
+:class:`~nbagent.AgentConfig` named in :data:`CELL_SETTINGS`, and its own), describes the user's
+variables to the model, and hands the question to a new :class:`~nbagent.Agent` made with the
+cell's settings. The conversation is one :class:`~nbagent.agent.session.Session` kept across cells:
+the user's own shell (:class:`~nbagent.execution.shell.ShellExecutor`), the memory and the audit
+notebook; a follow-up cell goes on in it, ``--reset`` starts a new one. Each step is shown live
+under the cell (:class:`LiveSteps`) and the final answer is the cell's result. Bad input is one
+``UsageError`` line, never a traceback.
 """
 
 from __future__ import annotations
