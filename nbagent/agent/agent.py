@@ -197,7 +197,9 @@ class Agent:
             ``history_*`` settings); see :class:`HistoryLimits`.
         system_prompt: replaces the packaged prompt (``nbagent/agent/prompts/system.md``).
         listeners: receive progress events (see :class:`RunListener`).
-        executor: run steps here instead of a new kernel (used by ``%%agent`` and ``batch``).
+        executor: run steps here instead of a new kernel (``batch``'s pooled kernel): the
+            executor of the agent's session, never shut down by it. ``%%agent`` gives a whole
+            session instead (``run(..., session=...)``).
         tools: tools the code can call (:class:`~nbagent.Tool`, or plain typed, documented
             functions); defined in the kernel, or reached through the host bridge (``host=True``).
             Saved tools named by the ``tool_sources`` setting are added to them.
