@@ -190,8 +190,19 @@ def parse_options(line: str) -> MagicOptions:
             setattr(opts, target.field, value)
         else:
             opts.settings[target.name] = target.parse(value, target.option)
+    if opts.api_key_env:
+        check_key_variable(opts.api_key_env)
     opts.question = line[pos:].strip()
     return opts
+
+
+def check_key_variable(name: str) -> None:
+    """Refuse an ``--api-key-env`` naming a variable that is not set (the key would be missing)."""
+    if not os.environ.get(name):
+        raise UsageError(
+            f"--api-key-env {name}: that environment variable is not set; set it first, e.g. "
+            f"%env {name}=... in a cell you do not save, or before starting Jupyter"
+        )
 
 
 def _unknown_option(name: str) -> str:
@@ -518,6 +529,7 @@ def _trait(name: str, help: str | None = None) -> Any:
 
 
 def _documented(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the magic its help (what ``%agent?`` shows), made from the option declarations."""
     func.__doc__ = magic_help()
     return func
 
@@ -676,11 +688,8 @@ class AgentMagics(Magics):
         if isinstance(named, Model):
             return named
         key_env = config.api_key_env
-        if key_env and not os.environ.get(key_env):
-            raise UsageError(
-                f"--api-key-env {key_env}: that environment variable is not set; set it first, e.g. "
-                f"%env {key_env}=... in a cell you do not save, or before starting Jupyter"
-            )
+        if key_env:
+            check_key_variable(key_env)
         options = config.model_options()
         key = json.dumps([spec, key_env, {k: repr(v) for k, v in sorted(options.kwargs().items())}])
         if self._model is None or self._model_key != key:
