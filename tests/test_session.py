@@ -4,6 +4,7 @@ across cells and asks each cell's question with an agent of that cell's settings
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -11,6 +12,7 @@ import pytest
 from conftest import code, scripted
 from test_magic import run, texts, user_kernel, write_script
 
+import nbagent
 from nbagent import Agent, Kernel, UsageError
 from nbagent.agent.config import AgentConfig, setting
 from nbagent.magic.magics import CELL_SETTINGS, AgentMagics, magic_help, parse_options
@@ -111,6 +113,11 @@ def test_a_bad_option_in_a_cell_is_the_configs_message(user_kernel: Kernel) -> N
     assert texts(refused) == "UsageError: --max-steps must be a whole number of at least 1, not 0\n"
     near = run(user_kernel, "%agent --max-step 3 hi")
     assert texts(near).startswith("UsageError: unknown option '--max-step'; did you mean '--max-steps'?")
+    configured = run(user_kernel, "%config AgentMagics.max_steps = 0\n%agent --model m hi")
+    run(user_kernel, "%config AgentMagics.max_steps = 10")
+    assert texts(configured) == (
+        "UsageError: c.AgentMagics.max_steps must be a whole number of at least 1, not 0\n"
+    )
 
 
 # -- the options are the config's settings ----------------------------------------------------------
@@ -179,6 +186,17 @@ def test_every_cell_setting_is_an_option_in_the_help_with_the_configs_default() 
     for magic_only in ("--notebook PATH", "--reset", "--insert", "--overwrite", "--approve", "-h, --help"):
         assert magic_only in shown
     assert "--api-key " not in shown
+
+
+def test_no_agent_attribute_is_assigned_after_construction() -> None:
+    package = Path(nbagent.__file__).parent
+    assigned = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bagent\.\w+(\s*,\s*\w+(\.\w+)*)*\s*=[^=]", line)
+    ]
+    assert assigned == []
 
 
 # -- the Python API: another agent goes on in a session -----------------------------------------------
