@@ -12,7 +12,6 @@ import datetime as dt
 import inspect
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,11 +23,10 @@ from nbformat import NotebookNode
 
 from ..exceptions import KernelDiedError, KernelError, ModelError, StopRun, UntrustedToolError, UsageError
 from ..execution.executor import Executor
-from ..execution.jail import JAIL_UID, make_jail_folder
 from ..execution.kernel import Kernel
 from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
-from ..kernel_code import SETUP_MARKER, agent_code, kernel_source, new_answer_key, setup_code
+from ..kernel_code import SETUP_MARKER, agent_code, kernel_source, setup_code
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import ANSWER_SOURCE, NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
@@ -45,6 +43,7 @@ from .parameters import check_parameters, parameters_code
 from .parsing import ParsedReply, assigns_name, parse_reply
 from .planning import make_plan, plan_due, record_plan
 from .restore import SavedRun, read_run, replay_steps
+from .session import Session
 
 RunStatus = Literal["answered", "max_steps", "error", "interrupted", "kernel_died", "budget", "stopped"]
 
@@ -178,8 +177,9 @@ class Agent:
     """A code-first agent whose actions are cells run in a real IPython kernel.
 
     The agent holds settings (an :class:`~nbagent.AgentConfig`) and the objects a run uses
-    (model, tools, listeners); the kernel, memory and notebook of the question being answered
-    are its session (:meth:`run` opens one, ``reset=False`` goes on in it).
+    (model, tools, listeners, approval); the kernel, memory and notebook of the question being
+    answered are the :class:`~nbagent.agent.session.Session` it drives (:meth:`run` opens one,
+    ``reset=False`` goes on in it, ``session=`` goes on in one another agent opened).
 
     Args:
         model: a :class:`~nbagent.models.Model` or a model string (litellm string,
@@ -197,7 +197,9 @@ class Agent:
             ``history_*`` settings); see :class:`HistoryLimits`.
         system_prompt: replaces the packaged prompt (``nbagent/agent/prompts/system.md``).
         listeners: receive progress events (see :class:`RunListener`).
-        executor: run steps here instead of a new kernel (used by ``%%agent`` and ``batch``).
+        executor: run steps here instead of a new kernel (``batch``'s pooled kernel): the
+            executor of the agent's session, never shut down by it. ``%%agent`` gives a whole
+            session instead (``run(..., session=...)``).
         tools: tools the code can call (:class:`~nbagent.Tool`, or plain typed, documented
             functions); defined in the kernel, or reached through the host bridge (``host=True``).
             Saved tools named by the ``tool_sources`` setting are added to them.
@@ -250,7 +252,6 @@ class Agent:
         self._explicit = set(given) | {n for n in setting_names() if getattr(base, n) != getattr(defaults, n)}
         self._active = self.config  # the settings of the open question (a resume may take the notebook's)
         self.approve = approve
-        self._task_first_step = 1
         spec = model if model is not None else self.config.model
         kwargs = self.config.model_options().kwargs() | dict(model_kwargs or {})
         self.model = resolve_model(spec, **kwargs)
@@ -267,19 +268,8 @@ class Agent:
         prompt = system_prompt if system_prompt is not None else default_system_prompt()
         self.system_prompt = self.toolbox.apply_to_prompt(prompt, self.config.instructions)
         self.listeners = list(listeners)
-        self._given_executor = executor
-        self._executor: Executor | None = executor
-        self._memory: Memory | None = None
-        self._recorder: NotebookRecorder | None = None
-        self._workdir: Path | None = executor.cwd if executor is not None else None
-        self._restarts = 0
-        self._final_answer_id: str | None = None
-        self._gave_up: str | None = None
-        self._created: list[Path] = []  # files the open question created (removed if refused at once)
-        self._redactor = Redactor({})
-        self._answer_key = new_answer_key()
-        self._shared_run_folder: Path | None = None
-        self._made_run_folder: Path | None = None
+        self._session = Session(executor)
+        self._owns_session = True  # closed when the agent moves to another session, or closes
 
     # -- the settings of the open question --------------------------------------------------
 
@@ -331,19 +321,33 @@ class Agent:
     # -- public API ------------------------------------------------------------------------
 
     @property
+    def session(self) -> Session:
+        """The session this agent drives: its kernel, memory, notebook and working folder."""
+        return self._session
+
+    def new_session(self, executor: Executor | None = None, *, run_folder: Path | None = None) -> Session:
+        """A session for :meth:`arun` ``(session=...)``; see :class:`~nbagent.agent.session.Session`."""
+        return Session(executor, run_folder=run_folder)
+
+    @property
     def executor(self) -> Executor | None:
         """Where steps run (a :class:`~nbagent.Kernel` unless one was given)."""
-        return self._executor
+        return self._session.executor
 
     @property
     def memory(self) -> Memory | None:
         """The memory of the current session."""
-        return self._memory
+        return self._session.memory
 
     @property
     def recorder(self) -> NotebookRecorder | None:
         """The notebook of the current session."""
-        return self._recorder
+        return self._session.recorder
+
+    @property
+    def run_folder(self) -> Path | None:
+        """The host folder the kernel writes in (the jail's run folder; else its working folder)."""
+        return self._session.run_folder
 
     async def arun(
         self,
@@ -355,6 +359,7 @@ class Agent:
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
         parameters: Mapping[str, Any] | None = None,
+        session: Session | None = None,
     ) -> RunResult:
         """Answer ``question``; see :meth:`run`."""
         started = time.perf_counter()
@@ -366,12 +371,14 @@ class Agent:
             overwrite=overwrite,
             workdir=workdir,
             parameters=parameters,
+            session=session,
         )
-        assert self._memory is not None and self._recorder is not None
-        created, self._created = self._created, []
-        path = self._recorder.path
+        s = self._session
+        assert s.memory is not None and s.recorder is not None
+        created, s.created = s.created, []
+        path = s.recorder.path
         result = RunResult(question=task.question, status="max_steps", notebook_path=path)
-        first_number = len(self._memory.steps) + 1
+        first_number = len(s.memory.steps) + 1
         result = await self._drive(result, first_number, first_number, 0, started)
         if result.status == "error" and not result.steps and not result.plans and created:
             # Refused before its first step (a bad model, a dead server): leave nothing behind.
@@ -390,6 +397,7 @@ class Agent:
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
         parameters: Mapping[str, Any] | None = None,
+        session: Session | None = None,
     ) -> Task:
         """Start a question without asking the model: the kernel is set up and the notebook has its
         header. :meth:`arun` goes on with the model; :meth:`arun_code` runs steps given from outside
@@ -398,65 +406,95 @@ class Agent:
             raise UsageError("the question is empty: say what you want the agent to find out")
         sources = check_data_files(files or ())
         params = check_parameters(parameters or {})
-        follow_up = not reset and self._memory is not None
+        if session is not None:
+            await self._drive_session(session)
+        s = self._session
+        follow_up = not reset and s.started
         if follow_up:
             if (
                 notebook is not None
-                and self._recorder is not None
-                and self._recorder.path is not None
-                and Path(notebook).resolve() != self._recorder.path.resolve()
+                and s.recorder is not None
+                and s.recorder.path is not None
+                and Path(notebook).resolve() != s.recorder.path.resolve()
             ):
                 raise UsageError(
                     "a follow-up (reset=False) continues the same notebook; do not pass another one"
                 )
+            self._check_tools(s)
         else:
             self._active = self.config
             if self._given_observer is None:
                 self.observer = self._active.observer()
             await self._new_session(notebook, overwrite, workdir)
-        assert self._memory is not None and self._recorder is not None and self._workdir is not None
-        path = self._recorder.path
+        assert s.memory is not None and s.recorder is not None and s.workdir is not None
+        path = s.recorder.path
         # What this run creates, so that a run refused before its first step leaves nothing behind.
         created = [] if follow_up else [p for p in [path] if p is not None and not p.exists()]
-        created += [self._workdir / f.name for f in sources if not (self._workdir / f.name).exists()]
-        if not follow_up and self._made_run_folder is not None:
-            created.append(self._made_run_folder)
-        self._made_run_folder = None
-        self._created = created
-        digests = _bring_files(sources, self._workdir)
-        run_folder = self.run_folder
-        if run_folder is not None and run_folder.resolve() != self._workdir.resolve():
+        created += [s.workdir / f.name for f in sources if not (s.workdir / f.name).exists()]
+        if not follow_up and s.made_run_folder is not None:
+            created.append(s.made_run_folder)
+        s.made_run_folder = None
+        s.created = created
+        digests = _bring_files(sources, s.workdir)
+        run_folder = s.run_folder
+        if run_folder is not None and run_folder.resolve() != s.workdir.resolve():
             _bring_files(sources, run_folder)  # the jail's folder: the kernel sees these copies
-        notebook_folder = self._recorder.path.parent if self._recorder.path is not None else None
-        if notebook_folder is not None and notebook_folder.resolve() != self._workdir.resolve():
+        notebook_folder = s.recorder.path.parent if s.recorder.path is not None else None
+        if notebook_folder is not None and notebook_folder.resolve() != s.workdir.resolve():
             _bring_files(sources, notebook_folder)  # beside the notebook, for stock re-runs
         task = Task(question=question.strip(), files=list(digests), parameters=params)
-        self._memory.entries.append(task)
+        s.memory.entries.append(task)
         settings = self._active.to_record() | {"model": self.model.name}
-        self._recorder.start_task(task, self.model.name, digests, follow_up=follow_up, settings=settings)
+        s.recorder.start_task(task, self.model.name, digests, follow_up=follow_up, settings=settings)
         if not follow_up:
             await self._setup_kernel()
         if params:
             await self._set_parameters(params)
-        self._recorder.save()
+        s.recorder.save()
         for listener in self.listeners:
-            listener.task_started(task, self._recorder.path)
+            listener.task_started(task, s.recorder.path)
         return task
+
+    async def _drive_session(self, session: Session) -> None:
+        """Drive ``session`` from now on; the session this agent opened itself is closed."""
+        if session is self._session:
+            return
+        if self._owns_session:
+            await self._session.aclose()
+        self._session, self._owns_session = session, False
+
+    def _check_tools(self, session: Session) -> None:
+        """A follow-up by another agent: its tools must be those set up in the session's kernel."""
+        theirs = session.toolbox
+        if theirs is None or theirs is self.toolbox:
+            return
+        ours = self.toolbox
+        if (
+            ours.bridge is not None
+            or theirs.bridge is not None
+            or ours.managed
+            or ours.tools_source() != theirs.tools_source()
+        ):
+            raise UsageError(
+                "this session's kernel has the tools of the agent that opened it; an agent with "
+                "other tools cannot go on in it (start a new session, reset=True)"
+            )
 
     async def arun_code(self, code: str, thought: str = "") -> tuple[Step, str | None]:
         """Run ``code`` as the next step of the open question, as if the model had replied with
         ``thought`` and ``code``: recorded as a thought cell and a code cell, observed, the kernel
         restarted and restored if it dies. Returns the step and, when the code called
         ``final_answer``, the answer's text (also recorded in the notebook)."""
-        if self._memory is None or self._recorder is None or self._executor is None:
+        s = self._session
+        if s.memory is None or s.recorder is None or s.executor is None:
             raise UsageError("no question is open: call aopen_task first")
         if not code.strip():
             raise UsageError("the code is empty: give the Python code to run")
-        if self._gave_up:
-            raise KernelDiedError(f"{self._gave_up}; close this session and open a new one")
+        if s.gave_up:
+            raise KernelDiedError(f"{s.gave_up}; close this session and open a new one")
         reply = Reply(text=f"Thought: {thought}\n```python\n{code}\n```", usage=Usage())
         parsed = ParsedReply(thought=thought, code=code)
-        step = await self._act(len(self._memory.steps) + 1, reply, parsed, 0.0, None)
+        step = await self._act(len(s.memory.steps) + 1, reply, parsed, 0.0, None)
         answer = await self._take_answer(step)
         return step, None if answer is None else answer[1]
 
@@ -464,40 +502,40 @@ class Agent:
         self, result: RunResult, first_number: int, number: int, done: int, started: float
     ) -> RunResult:
         """Run the loop from step ``number`` (``done`` of this task's steps taken), then close the task."""
-        assert self._memory is not None and self._recorder is not None
-        self._restarts, self._gave_up = 0, None
-        self._task_first_step = first_number
+        s = self._session
+        assert s.memory is not None and s.recorder is not None
+        s.begin_question(first_number)
         try:
             await self._loop(result, number, done)
         except StopRun as exc:
             result.status, result.error = "stopped", str(exc) or "stopped by the user"
-            self._recorder.add_marker("the run was stopped by the user; the last step's code did not run.")
+            s.recorder.add_marker("the run was stopped by the user; the last step's code did not run.")
         except asyncio.CancelledError:
             result.status, result.error = "interrupted", "interrupted by the user"
-            self._recorder.add_marker("the run was interrupted before it finished.")
+            s.recorder.add_marker("the run was interrupted before it finished.")
             raise
         except KernelDiedError as exc:
             result.status, result.error = "kernel_died", str(exc)
-            self._recorder.add_marker(f"the run stopped: {exc}")
+            s.recorder.add_marker(f"the run stopped: {exc}")
         except (ModelError, KernelError) as exc:
             result.status, result.error = "error", str(exc)
-            self._recorder.add_marker(f"the run stopped: {exc}")
+            s.recorder.add_marker(f"the run stopped: {exc}")
         except Exception as exc:
             # A failure of the host itself (input it did not foresee, a bug): the notebook says so
             # truthfully, never "no final answer within N steps", and the error goes on up.
             result.status, result.error = "error", f"nbagent failed: {type(exc).__name__}: {exc}"
-            self._recorder.add_marker(f"the run stopped: {result.error}")
+            s.recorder.add_marker(f"the run stopped: {result.error}")
             raise
         finally:
-            result.steps = [s for s in self._memory.steps if s.number >= first_number]
-            result.plans = [p for p in self._memory.plans if p.before_step >= first_number]
-            for usage in [s.usage for s in result.steps] + [p.usage for p in result.plans]:
+            result.steps = [step for step in s.memory.steps if step.number >= first_number]
+            result.plans = [p for p in s.memory.plans if p.before_step >= first_number]
+            for usage in [step.usage for step in result.steps] + [p.usage for p in result.plans]:
                 result.usage = result.usage + usage
             result.duration = time.perf_counter() - started
-            result.notebook = self._recorder.nb
+            result.notebook = s.recorder.nb
             if result.status == "max_steps":
-                self._recorder.add_marker(f"no final answer within {self.max_steps} steps.")
-            self._recorder.finish_task(
+                s.recorder.add_marker(f"no final answer within {self.max_steps} steps.")
+            s.recorder.finish_task(
                 status=result.status,
                 answer=result.answer_text,
                 steps=len(result.steps),
@@ -505,7 +543,7 @@ class Agent:
                 duration=round(result.duration, 3),
                 error=result.error,
             )
-            self._recorder.save()
+            s.recorder.save()
             for listener in self.listeners:
                 listener.run_finished(result)
         return result
@@ -520,6 +558,7 @@ class Agent:
         overwrite: bool = False,
         workdir: str | os.PathLike[str] | None = None,
         parameters: Mapping[str, Any] | None = None,
+        session: Session | None = None,
     ) -> RunResult:
         """Answer ``question`` by running code in the kernel, step by step.
 
@@ -535,6 +574,10 @@ class Agent:
             parameters: variables set in the kernel before the first step (JSON-like values),
                 written as a cell tagged ``parameters`` (papermill's convention) and named in
                 the task given to the model.
+            session: drive this :class:`~nbagent.agent.session.Session` from now on (one another
+                agent opened, say); with ``reset=False`` the question goes on in its kernel,
+                memory and notebook, with this agent's settings, model and approval. The session
+                this agent opened itself is closed; :meth:`close` closes the one it drives.
         """
         return run_sync(self.arun)(
             question,
@@ -544,6 +587,7 @@ class Agent:
             overwrite=overwrite,
             workdir=workdir,
             parameters=parameters,
+            session=session,
         )
 
     async def aresume(
@@ -560,19 +604,18 @@ class Agent:
             self.observer = self._active.observer()
         path = saved.path.resolve()
         new_workdir = Path(workdir).resolve() if workdir is not None else path.parent
-        if self._given_executor is not None:
-            new_workdir = self._given_executor.cwd
+        s = self._session
+        if s.given_executor is not None:
+            new_workdir = s.given_executor.cwd
         missing = _check_recorded_files(saved, new_workdir)
         task = [e for e in saved.entries if isinstance(e, Task)][-1]
         result = RunResult(question=task.question, status="max_steps", notebook_path=path)
         first_number = saved.task_steps[0].number if saved.task_steps else len(saved.steps) + 1
-        done = sum(1 for s in saved.task_steps if s.kind == "action")
+        done = sum(1 for st in saved.task_steps if st.kind == "action")
         secrets = self._model_secrets()
-        self._redactor = Redactor.from_environment(extra=secrets)
-        self._recorder = NotebookRecorder.from_notebook(saved.nb, path, secrets=secrets)
-        self._memory = Memory(self.system_prompt, self.history)
-        self._memory.entries = list(saved.entries)
-        self._workdir = new_workdir
+        recorder = NotebookRecorder.from_notebook(saved.nb, path, secrets=secrets)
+        memory = Memory(self.system_prompt, self.history)
+        memory.entries = list(saved.entries)
         payload = saved.answer_payload
         if payload is not None:
             # Answered already (perhaps the host died just after): report it, run nothing.
@@ -586,34 +629,27 @@ class Agent:
                 answer = decode_answer(payload)
                 result.answer, result.answer_note = answer.value, answer.note
             result.steps = list(saved.task_steps)
-            for s in result.steps:
-                result.usage = result.usage + s.usage
+            for step in result.steps:
+                result.usage = result.usage + step.usage
             result.notebook = saved.nb
             if saved.last_run.get("status") != "answered":
                 if not any(c.metadata.get("nbagent", {}).get("role") == "answer" for c in saved.nb.cells):
-                    self._recorder.add_answer(result.answer_text)
-                self._recorder.finish_task(status="answered", answer=result.answer_text)
-                self._recorder.save()
+                    recorder.add_answer(result.answer_text)
+                recorder.finish_task(status="answered", answer=result.answer_text)
+                recorder.save()
+            s.begin(memory, recorder, Redactor.from_environment(extra=secrets), new_workdir)
             return result
 
-        if self._given_executor is None:
-            if self._executor is not None:
-                await self._executor.ashutdown()
-            recorded = [new_workdir / n for n in _recorded_names(saved)]
-            self._executor = self._new_kernel(path, new_workdir, recorded)
-            await self._executor.astart()
-        assert self._executor is not None
+        recorded = [new_workdir / n for n in _recorded_names(saved)]
+        await s.start_kernel(self.kernel_name, self.sandbox, path, new_workdir, recorded)
+        s.begin(memory, recorder, Redactor.from_environment(extra=secrets), new_workdir)
+        s.toolbox = self.toolbox
+        assert s.executor is not None
         await self.toolbox.start_session(
-            path,
-            new_workdir,
-            overwrite=True,
-            bridge_folder=self._bridge_folder(),
-            run_folder=self._jail_folder(),
+            path, new_workdir, overwrite=True, bridge_folder=s.bridge_folder, run_folder=s.jail_folder
         )
         self.model.resume([e.reply for e in saved.entries if isinstance(e, (Step, Plan))])
-        restoration = await replay_steps(
-            self._executor, saved.steps, self.timeout, setup=self._restore_source()
-        )
+        restoration = await replay_steps(s.executor, saved.steps, self.timeout, setup=self._restore_source())
         await self._remember_final_answer()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         previous = saved.last_run.get("status", "running")
@@ -621,12 +657,12 @@ class Agent:
         note = f"the run was resumed at {when} ({ended}); {restoration.describe()}."
         if missing:
             note += f" Data files changed since they were recorded: {', '.join(missing)}."
-        self._recorder.add_marker(note)
-        self._recorder.runs[-1].setdefault("resumed", []).append(when)
+        recorder.add_marker(note)
+        recorder.runs[-1].setdefault("resumed", []).append(when)
         # What the run goes on with (the notebook's loop settings, or what the user gave now).
-        self._recorder.runs[-1]["settings"] = self._active.to_record() | {"model": self.model.name}
-        self._recorder.finish_task(status="running")
-        self._recorder.save()
+        recorder.runs[-1]["settings"] = self._active.to_record() | {"model": self.model.name}
+        recorder.finish_task(status="running")
+        recorder.save()
         if not restoration.complete and saved.steps:
             last = saved.steps[-1]
             last.observation = Observation(
@@ -657,12 +693,10 @@ class Agent:
         return run_sync(self.aresume)(notebook, workdir=workdir)
 
     async def aclose(self) -> None:
-        """Shut down the kernel this agent started, its managed agents' kernels, and the model if
-        it made it from a string."""
+        """Shut down the kernel of this agent's session (unless it was given one), its managed
+        agents' kernels, and the model if it made it from a string."""
         await self.toolbox.aclose()
-        if self._executor is not None and self._executor is not self._given_executor:
-            await self._executor.ashutdown()
-        self._executor = self._given_executor
+        await self._session.aclose()
         if self._owns_model:
             await self.model.aclose()
 
@@ -685,13 +719,14 @@ class Agent:
     # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self, result: RunResult, number: int, done: int = 0) -> None:
+        s = self._session
         for i in range(min(done, self.max_steps), self.max_steps + 1):
             final = i == self.max_steps
             spent = self.budget_spent()
             if spent is not None:
                 result.status, result.error = "budget", spent
-                assert self._recorder is not None
-                self._recorder.add_marker(
+                assert s.recorder is not None
+                s.recorder.add_marker(
                     f"the run stopped before step {number}: {spent}. "
                     "`nbagent resume` with a larger budget goes on from here."
                 )
@@ -700,8 +735,8 @@ class Agent:
                 await self._plan(number, remaining=self.max_steps - i, first=i == 0)
             step = await self._step(number, nudge=_final_nudge(self.max_steps) if final else None)
             number += 1
-            if self._gave_up:
-                raise KernelDiedError(self._gave_up)
+            if s.gave_up:
+                raise KernelDiedError(s.gave_up)
             taken = await self._take_answer(step)
             if taken is not None:
                 result.status = "answered"
@@ -711,28 +746,31 @@ class Agent:
     async def _take_answer(self, step: Step) -> tuple[Any, str, str | None] | None:
         """The answer (value, text, note) the step's code gave to ``final_answer``, recorded;
         else ``None``. Only a payload stamped with this session's key counts (see kernel_code)."""
-        payload = None if step.execution is None else step.execution.answer_bundle(self._answer_key)
+        s = self._session
+        payload = None if step.execution is None else step.execution.answer_bundle(s.answer_key)
         if payload is None:
             return None
-        assert self._executor is not None and self._recorder is not None
-        payload = await complete_answer(self._executor, payload)
+        assert s.executor is not None and s.recorder is not None
+        payload = await complete_answer(s.executor, payload)
         answer = decode_answer(payload)
-        text = self._redactor.text(str(payload.get("text", "")))
-        self._recorder.add_answer(text, await self._answer_cell())
-        self._recorder.save()
+        text = s.redactor.text(str(payload.get("text", "")))
+        s.recorder.add_answer(text, await self._answer_cell())
+        s.recorder.save()
         return answer.value, text, answer.note
 
     async def _answer_cell(self) -> Execution | None:
         # In a kernel of its own the answer cell is run, so it shows what a re-run will show; in
         # the user's shell (%%agent) the answer is the magic's result, and a statement records it.
-        if not isinstance(self._executor, Kernel):
+        s = self._session
+        if not isinstance(s.executor, Kernel):
             return None
-        execution = await self._executor.aexecute(ANSWER_SOURCE, timeout=60)
+        execution = await s.executor.aexecute(ANSWER_SOURCE, timeout=60)
         return execution if execution.ok else None
 
     async def _step(self, number: int, nudge: str | None) -> Step:
-        assert self._memory is not None and self._recorder is not None and self._executor is not None
-        messages = self._memory.to_messages(images=self.model.supports_images, nudge=nudge)
+        s = self._session
+        assert s.memory is not None and s.recorder is not None and s.executor is not None
+        messages = s.memory.to_messages(images=self.model.supports_images, nudge=nudge)
 
         def on_text(text: str) -> None:
             for listener in self.listeners:
@@ -743,7 +781,7 @@ class Agent:
         t0 = time.perf_counter()
         reply = await self.model.astream(messages, stop=STOP_SEQUENCES, on_text=on_text)
         model_duration = time.perf_counter() - t0
-        if not reply.text.strip() and self._memory.steps and not self._memory.steps[-1].reply.strip():
+        if not reply.text.strip() and s.memory.steps and not s.memory.steps[-1].reply.strip():
             # A server that sends nothing twice in a row is broken, not the model unlucky.
             raise ModelError(
                 f"model {self.model.name!r} sent an empty reply twice in a row; "
@@ -761,7 +799,8 @@ class Agent:
         self, number: int, reply: Reply, parsed: ParsedReply, model_duration: float, nudge: str | None
     ) -> Step:
         """Approve, run and observe the code of a reply, and record the step."""
-        assert self._executor is not None
+        s = self._session
+        assert s.executor is not None
         execution: Execution | None = None
         original_code: str | None = None
         decision: bool | str = True
@@ -795,9 +834,9 @@ class Agent:
             except asyncio.CancelledError:
                 # Record what was running when the user stopped the run, then stop. A kernel
                 # keeps what the cell printed before the interrupt (as Jupyter shows it).
-                cut_short = getattr(self._executor, "interrupted", None)
+                cut_short = getattr(s.executor, "interrupted", None)
                 if not isinstance(cut_short, Execution) or cut_short.code != parsed.code:
-                    await _interrupt(self._executor)
+                    await _interrupt(s.executor)
                     cut_short = Execution(
                         code=parsed.code,
                         status="interrupted",
@@ -824,7 +863,7 @@ class Agent:
                 observation.text = _edited_note(parsed.code) + observation.text
             if replaced:
                 observation.text = f"{observation.text}\n{REPLACED_FINAL_ANSWER}".lstrip("\n")
-        observation.text = self._redactor.text(observation.text)
+        observation.text = s.redactor.text(observation.text)
         return self._record(
             number, reply, parsed.thought, execution, observation, model_duration, nudge, original_code
         )
@@ -845,12 +884,13 @@ class Agent:
 
     def task_usage(self) -> Usage:
         """Tokens and cost of the current question so far (its plans and steps, resumed ones too)."""
+        s = self._session
         total = Usage()
-        if self._memory is None:
+        if s.memory is None:
             return total
-        for entry in self._memory.entries:
+        for entry in s.memory.entries:
             number = entry.number if isinstance(entry, Step) else getattr(entry, "before_step", 0)
-            if isinstance(entry, (Step, Plan)) and number >= self._task_first_step:
+            if isinstance(entry, (Step, Plan)) and number >= s.first_step:
                 total = total + entry.usage
         return total
 
@@ -874,7 +914,8 @@ class Agent:
         nudge: str | None,
         original_code: str | None = None,
     ) -> Step:
-        assert self._memory is not None and self._recorder is not None
+        s = self._session
+        assert s.memory is not None and s.recorder is not None
         step = Step(
             number=number,
             reply=reply.text,
@@ -886,13 +927,13 @@ class Agent:
             model_duration=model_duration,
             kind="final" if nudge else "action",
         )
-        self._memory.entries.append(step)
-        self._recorder.add_step(step, self.model.name)
+        s.memory.entries.append(step)
+        s.recorder.add_step(step, self.model.name)
         if original_code is not None:
-            self._recorder.annotate_last(original_code=original_code)
+            s.recorder.annotate_last(original_code=original_code)
         if execution is not None:
-            self.toolbox.after_step(self._recorder)
-        self._recorder.save()
+            self.toolbox.after_step(s.recorder)
+        s.recorder.save()
         for listener in self.listeners:
             listener.step_finished(step)
         return step
@@ -905,114 +946,66 @@ class Agent:
         overwrite: bool,
         workdir: str | os.PathLike[str] | None,
     ) -> None:
+        """Begin a new conversation in the session: a fresh kernel (unless given), memory, notebook."""
+        s = self._session
         path = check_notebook_path(notebook, overwrite)
-        if self._given_executor is not None:
-            new_workdir = self._given_executor.cwd
-        elif workdir is not None:
-            new_workdir = Path(workdir).resolve()
-        elif path is not None:
-            new_workdir = path.parent
-        else:
-            new_workdir = Path.cwd()
-        if not new_workdir.is_dir():
-            raise UsageError(f"working directory {str(new_workdir)!r} does not exist")
-        if self._given_executor is None:
-            if self._executor is not None:
-                await self._executor.ashutdown()
-            self._executor = self._new_kernel(path, new_workdir)
-            await self._executor.astart()
-        self._workdir = new_workdir
-        self._memory = Memory(self.system_prompt, self.history)
-        self._recorder = NotebookRecorder(path, secrets=self._model_secrets())
-        self._redactor = Redactor.from_environment(extra=self._model_secrets())
-        await self.toolbox.start_session(
-            path, new_workdir, overwrite, self._bridge_folder(), run_folder=self._jail_folder()
+        new_workdir = s.choose_workdir(workdir, path)
+        await s.start_kernel(self.kernel_name, self.sandbox, path, new_workdir)
+        secrets = self._model_secrets()
+        s.begin(
+            Memory(self.system_prompt, self.history),
+            NotebookRecorder(path, secrets=secrets),
+            Redactor.from_environment(extra=secrets),
+            new_workdir,
         )
-
-    def _new_kernel(self, notebook: Path | None, workdir: Path, files: Iterable[Path] = ()) -> Kernel:
-        """The run's kernel; a jailed one writes in a run folder nbagent makes, seen at ``workdir``.
-
-        nbagent never changes the owner of a user's folder, and a jailed kernel must not see the
-        notebook (it could rewrite its own record) nor other runs' files. So the jail's one
-        writable folder is ``<notebook stem>.work/`` beside the notebook (without a notebook, a
-        temporary folder), holding copies of the data files, and is bound at ``workdir``: the code
-        sees the paths a stock re-run from the notebook's folder sees.
-        """
-        kernel = Kernel(self.kernel_name, cwd=workdir, sandbox=self.sandbox)
-        if not kernel.jailed:
-            return kernel
-        if self._shared_run_folder is not None:
-            folder = self._shared_run_folder  # a managed agent works in its manager's folder
-        elif notebook is not None:
-            folder = notebook.with_name(notebook.stem + ".work")
-            if not folder.is_dir():
-                make_jail_folder(folder)
-                self._made_run_folder = folder  # removed again if the run is refused at once
-        else:
-            folder = Path(tempfile.mkdtemp(prefix="nbagent-work-"))
-            if os.geteuid() == 0:
-                os.chown(folder, JAIL_UID, JAIL_UID)
-        for src in files:
-            if not (folder / src.name).exists():
-                shutil.copy2(src, folder / src.name)
-        return Kernel(self.kernel_name, cwd=folder, sandbox=self.sandbox, inside_cwd=workdir, run_folder=True)
-
-    def _jail_folder(self) -> Path | None:
-        executor = self._executor
-        if isinstance(executor, Kernel) and executor.jailed and executor is not self._given_executor:
-            return executor.cwd
-        return None
-
-    def _bridge_folder(self) -> Path | None:
-        folder = getattr(self._executor, "bridge_folder", None)
-        return folder if isinstance(folder, Path) else None
-
-    @property
-    def run_folder(self) -> Path | None:
-        """The host folder the kernel writes in (the jail's run folder; else its working folder)."""
-        cwd = getattr(self._executor, "cwd", None)
-        return cwd if isinstance(cwd, Path) else None
+        s.toolbox = self.toolbox
+        await self.toolbox.start_session(
+            path, new_workdir, overwrite, s.bridge_folder, run_folder=s.jail_folder
+        )
 
     def _model_secrets(self) -> list[str | None]:
         return [getattr(self.model, "api_key", None)]
 
     async def _plan(self, number: int, remaining: int, first: bool) -> None:
-        assert self._memory is not None and self._recorder is not None
-        plan = await make_plan(self.model, self._memory, number, remaining, first)
-        self._memory.entries.append(plan)
-        record_plan(self._recorder, plan, self.model.name)
-        self._recorder.save()
+        s = self._session
+        assert s.memory is not None and s.recorder is not None
+        plan = await make_plan(self.model, s.memory, number, remaining, first)
+        s.memory.entries.append(plan)
+        record_plan(s.recorder, plan, self.model.name)
+        s.recorder.save()
         for listener in self.listeners:
             listener.plan_made(plan)
 
     async def _setup_kernel(self) -> None:
-        assert self._executor is not None and self._recorder is not None
+        s = self._session
+        assert s.executor is not None and s.recorder is not None
         # The setup cell a person reads; the agent's own part runs with it but is not recorded.
         core = setup_code(self.toolbox.seed)
-        execution = await self._executor.aexecute(core + agent_code(self._answer_key), timeout=60)
+        execution = await s.executor.aexecute(core + agent_code(s.answer_key), timeout=60)
         execution.code = core
         if not execution.ok:
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
-        self._recorder.add_setup(execution)
+        s.recorder.add_setup(execution)
         live_tools = self.toolbox.live_tools_source()
         if live_tools:
             # Marked as setup code, so the user's shell (%%agent) keeps it out of its history.
             marked = f"{SETUP_MARKER} (the tools)\n{live_tools}"
-            execution = await self._executor.aexecute(marked, timeout=60)
+            execution = await s.executor.aexecute(marked, timeout=60)
             execution.code = self.toolbox.tools_source()  # the live bridge address is not recorded
             if not execution.ok:
                 self.toolbox.check_setup(execution)
                 raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
-            self._recorder.add_setup(execution, tools=True)
+            s.recorder.add_setup(execution, tools=True)
         # A given kernel (batch's pool) is named too; the user's own shell (%%agent) is none.
-        kernel_name = self._executor.name if isinstance(self._executor, Kernel) else None
-        self._recorder.set_environment(await probe_environment(self._executor, kernel_name))
-        self.toolbox.add_replay_cell(self._recorder)
+        kernel_name = s.executor.name if isinstance(s.executor, Kernel) else None
+        s.recorder.set_environment(await probe_environment(s.executor, kernel_name))
+        self.toolbox.add_replay_cell(s.recorder)
         await self._remember_final_answer()
 
     async def _final_answer_identity(self) -> str | None:
-        assert self._executor is not None
-        probe = await self._executor.aexecute(_FINAL_ANSWER_PROBE, timeout=30, silent=True)
+        s = self._session
+        assert s.executor is not None
+        probe = await s.executor.aexecute(_FINAL_ANSWER_PROBE, timeout=30, silent=True)
         for out in probe.outputs:
             for line in str(out.get("text", "")).splitlines():
                 if line.startswith(_FINAL_ANSWER_MARK):
@@ -1020,30 +1013,32 @@ class Agent:
         return None
 
     async def _remember_final_answer(self) -> None:
-        self._final_answer_id = await self._final_answer_identity()
+        self._session.final_answer_id = await self._final_answer_identity()
 
     async def _run_step_code(self, code: str) -> Execution:
-        assert self._executor is not None
-        if isinstance(self._executor, Kernel):
+        s = self._session
+        assert s.executor is not None
+        if isinstance(s.executor, Kernel):
             # The final_answer check rides along as a user expression: no extra round trip.
-            return await self._executor.aexecute(
+            return await s.executor.aexecute(
                 code, timeout=self.timeout, expressions={"final_answer": _FINAL_ANSWER_IDENTITY}
             )
-        return await self._executor.aexecute(code, timeout=self.timeout)
+        return await s.executor.aexecute(code, timeout=self.timeout)
 
     async def _check_final_answer(self, execution: Execution) -> bool:
         """True (and the step marked failed, its answer voided, final_answer restored) when the
         step replaced ``final_answer`` in a way the code guard could not see."""
-        if self._final_answer_id is None:
+        s = self._session
+        if s.final_answer_id is None:
             return False
         # Evaluated with the step when it succeeded; asked afresh after a failed step (a kernel
         # skips user expressions then, though the step may have replaced final_answer first).
         identity = execution.expressions.get("final_answer")
         if identity is None:
             identity = await self._final_answer_identity()
-        if identity == self._final_answer_id:
+        if identity == s.final_answer_id:
             return False
-        assert self._executor is not None
+        assert s.executor is not None
         for out in execution.outputs:
             data = out.get("data")
             if isinstance(data, dict) and ANSWER_MIME in data:
@@ -1055,42 +1050,45 @@ class Agent:
         execution.note = "final_answer was replaced by this step and restored"
         # final_answer itself, then the hand-over that stamps its payload with this run's key.
         source = kernel_source("final_answer.py")
-        await self._executor.aexecute(source + "\n" + agent_code(self._answer_key), timeout=60, silent=True)
+        await s.executor.aexecute(source + "\n" + agent_code(s.answer_key), timeout=60, silent=True)
         await self._remember_final_answer()
         return True
 
     async def _set_parameters(self, parameters: dict[str, Any]) -> None:
-        assert self._executor is not None and self._recorder is not None
-        execution = await self._executor.aexecute(parameters_code(parameters), timeout=60)
+        s = self._session
+        assert s.executor is not None and s.recorder is not None
+        execution = await s.executor.aexecute(parameters_code(parameters), timeout=60)
         if not execution.ok:
             raise KernelError(f"setting the parameters failed: {execution.error or execution.status}")
-        self._recorder.add_parameters(execution, parameters)
+        s.recorder.add_parameters(execution, parameters)
 
     def _restore_source(self) -> str:
         # What a fresh kernel runs before the steps are replayed: setup, then the parameters.
+        s = self._session
         core = setup_code(self.toolbox.seed)
-        source = core + agent_code(self._answer_key) + self.toolbox.live_tools_source()
-        tasks = [e for e in self._memory.entries if isinstance(e, Task)] if self._memory else []
+        source = core + agent_code(s.answer_key) + self.toolbox.live_tools_source()
+        tasks = [e for e in s.memory.entries if isinstance(e, Task)] if s.memory else []
         if tasks and tasks[-1].parameters:
             source = source.rstrip("\n") + "\n\n" + parameters_code(tasks[-1].parameters)
         return source
 
     async def _after_restart(self, execution: Execution) -> None:
         # The kernel lost its state. The notebook is the recipe: re-run the cells that made it.
-        assert self._executor is not None and self._memory is not None
-        self._restarts += 1
-        if self._restarts > self.max_restarts:
-            self._gave_up = (
-                f"the kernel had to be restarted {self._restarts} times in this run "
+        s = self._session
+        assert s.executor is not None and s.memory is not None
+        s.restarts += 1
+        if s.restarts > self.max_restarts:
+            s.gave_up = (
+                f"the kernel had to be restarted {s.restarts} times in this run "
                 f"(more than max_restarts={self.max_restarts}); last: {execution.note}"
             )
             execution.note += "; that is too many restarts, so the run stops"
             return
         restoration = await replay_steps(
-            self._executor, self._memory.steps, self.timeout, setup=self._restore_source()
+            s.executor, s.memory.steps, self.timeout, setup=self._restore_source()
         )
         if restoration.died:
-            self._restarts += 1
+            s.restarts += 1
         execution.note += "; " + restoration.describe()
         await self._remember_final_answer()
 

@@ -1,10 +1,13 @@
 """``%%agent`` and ``%agent``: ask the agent from a notebook; it works in the user's live session.
 
-Load with ``%load_ext nbagent``. The magic parses its options, describes the user's variables to
-the model, and hands the question to an :class:`~nbagent.Agent` whose executor is the user's own
-shell (:class:`~nbagent.execution.shell.ShellExecutor`); the loop, observations and audit notebook are the
-Agent's. Each step is shown live under the cell (:class:`LiveSteps`) and the final answer is the
-cell's result. Bad input is one ``UsageError`` line, never a traceback.
+Load with ``%load_ext nbagent``. The magic parses its options (the settings of
+:class:`~nbagent.AgentConfig` named in :data:`CELL_SETTINGS`, and its own), describes the user's
+variables to the model, and hands the question to a new :class:`~nbagent.Agent` made with the
+cell's settings. The conversation is one :class:`~nbagent.agent.session.Session` kept across cells:
+the user's own shell (:class:`~nbagent.execution.shell.ShellExecutor`), the memory and the audit
+notebook; a follow-up cell goes on in it, ``--reset`` starts a new one. Each step is shown live
+under the cell (:class:`LiveSteps`) and the final answer is the cell's result. Bad input is one
+``UsageError`` line, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
-import inspect
 import json
-import math
 import os
 import re
 import textwrap
@@ -22,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -34,11 +35,12 @@ from IPython.display import display, update_display
 from traitlets import Bool, Float, Integer, Unicode
 
 from ..agent.agent import Agent, RunListener, RunResult
+from ..agent.config import AgentConfig, Setting, setting, unknown_message
 from ..agent.observe import Observer
+from ..agent.session import Session
 from ..exceptions import StopRun, UsageError
 from ..execution.shell import ShellExecutor
 from ..models import MODEL_ENV, Model, Usage, resolve_model
-from ..models.options import DEFAULT_REQUEST_TIMEOUT, ModelOptions, check_api_base
 from ..records import Step, Task
 from .namespace import describe_namespace
 
@@ -54,65 +56,107 @@ def magic_instructions() -> str:
 
 # -- options ---------------------------------------------------------------------------------
 
+CELL_SETTINGS = (
+    "model",
+    "api_base",
+    "api_key_env",
+    "request_timeout",
+    "temperature",
+    "max_tokens",
+    "max_retries",
+    "max_steps",
+    "timeout",
+    "observation_chars",
+    "planning_interval",
+    "max_total_tokens",
+    "max_cost",
+)
+"""The settings (:class:`~nbagent.AgentConfig`) a cell may give as options, e.g. ``--max-steps 3``:
+they apply to that cell's question. ``c.AgentMagics.NAME`` sets their default. The key itself is
+never one: a key typed in a cell would be saved with the notebook (``--api-key-env`` names the
+variable that holds it)."""
+
+MODEL_HELP = (
+    "a litellm model string (openai/gpt-4o-mini), hf:MODEL_ID, scripted:FILE.json, or the name of "
+    f"a Model object in the namespace; default: c.AgentMagics.model, then ${MODEL_ENV}; a "
+    "follow-up goes on with the conversation's model"
+)
+
+
+@dataclass(frozen=True)
+class MagicOption:
+    """An option of the magic itself (not a setting of the agent)."""
+
+    names: tuple[str, ...]
+    field: str
+    help: str
+    metavar: str | None = None
+    """The value's placeholder; ``None``: the option is a switch and takes no value."""
+
+
+MAGIC_OPTIONS = (
+    MagicOption(
+        ("--notebook",),
+        "notebook",
+        "audit notebook of a new conversation (default: NAME.agent.ipynb beside this notebook, "
+        "or agent-session.ipynb)",
+        "PATH",
+    ),
+    MagicOption(("--overwrite",), "overwrite", "allow --notebook to replace an existing file"),
+    MagicOption(("--reset",), "reset", "start a new conversation (alone: just forget the old one)"),
+    MagicOption(("--insert",), "insert", "offer the code of the steps that worked as the next cell"),
+    MagicOption(("--approve",), "approve", "before each step runs, ask (input()): run, skip, edit or stop"),
+    MagicOption(("-h", "--help"), "help", "show this help"),
+)
+
 
 @dataclass
 class MagicOptions:
-    """What ``%agent`` / ``%%agent`` was asked, options first, then the question."""
+    """What ``%agent`` / ``%%agent`` was asked, options first, then the question.
+
+    ``settings`` holds the settings the cell gave (by name, checked); ``opts.max_steps`` reads
+    one (``None`` when not given).
+    """
 
     question: str = ""
-    model: str | None = None
-    api_base: str | None = None
-    api_key_env: str | None = None
-    request_timeout: float | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    max_steps: int | None = None
-    timeout: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
     notebook: str | None = None
     reset: bool = False
     insert: bool = False
     overwrite: bool = False
     help: bool = False
     approve: bool = False
-    max_total_tokens: int | None = None
-    max_cost: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in CELL_SETTINGS:
+            return self.__dict__.get("settings", {}).get(name)
+        raise AttributeError(name)
 
 
-_VALUE_OPTIONS = {
-    "-m": ("model", "MODEL"),
-    "--model": ("model", "MODEL"),
-    "--api-base": ("api_base", "URL"),
-    "--api-key-env": ("api_key_env", "NAME"),
-    "--request-timeout": ("request_timeout", "SECONDS"),
-    "--temperature": ("temperature", "T"),
-    "--max-tokens": ("max_tokens", "N"),
-    "--max-steps": ("max_steps", "N"),
-    "--timeout": ("timeout", "SECONDS"),
-    "--notebook": ("notebook", "PATH"),
-    "--max-total-tokens": ("max_total_tokens", "N"),
-    "--max-cost": ("max_cost", "USD"),
-}
-_FLAGS = {
-    "--reset": "reset",
-    "--insert": "insert",
-    "--overwrite": "overwrite",
-    "--approve": "approve",
-    "-h": "help",
-    "--help": "help",
-}
+def _option_table() -> dict[str, Setting | MagicOption]:
+    """Every option as typed (``-m``, ``--model``...) to what it sets."""
+    table: dict[str, Setting | MagicOption] = {}
+    for name in CELL_SETTINGS:
+        spec = setting(name)
+        for typed in (spec.short, spec.option):
+            if typed:
+                table[typed] = spec
+    for option in MAGIC_OPTIONS:
+        for typed in option.names:
+            table[typed] = option
+    return table
+
+
+_OPTIONS = _option_table()
 _TOKEN = re.compile(r"""\s*("[^"]*"|'[^']*'|\S+)""")
-_KNOWN = (
-    "--model, --api-base, --api-key-env, --request-timeout, --temperature, --max-tokens, "
-    "--max-steps, --timeout, --notebook, --overwrite, --reset, --insert, --approve, "
-    "--max-total-tokens, --max-cost"
-)
 
 
 def parse_options(line: str) -> MagicOptions:
     """Read the options at the start of ``line``; the rest of the line is the question.
 
     Options may be written ``--name value`` or ``--name=value``; values with spaces are quoted.
-    ``--`` ends the options (for a question that starts with ``-``). Raises
+    ``--`` ends the options (for a question that starts with ``-``). Each setting's value is read
+    and checked by its :class:`~nbagent.agent.config.Setting`. Raises
     :class:`~nbagent.UsageError` with one line saying what is wrong.
     """
     opts = MagicOptions()
@@ -126,26 +170,49 @@ def parse_options(line: str) -> MagicOptions:
         if token == "--":
             break
         name, has_value, value = token.partition("=")
-        if name in _FLAGS:
+        target = _OPTIONS.get(name)
+        if target is None:
+            raise UsageError(_unknown_option(name))
+        if isinstance(target, MagicOption) and target.metavar is None:
             if has_value:
                 raise UsageError(f"option {name} takes no value (got {token!r})")
-            setattr(opts, _FLAGS[name], True)
+            setattr(opts, target.field, True)
             continue
-        if name not in _VALUE_OPTIONS:
-            raise UsageError(
-                f"unknown option {token!r}; the options are {_KNOWN} (%agent? shows them; "
-                "put -- before a question that starts with '-')"
-            )
-        field, metavar = _VALUE_OPTIONS[name]
         if not has_value:
             following = _TOKEN.match(line, pos)
             if following is None:
-                raise UsageError(f"option {name} needs a value: {name} {metavar}")
+                raise UsageError(f"option {name} needs a value: {name} {target.metavar}")
             value, pos = following.group(1), following.end()
         value = _unquote(value)
-        setattr(opts, field, _convert(name, field, value))
+        if not value:
+            raise UsageError(f"option {name} needs a non-empty value")
+        if isinstance(target, MagicOption):
+            setattr(opts, target.field, value)
+        else:
+            opts.settings[target.name] = target.parse(value, target.option)
+    if opts.api_key_env:
+        check_key_variable(opts.api_key_env)
     opts.question = line[pos:].strip()
     return opts
+
+
+def check_key_variable(name: str) -> None:
+    """Refuse an ``--api-key-env`` naming a variable that is not set (the key would be missing)."""
+    if not os.environ.get(name):
+        raise UsageError(
+            f"--api-key-env {name}: that environment variable is not set; set it first, e.g. "
+            f"%env {name}=... in a cell you do not save, or before starting Jupyter"
+        )
+
+
+def _unknown_option(name: str) -> str:
+    if name == "--api-key":
+        return (
+            "unknown option '--api-key': a key typed in a cell would be saved with your notebook; "
+            "put it in an environment variable and give its name: --api-key-env NAME"
+        )
+    hint = "%agent? shows the options; put -- before a question that starts with '-'"
+    return f"{unknown_message(name, _OPTIONS, 'option')} ({hint})"
 
 
 def _unquote(value: str) -> str:
@@ -154,45 +221,42 @@ def _unquote(value: str) -> str:
     return value
 
 
-_NUMBERS: dict[str, tuple[type[int] | type[float], Callable[[float], bool], str]] = {
-    "max_steps": (int, lambda n: n >= 1, "a whole number of steps, at least 1"),
-    "max_total_tokens": (int, lambda n: n >= 1, "a whole number of tokens, at least 1"),
-    "max_tokens": (int, lambda n: n >= 1, "a whole number of tokens, at least 1"),
-    "max_cost": (float, lambda n: n > 0, "a positive number of US dollars"),
-    "timeout": (float, lambda n: n > 0, "a positive number of seconds"),
-    "request_timeout": (float, lambda n: n > 0, "a positive number of seconds"),
-    "temperature": (float, lambda n: 0 <= n <= 2, "a number from 0 to 2"),
-}
-"""Numeric options: the type, the values allowed, and how the error says what is allowed."""
+def magic_help() -> str:
+    """The help of ``%agent?`` and ``--help``, made from the same declarations as the options."""
+    rows: list[tuple[str, str]] = []
+    for name in CELL_SETTINGS:
+        spec = setting(name)
+        names = ", ".join(n for n in (spec.short, spec.option) if n)
+        text = MODEL_HELP if name == "model" else spec.help
+        if spec.default is not None and "(default" not in text:
+            text += f" (default {spec.default_text()})"
+        rows.append((f"{names} {spec.metavar}", text))
+    for option in MAGIC_OPTIONS:
+        names = ", ".join(option.names)
+        rows.append((f"{names} {option.metavar}" if option.metavar else names, option.help))
+    lines = []
+    for flags, text in rows:
+        head = f"  {flags:<22} " if len(flags) <= 22 else f"  {flags}\n" + " " * 25
+        body = textwrap.wrap(text, 92 - 25)
+        lines.append(head + ("\n" + " " * 25).join(body))
+    return _HELP_HEAD + "\n".join(lines)
 
 
-def _convert(option: str, field: str, value: str) -> Any:
-    if not value:
-        raise UsageError(f"option {option} needs a non-empty value")
-    if field in _NUMBERS:
-        kind, allowed, what = _NUMBERS[field]
-        try:
-            number: float = kind(value)
-        except ValueError:
-            number = math.nan
-        if not (math.isfinite(number) and allowed(number)):
-            raise UsageError(f"{option} must be {what} (got {value!r})")
-        return number
-    if field == "api_key_env":
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise UsageError(
-                f"{option} takes the NAME of an environment variable holding the key (got {value!r}); "
-                "a key typed here would be saved in your notebook"
-            )
-        if not os.environ.get(value):
-            raise UsageError(
-                f"{option} {value}: that environment variable is not set; set it first, e.g. "
-                f"%env {value}=... in a cell you do not save, or before starting Jupyter"
-            )
-        return value
-    if field == "api_base":
-        return check_api_base(value)
-    return value
+_HELP_HEAD = """Ask the agent; it answers by running code in this session, on your variables.
+
+    %%agent [options]
+    QUESTION (the rest of the cell)
+
+    %agent [options] QUESTION
+
+Each step (thought, code, outputs) is shown below the cell; the answer is the cell's
+result, so `_` holds it. A follow-up %%agent cell continues the conversation (the same
+session: variables, memory and audit notebook), with that cell's options; every
+conversation is recorded in an audit notebook. c.AgentMagics.NAME sets an option's
+default (%config AgentMagics.max_steps = 5).
+
+Options:
+"""
 
 
 # -- "%agent question?" is a question, not a help request -------------------------------------
@@ -449,31 +513,49 @@ def _longest_backtick_run(text: str) -> int:
 # -- the magics ----------------------------------------------------------------------------------
 
 
+def _trait(name: str, help: str | None = None) -> Any:
+    """The ``c.AgentMagics.NAME`` trait of a setting: its default and help are the setting's
+    (text settings: ``""`` for not set)."""
+    spec = setting(name)
+    text = help or spec.help
+    options: dict[str, Any] = {"allow_none": spec.default is None or spec.optional, "help": text}
+    if spec.kind == "int":
+        trait: Any = Integer(spec.default, **options)
+    elif spec.kind == "float":
+        trait = Float(spec.default, **options)
+    else:
+        trait = Unicode(spec.default or "", help=text)
+    return trait.tag(config=True)
+
+
+def _documented(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the magic its help (what ``%agent?`` shows), made from the option declarations."""
+    func.__doc__ = magic_help()
+    return func
+
+
 @magics_class
 class AgentMagics(Magics):
-    """The ``%agent`` line magic and ``%%agent`` cell magic (configurable as ``c.AgentMagics``)."""
+    """The ``%agent`` line magic and ``%%agent`` cell magic (configurable as ``c.AgentMagics``).
 
-    model = Unicode(
-        "",
-        help="Model used when --model is not given: a litellm string, 'hf:MODEL_ID', "
-        "'scripted:FILE.json' or the name of a Model object in the namespace. "
-        f"Empty: the {MODEL_ENV} environment variable.",
-    ).tag(config=True)
-    api_base = Unicode("", help="Base URL of an OpenAI-compatible server or endpoint.").tag(config=True)
-    api_key_env = Unicode(
-        "", help="Name of the environment variable holding the model's key (not the key itself)."
-    ).tag(config=True)
-    request_timeout = Float(DEFAULT_REQUEST_TIMEOUT, help="Seconds one model request may take.").tag(
-        config=True
-    )
-    temperature = Float(None, allow_none=True, help="Sampling temperature (None: the model's).").tag(
-        config=True
-    )
-    max_tokens = Integer(None, allow_none=True, help="Longest reply, in tokens (None: the model's).").tag(
-        config=True
-    )
-    max_steps = Integer(10, help="Steps before the model is asked for its final answer.").tag(config=True)
-    timeout = Float(60.0, help="Seconds a step may run before it is interrupted.").tag(config=True)
+    The magic keeps one :class:`~nbagent.agent.session.Session` for the conversation (the user's
+    shell, the memory, the audit notebook) and asks each cell's question with a new
+    :class:`~nbagent.Agent` made with that cell's settings, going on in that session.
+    """
+
+    model = _trait("model", f"Model used when --model is not given: {MODEL_HELP}.")
+    api_base = _trait("api_base")
+    api_key_env = _trait("api_key_env")
+    request_timeout = _trait("request_timeout")
+    temperature = _trait("temperature")
+    max_tokens = _trait("max_tokens")
+    max_retries = _trait("max_retries")
+    max_steps = _trait("max_steps")
+    timeout = _trait("timeout")
+    observation_chars = _trait("observation_chars")
+    planning_interval = _trait("planning_interval")
+    max_total_tokens = _trait("max_total_tokens")
+    max_cost = _trait("max_cost")
     insert = Bool(
         False, help="Offer the code of the steps that worked as the next input cell (like --insert)."
     ).tag(config=True)
@@ -486,47 +568,18 @@ class AgentMagics(Magics):
         self.ip: Any = shell  # the InteractiveShell (Magics.shell is typed Optional)
         # Errors under the user's cell in the short form the model reads (full traceback folded).
         self.executor = ShellExecutor(shell, short_error=Observer().render_error)
-        self._agent: Agent | None = None
+        self.session: Session | None = None
+        """The conversation: the user's shell, the memory and the audit notebook."""
+        self.last_agent: Agent | None = None
+        """The agent of the latest question (each cell has its own)."""
         self._model_key: str | None = None
         self._model: Model | None = None
+        self._model_spec: str | None = None
         self._reset_pending = False
 
     @line_cell_magic
+    @_documented
     def agent(self, line: str, cell: str | None = None) -> Any:
-        """Ask the agent; it answers by running code in this session, on your variables.
-
-            %%agent [options]
-            QUESTION (the rest of the cell)
-
-            %agent [options] QUESTION
-
-        Each step (thought, code, outputs) is shown below the cell; the answer is the cell's
-        result, so `_` holds it. A follow-up %%agent cell continues the conversation; every
-        conversation is recorded in an audit notebook.
-
-        Options:
-          -m, --model MODEL    a litellm model string (openai/gpt-4o-mini), hf:MODEL_ID,
-                               scripted:FILE.json, or the name of a Model object in the
-                               namespace; default: c.AgentMagics.model, then $NBAGENT_MODEL
-          --api-base URL       base URL of an OpenAI-compatible server or endpoint
-          --api-key-env NAME   send the key held by environment variable NAME (a key typed
-                               here would be saved in the notebook); default: $NBAGENT_API_KEY,
-                               else the provider's own variable
-          --request-timeout SECONDS  time limit of one model request (default 120)
-          --temperature T      sampling temperature (default: the model's)
-          --max-tokens N       longest reply of the model, in tokens (default: the model's)
-          --max-steps N        steps before a final answer is demanded (default 10)
-          --timeout SECONDS    time limit of one step; the step is interrupted (default 60)
-          --notebook PATH      audit notebook of a new conversation (default: NAME.agent.ipynb
-                               beside this notebook, or agent-session.ipynb)
-          --overwrite          allow --notebook to replace an existing file
-          --reset              start a new conversation (alone: just forget the old one)
-          --insert             offer the code of the steps that worked as the next cell
-          --approve            before each step runs, ask (input()): run, skip, edit or stop
-          --max-total-tokens N stop before a model call once the question used N tokens
-          --max-cost USD       the same in US dollars (litellm's prices)
-          -h, --help           show this help
-        """
         try:
             return self._ask(line, cell)
         except UsageError as exc:
@@ -535,7 +588,7 @@ class AgentMagics(Magics):
     def _ask(self, line: str, cell: str | None) -> Any:
         opts = parse_options(line)
         if opts.help:
-            print(inspect.getdoc(AgentMagics.agent))
+            print(magic_help())
             return None
         question = "\n".join(part for part in (opts.question, (cell or "").strip()) if part).strip()
         if opts.reset:
@@ -548,46 +601,43 @@ class AgentMagics(Magics):
             raise UsageError(
                 "no question: write it after %agent, or use " + (usage or "a %%agent cell with a body")
             )
-        follow_up = self._agent is not None and self._agent.memory is not None and not self._reset_pending
-        model = self._resolve_model(opts, follow_up)
-        max_steps = opts.max_steps or self._checked("max_steps", self.max_steps)
-        timeout = opts.timeout or self._checked("timeout", self.timeout)
-
-        agent = self._agent
-        if agent is None:
-            agent = Agent(
-                model,
-                max_steps=max_steps,
-                timeout=timeout,
-                instructions=magic_instructions(),
-                # The session is the user's own: no seeding of their random state, and no
-                # default tools that would define list_files/read_file... in their namespace.
-                seed=None,
-                default_tools=False,
-                listeners=[LiveSteps(self.executor)],
-                executor=self.executor,
-            )
-            self._agent = agent
-        agent.model, agent.max_steps, agent.timeout = model, max_steps, timeout
-        agent.approve = ShellApproval(self.executor) if opts.approve else None
-        agent.max_total_tokens, agent.max_cost = opts.max_total_tokens, opts.max_cost
+        session = self.session
+        follow_up = session is not None and session.started and not self._reset_pending
+        config = self._cell_config(opts)
+        model = self._resolve_model(config, opts, follow_up)
+        agent = Agent(
+            model,
+            config=config,
+            listeners=[LiveSteps(self.executor)],
+            approve=ShellApproval(self.executor) if opts.approve else None,
+        )
 
         notebook: str | Path | None = opts.notebook
-        recorded = agent.recorder.path if agent.recorder is not None else None
-        if follow_up and notebook is not None and recorded != Path(notebook).expanduser().resolve():
-            raise UsageError(
-                f"this conversation is recorded in {str(recorded)!r}; "
-                f"add --reset to start a new one recorded in {notebook!r}"
-            )
-        if not follow_up:
+        if follow_up:
+            assert session is not None
+            recorded = session.recorder.path if session.recorder is not None else None
+            if notebook is not None and recorded != Path(notebook).expanduser().resolve():
+                raise UsageError(
+                    f"this conversation is recorded in {str(recorded)!r}; "
+                    f"add --reset to start a new one recorded in {notebook!r}"
+                )
+        else:
             self.executor.cwd = Path.cwd().resolve()
+            session = Session(self.executor)
             if notebook is None:
                 notebook = default_audit_notebook(self.ip)
+        self.session, self.last_agent = session, agent
         task = self._task_text(question)
         self.ip.user_ns.pop(ANSWER_VARIABLE, None)
         try:
             result = self.executor.run_coroutine(
-                agent.arun(task, notebook=notebook, reset=not follow_up, overwrite=opts.overwrite)
+                agent.arun(
+                    task,
+                    notebook=notebook,
+                    reset=not follow_up,
+                    overwrite=opts.overwrite,
+                    session=session,
+                )
             )
         except KeyboardInterrupt:
             return None  # LiveSteps has said so under the cell
@@ -603,37 +653,50 @@ class AgentMagics(Magics):
         """Forget the conversation: the next question starts a new one (and a new audit notebook)."""
         self._reset_pending = True
 
-    def _resolve_model(self, opts: MagicOptions, follow_up: bool) -> Model:
-        if follow_up and not opts.model and self._agent is not None:
-            return self._agent.model  # a follow-up goes on with the conversation's model
-        spec = opts.model or self.model or os.environ.get(MODEL_ENV, "")
+    def _cell_config(self, opts: MagicOptions) -> AgentConfig:
+        """The settings of this cell's question: ``c.AgentMagics``, then the cell's options."""
+        values: dict[str, Any] = {}
+        for name in CELL_SETTINGS:
+            configured = getattr(self, name)
+            values[name] = setting(name).check(
+                configured if configured != "" else None, f"c.AgentMagics.{name}"
+            )
+        values |= opts.settings
+        # The session is the user's own: no seeding of their random state, and no default tools
+        # that would define list_files/read_file... in their namespace.
+        return AgentConfig(instructions=magic_instructions(), seed=None, default_tools=False).replace(
+            **values
+        )
+
+    def _resolve_model(self, config: AgentConfig, opts: MagicOptions, follow_up: bool) -> Model:
+        model_options = [n for n in opts.settings if setting(n).group == "model"]
+        if follow_up and not model_options and self.last_agent is not None:
+            return self.last_agent.model  # a follow-up goes on with the conversation's model
+        spec = (
+            opts.model
+            or (self._model_spec if follow_up else None)
+            or config.model
+            or os.environ.get(MODEL_ENV, "")
+        )
         if not spec:
             raise UsageError(
                 "no model configured: pass --model MODEL (e.g. %%agent --model openai/gpt-4o-mini), "
                 f"or set %config AgentMagics.model = '...' or the {MODEL_ENV} environment variable"
             )
+        self._model_spec = spec
         named = self.ip.user_ns.get(spec) if spec.isidentifier() else None
         if isinstance(named, Model):
             return named
-        key_env = opts.api_key_env or self.api_key_env or None
-        options = ModelOptions(
-            api_base=opts.api_base or self.api_base or None,
-            api_key=os.environ.get(key_env) if key_env else None,
-            request_timeout=opts.request_timeout or self.request_timeout,
-            temperature=opts.temperature if opts.temperature is not None else self.temperature,
-            max_tokens=opts.max_tokens or self.max_tokens,
-        ).check()
+        key_env = config.api_key_env
+        if key_env:
+            check_key_variable(key_env)
+        options = config.model_options()
         key = json.dumps([spec, key_env, {k: repr(v) for k, v in sorted(options.kwargs().items())}])
         if self._model is None or self._model_key != key:
             # The same spec keeps its model object: a scripted model goes on with its script.
             self._model = resolve_model(spec, **options.kwargs())
             self._model_key = key
         return self._model
-
-    def _checked(self, name: str, value: float) -> Any:
-        if not value > 0:
-            raise UsageError(f"c.AgentMagics.{name} must be positive (it is {value!r})")
-        return value
 
     def _task_text(self, question: str) -> str:
         described = describe_namespace(

@@ -1,11 +1,13 @@
 """The sessions of ``nbagent mcp``: each is an Agent's kernel, notebook and working folder, driven by
 another agent's tool calls instead of by a model.
 
-A session is an :class:`~nbagent.Agent` whose question was opened with
-:meth:`~nbagent.Agent.aopen_task` and whose steps come from :meth:`~nbagent.Agent.arun_code`, so
-the jail, the setup cell, observations, redaction, restarts and the notebook are those of ``nbagent
-run``. Paths a client gives are read relative to the server's root folder and must stay inside it:
-the calling agent chooses notebooks and data files, but only where the server's user put it to work.
+A session is an :class:`~nbagent.Agent` (the server's settings, a model standing for the client)
+driving an :class:`~nbagent.agent.session.Session` (the kernel, memory and notebook): its question
+was opened with :meth:`~nbagent.Agent.aopen_task` and its steps come from
+:meth:`~nbagent.Agent.arun_code`, so the jail, the setup cell, observations, redaction, restarts and
+the notebook are those of ``nbagent run``. Paths a client gives are read relative to the server's
+root folder and must stay inside it: the calling agent chooses notebooks and data files, but only
+where the server's user put it to work.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..agent.agent import Agent, RunResult
+from ..agent.config import setting
 from ..agent.observe import Observer
+from ..agent.session import Session as AgentSession
 from ..exceptions import ModelError, UsageError
 from ..execution.kernel import DEFAULT_KERNEL
 from ..execution.sandbox import Sandbox
@@ -47,8 +51,8 @@ class SessionSettings:
     root: Path
     kernel: str = DEFAULT_KERNEL
     sandbox: Sandbox | None = None
-    timeout: float = 60.0
-    max_restarts: int = 3
+    timeout: float = setting("timeout").default
+    max_restarts: int = setting("max_restarts").default
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     observer: Observer = field(default_factory=Observer)
     max_total_tokens: int | None = None
@@ -59,7 +63,7 @@ class SessionSettings:
 
 @dataclass
 class Session:
-    """One client's kernel and notebook."""
+    """One client's kernel and notebook: ``agent`` drives them (its :attr:`work`)."""
 
     id: str
     agent: Agent
@@ -68,6 +72,11 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answer: str | None = None
+
+    @property
+    def work(self) -> AgentSession:
+        """The kernel, memory and notebook the client's steps go to."""
+        return self.agent.session
 
 
 class SessionManager:
@@ -163,7 +172,7 @@ class SessionManager:
         session = self.get(session_id)
         del self.sessions[session_id]
         async with session.lock:
-            recorder = session.agent.recorder
+            recorder = session.work.recorder
             if recorder is not None:
                 recorder.finish_task(
                     status="answered" if session.answer is not None else "closed", answer=session.answer

@@ -27,10 +27,11 @@ class ManagedAgent(Protocol):
 
     name: str | None
     description: str | None
-    _shared_run_folder: Path | None
 
     @property
     def recorder(self) -> Any: ...
+
+    def new_session(self, executor: Any = None, *, run_folder: Path | None = None) -> Any: ...
 
     async def arun(
         self,
@@ -42,6 +43,7 @@ class ManagedAgent(Protocol):
         overwrite: bool = False,
         workdir: Any = None,
         parameters: Any = None,
+        session: Any = None,
     ) -> Any: ...
 
     async def aclose(self) -> None: ...
@@ -77,6 +79,7 @@ class ManagedAgentTool(Tool):
         self.session: ManagerSession | None = None
         self.runs = 0
         self._lock: asyncio.Lock | None = None
+        self._agent_session: Any = None
 
     def _build_spec(self) -> ToolSpec:
         return ToolSpec(
@@ -114,10 +117,18 @@ class ManagedAgentTool(Tool):
             raise RuntimeError(f"managed agent {self.name!r} was called outside a manager's run")
         self.runs += 1
         notebook = self._notebook_path(session)
-        # Same run, same files: a managed agent's jail gets the manager's run folder.
-        self.agent._shared_run_folder = session.run_folder
+        # Same run, same files: a managed agent's jail gets the manager's run folder. Each task
+        # is a session of its own; the previous task's kernel is shut down first.
+        previous = self._agent_session
+        self._agent_session = self.agent.new_session(run_folder=session.run_folder)
+        if previous is not None:
+            await previous.aclose()
         result = await self.agent.arun(
-            task, notebook=notebook, overwrite=session.overwrite, workdir=session.workdir
+            task,
+            notebook=notebook,
+            overwrite=session.overwrite,
+            workdir=session.workdir,
+            session=self._agent_session,
         )
         if notebook is not None and session.notebook is not None:
             _link_back(self.agent, session.notebook)
