@@ -13,6 +13,7 @@ from .agent.agent import Agent, RunListener, RunResult
 from .agent.config import AgentConfig
 from .agent.memory import HistoryLimits
 from .agent.observe import Observer
+from .agent.session import Session
 from .batch.runner import BatchListener, BatchOutcome, BatchSettings, TaskRecord, run_batch
 from .batch.scoring import Score, score_answer
 from .batch.tasks import BatchTask, TaskFileError, load_tasks
@@ -103,6 +104,7 @@ __all__ = [
     "Score",
     "ScriptExhaustedError",
     "ScriptedModel",
+    "Session",
     "ShellExecutor",
     "Step",
     "StopRun",

@@ -1131,12 +1131,10 @@ def _remove_created(paths: list[Path]) -> None:
 
 
 async def _interrupt(executor: Executor) -> None:
-    interrupt = getattr(executor, "ainterrupt", None)
-    if interrupt is not None:
-        try:
-            await interrupt()
-        except Exception:  # best effort while the run is being cancelled
-            pass
+    try:
+        await executor.ainterrupt()
+    except Exception:  # best effort while the run is being cancelled
+        pass
 
 
 def _not_run(code: str, name: str, why: str) -> Execution:
