@@ -811,6 +811,11 @@ def _flag_parser(spec: Setting) -> Callable[[str], Any]:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings the user gave on the command line (those left out are absent)."""
+    """The settings the user gave on the command line (those left out are absent; a repeated
+    flag's values as a tuple)."""
     given = vars(args)
-    return {name: given[name] for name in setting_names() if name in given}
+    return {
+        name: tuple(given[name]) if isinstance(given[name], list) else given[name]
+        for name in setting_names()
+        if name in given
+    }

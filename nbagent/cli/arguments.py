@@ -123,6 +123,7 @@ def add_rerun_arguments(parser: argparse.ArgumentParser, *, only: str = "") -> N
     add_setting_arguments(parser, ["sandbox"], help=texts)
     parser.add_argument(
         "--timeout",
+        dest="cell_timeout",  # not the ``timeout`` setting: that one bounds a step of a run
         type=_cell_seconds,
         metavar="SECONDS",
         help=f"{prefix}time limit of one cell (default: twice the run's step time limit, at least "

@@ -63,7 +63,7 @@ def export_command(args: argparse.Namespace) -> int:
 
     if not args.tidy and not args.html:
         raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
-    rerun = settings_from_args(args) or args.timeout is not None
+    rerun = bool(settings_from_args(args)) or args.cell_timeout is not None
     if not args.tidy and (args.data or rerun or args.no_verify or args.drop_displays):
         raise UsageError(
             "--data, --kernel, --timeout, the sandbox flags, --no-verify and --drop-displays "
@@ -110,7 +110,7 @@ def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyRe
             kernel=getattr(args, "kernel", None),
             verify=not args.no_verify,
             overwrite=args.overwrite,
-            timeout=args.timeout,
+            timeout=args.cell_timeout,
             keep_displays=not args.drop_displays,
             sandbox=rerun_sandbox(source, args),
         )

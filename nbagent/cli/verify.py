@@ -48,7 +48,7 @@ def verify_command(args: argparse.Namespace) -> int:
         args.notebook,
         data=args.data,
         kernel=getattr(args, "kernel", None),
-        timeout=args.timeout,
+        timeout=args.cell_timeout,
         record=args.record,
         sandbox=rerun_sandbox(args.notebook, args),
     )
