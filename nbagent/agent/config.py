@@ -778,7 +778,9 @@ def add_setting_argument(
 ) -> argparse.Action:
     """Add the flag of one setting to ``container`` (see :func:`add_setting_arguments`)."""
     text = help or spec.help
-    if spec.kind != "bool" or spec.optional or spec.default:
+    if (spec.kind != "bool" or spec.optional or spec.default) and not (
+        spec.kind == "names" and not spec.default
+    ):
         text = f"{text} (default {spec.default_text()})" if "(default" not in text else text
     names = [spec.short, spec.option] if spec.short else [spec.option]
     kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS, "help": text}

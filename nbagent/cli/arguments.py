@@ -116,10 +116,9 @@ def add_rerun_arguments(parser: argparse.ArgumentParser, *, only: str = "") -> N
     }
     for spec in settings():
         if spec.group == "sandbox" and spec.name not in texts:
-            default = spec.default_text()
+            texts[spec.name] = prefix + spec.help
             if spec.from_notebook == "tighten":
-                default = f"the notebook's if tighter, else {default}"
-            texts[spec.name] = f"{prefix}{spec.help} (default {default})"
+                texts[spec.name] += f" (default: the notebook's if tighter, else {spec.default_text()})"
     add_setting_arguments(parser, ["sandbox"], help=texts)
     parser.add_argument(
         "--timeout",
