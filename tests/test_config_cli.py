@@ -158,6 +158,13 @@ def test_a_mistyped_or_abbreviated_flag_is_an_error_naming_the_nearest(tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_one_of_a_pair_given_now_is_not_overruled_by_the_other_recorded() -> None:
+    recorded = {"observation_tokens": 100, "observation_chars": 6000, "max_steps": 3}
+    config = AgentConfig(observation_chars=500).resumed(recorded, {"observation_chars"})
+    assert (config.observation_chars, config.observation_tokens, config.max_steps) == (500, None, 3)
+    assert AgentConfig().resumed(recorded).observation_tokens == 100
+
+
 # -- with real kernels: what resume takes from the notebook, and what it never does ----------------
 
 

@@ -63,6 +63,10 @@ GROUPS: dict[Group, str] = {
     "tools": "what the code can call",
 }
 
+EXCLUSIVE: tuple[tuple[str, str], ...] = (("observation_chars", "observation_tokens"),)
+"""Settings of which a command line takes one or the other, never both (the second replaces the
+first when both are set)."""
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -577,9 +581,15 @@ class AgentConfig:
     def resumed(self, recorded: Mapping[str, Any], explicit: Collection[str] = ()) -> AgentConfig:
         """This config with what a recorded run may decide (see the module docstring).
 
-        ``explicit``: the settings the user gave now; they win over the notebook. A recorded
-        value that is not valid is ignored (the notebook is untrusted input).
+        ``explicit``: the settings the user gave now; they win over the notebook (one of an
+        :data:`EXCLUSIVE` pair counts for both: ``--observation-chars`` now is not overruled by
+        the tokens budget the notebook recorded). A recorded value that is not valid is ignored
+        (the notebook is untrusted input).
         """
+        explicit = set(explicit)
+        for pair in EXCLUSIVE:
+            if explicit & set(pair):
+                explicit |= set(pair)
         changes: dict[str, Any] = {}
         for spec in settings():
             if spec.name in explicit or spec.name not in recorded or spec.from_notebook == "never":
@@ -733,10 +743,6 @@ def _without_password(url: str) -> str:
 
 
 # -- the command line -------------------------------------------------------------------------
-
-
-# Settings of which a command line takes one or the other, never both.
-EXCLUSIVE: tuple[tuple[str, str], ...] = (("observation_chars", "observation_tokens"),)
 
 
 def add_setting_arguments(

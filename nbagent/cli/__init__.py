@@ -6,7 +6,8 @@ do); 130 interrupted. ``verify`` (and ``run --verify``, ``export --tidy``) exit 
 does not reproduce.
 
 This module assembles the parser and turns errors into exit codes; each command has its own module
-(``run`` holds run and resume), and the flags several commands share are in ``arguments``.
+(``run`` holds run and resume); the flags that are settings come from :mod:`nbagent.agent.config`,
+and the checks several commands share are in ``arguments``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any, NoReturn
 from .._version import __version__
 from ..agent.observe import escape_controls
 from ..exceptions import NbagentError, UsageError
-from .arguments import add_sandbox_arguments, sandbox_from_args
 from .batch import add_batch_parser, batch_command
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, EXIT_USAGE
 from .export import add_export_parser, export_command
@@ -37,9 +37,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "StepLog",
-    "add_sandbox_arguments",
     "main",
-    "sandbox_from_args",
 ]
 
 # Every command: how to add its parser, and the function that runs it (in the order --help lists them).

@@ -106,12 +106,12 @@ def add_rerun_arguments(parser: argparse.ArgumentParser, *, only: str = "") -> N
     """The sandbox settings' flags and ``--timeout`` (of one cell) of a command that re-runs a
     notebook. A limit left out is the notebook's where tighter than the default; the kernel, sandbox
     level, network and environment are never the notebook's. ``only``: e.g. ``"with --tidy"``."""
-    from ..execution.kernel import DEFAULT_KERNEL
     from ..repro.verify import DEFAULT_CELL_TIMEOUT, MIN_CELL_TIMEOUT
 
     prefix = f"{only}: " if only else ""
+    kernel = setting("kernel").default_text()
     texts = {
-        "kernel": f"{prefix}kernel spec to re-run in (default {DEFAULT_KERNEL}; never the notebook's)",
+        "kernel": f"{prefix}kernel spec to re-run in (default {kernel}; never the notebook's)",
         "sandbox": f"{prefix}{setting('sandbox').help} (default jail; never the notebook's)",
     }
     for spec in settings():
