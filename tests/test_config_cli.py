@@ -318,7 +318,7 @@ def test_a_notebook_never_chooses_the_kernel_network_tools_or_looser_limits(
             "kernel": "python3",
             "allow_network": True,
             "sandbox": "limits",
-            "tool_sources": [str(tool)],
+            "tool_sources": [str(tool), "evil\x1b]52;c;Y3VybA==\x07"],  # shown escaped
             "trust_tools": True,
             "allow_env": ["HOME"],
         }
@@ -329,6 +329,7 @@ def test_a_notebook_never_chooses_the_kernel_network_tools_or_looser_limits(
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
     assert "nbagent resume: the notebook's settings: max_steps 2, timeout 3 s, observation_chars 400" in lines
+    assert "\x1b" not in proc.stderr and "\\x1b]52" in proc.stderr
     left = next(line for line in lines if "not taken from a notebook" in line)
     for shown in [
         "kernel python3",
