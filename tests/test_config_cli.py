@@ -281,6 +281,14 @@ def test_a_run_records_its_settings_and_resume_goes_on_with_them(stopped_run: Pa
     assert f"AS {2**30}" in probe["text"]  # the tighter limit the run had
     assert len(probe["observation"]) < 800 < len(probe["text"])  # the run's observation budget
     assert steps["import time"]["status"] == "timeout"  # the run's 3 s per step
+    # A recorded 512M (too little for a kernel to start here) is kept too: shown by a resume of the
+    # now answered notebook, which starts no kernel.
+    nb = json.loads(path.read_text())
+    nb["metadata"]["nbagent"]["runs"][-1]["settings"]["memory_limit"] = parse_size("512M")
+    path.write_text(json.dumps(nb))
+    proc = run_cli("resume", str(path), "-m", f"scripted:{stopped_run / 'script.json'}", cwd=stopped_run)
+    assert proc.returncode == 0 and proc.stdout.strip() == "6"
+    assert "timeout 3 s, observation_chars 400, memory_limit 512 MiB" in proc.stderr
     # -q: nothing but the answer
     quiet = _copy(stopped_run, "quiet")
     proc = run_cli(
