@@ -277,6 +277,7 @@ def test_a_run_records_its_settings_and_resume_goes_on_with_them(stopped_run: Pa
         "nbagent resume: the notebook's settings: timeout 3 s, observation_chars 400, memory_limit 1 GiB"
         in proc.stderr.splitlines()
     )
+    assert "not taken from a notebook" not in proc.stderr  # nothing else differs
     steps = _steps(path)
     probe = steps["import os, resource, socket"]
     assert f"AS {2**30}" in probe["text"]  # the tighter limit the run had
