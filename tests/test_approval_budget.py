@@ -127,7 +127,7 @@ def test_budget_flags_that_cannot_work_exit_2(tmp_path: Path, capsys: pytest.Cap
     replies.write_text(json.dumps([code("final_answer(1)")]))
     out = tmp_path / "o.ipynb"
     assert main(["run", "q", "-m", f"scripted:{replies}", "-o", str(out), "--max-total-tokens", "0"]) == 2
-    assert "--max-total-tokens must be at least 1" in capsys.readouterr().err
+    assert "--max-total-tokens must be a whole number of at least 1" in capsys.readouterr().err
     assert main(["run", "q", "-m", f"scripted:{replies}", "-o", str(out), "--max-cost", "-1"]) == 2
     assert "--max-cost must be a positive" in capsys.readouterr().err
     assert not out.exists()

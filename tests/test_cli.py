@@ -117,7 +117,7 @@ BAD_INPUTS = {
     ),
     "unknown model": (["--model", "no-such-provider-model"], "unknown model 'no-such-provider-model'"),
     "missing API key": (["--model", "openai/gpt-4o-mini"], "needs OPENAI_API_KEY"),
-    "bad max steps": (["--max-steps", "0"], "--max-steps must be at least 1"),
+    "bad max steps": (["--max-steps", "0"], "--max-steps must be a whole number of at least 1"),
     "bad timeout": (["--timeout", "-3"], "--timeout must be a positive number of seconds"),
 }
 

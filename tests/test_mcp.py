@@ -408,7 +408,7 @@ def test_mcp_flags_that_cannot_work_exit_2(
     assert main(["mcp", "--token", "x", "--root", str(tmp_path)]) == 2
     assert "apply to --http only" in capsys.readouterr().err
     assert main(["mcp", "--max-total-tokens", "0", "--root", str(tmp_path)]) == 2
-    assert "--max-total-tokens must be at least 1" in capsys.readouterr().err
+    assert "--max-total-tokens must be a whole number of at least 1" in capsys.readouterr().err
 
 
 def test_without_the_mcp_extra_the_command_says_how_to_install_it(

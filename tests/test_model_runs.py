@@ -97,9 +97,9 @@ def test_a_url_without_a_scheme_is_refused_up_front(
     assert list(tmp_path.iterdir()) == []
     for flag, value, says in [
         ("--request-timeout", "0", "--request-timeout must be a positive"),
-        ("--temperature", "3", "--temperature must be between 0 and 2"),
-        ("--max-tokens", "0", "--max-tokens must be at least 1"),
-        ("--max-retries", "-1", "--max-retries cannot be negative"),
+        ("--temperature", "3", "--temperature must be a number from 0 to 2"),
+        ("--max-tokens", "0", "--max-tokens must be a whole number of at least 1"),
+        ("--max-retries", "-1", "--max-retries must be a whole number of at least 0"),
     ]:
         assert main(["run", "Q?", "-o", str(tmp_path / "x.ipynb"), "-m", "openai/m", flag, value]) == 2
         assert says in capsys.readouterr().err

@@ -320,7 +320,7 @@ def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: Listener) -> N
     ("flag", "value", "expected"),
     [
         ("--memory-limit", "lots", "'lots' is not a size"),
-        ("--cpu-limit", "1.5x", "is not a whole number of seconds"),
+        ("--cpu-limit", "1.5x", "must be a whole number of seconds"),
         ("--file-size-limit", "-1M", "is not a size"),
     ],
 )

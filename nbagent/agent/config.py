@@ -63,6 +63,10 @@ GROUPS: dict[Group, str] = {
     "tools": "what the code can call",
 }
 
+EXCLUSIVE: tuple[tuple[str, str], ...] = (("observation_chars", "observation_tokens"),)
+"""Settings of which a command line takes one or the other, never both (the second replaces the
+first when both are set)."""
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -96,18 +100,23 @@ class Setting:
 
     def default_text(self) -> str:
         """The default as the help shows it."""
-        value = self.default
-        if self.kind == "size":
-            return format_size(value)
+        return self.value_text(self.default)
+
+    def value_text(self, value: Any) -> str:
+        """A value as nbagent shows it (``2G``, ``3 s``, ``on``, ``a, b``); not escaped."""
         if value is None or value == "":
             return "none"
+        if self.kind == "size" and isinstance(value, int) and not isinstance(value, bool):
+            return format_size(value)
         if isinstance(value, bool):
             return "on" if value else "off"
         if isinstance(value, float):
-            return f"{value:g}"
-        if isinstance(value, tuple):
-            return ", ".join(value) or "none"
-        return str(value)
+            text = f"{value:g}"
+        elif isinstance(value, (tuple, list)):
+            return ", ".join(map(str, value)) or "none"
+        else:
+            text = str(value)
+        return f"{text} s" if self.metavar == "SECONDS" else text
 
     def check(self, value: Any, label: str | None = None) -> Any:
         """``value`` as this setting holds it (an int for a float is a float; a size string is
@@ -156,8 +165,11 @@ class Setting:
             try:
                 number: float = int(text) if self.kind == "int" else float(text)
             except ValueError:
+                number = math.nan
+            try:
+                return self.check(number, label)
+            except UsageError:  # said with the text as typed: "not '-3'", not "not -3.0"
                 raise UsageError(f"{label} must be {self._allowed_number()}, not {text!r}") from None
-            return self.check(number, label)
         if self.kind == "bool":
             lowered = text.lower()
             if lowered not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
@@ -198,11 +210,15 @@ class Setting:
         return size
 
     def _allowed_number(self) -> str:
-        what = "a whole number" if self.kind == "int" else "a number"
+        seconds = self.metavar == "SECONDS"
+        what = ("a whole number" if self.kind == "int" else "a number") + (" of seconds" if seconds else "")
         if self.minimum is not None and self.maximum is not None:
             what += f" from {self.minimum:g} to {self.maximum:g}"
+        elif self.minimum == 0 and self.above:
+            what = "a positive " + what.removeprefix("a ")
         elif self.minimum is not None:
-            what += f" above {self.minimum:g}" if self.above else f" of at least {self.minimum:g}"
+            least = ", at least" if seconds else " of at least"
+            what += f" above {self.minimum:g}" if self.above else f"{least} {self.minimum:g}"
         if self.optional and self.group == "sandbox":
             what += " (0 for no limit)"
         return what
@@ -565,9 +581,15 @@ class AgentConfig:
     def resumed(self, recorded: Mapping[str, Any], explicit: Collection[str] = ()) -> AgentConfig:
         """This config with what a recorded run may decide (see the module docstring).
 
-        ``explicit``: the settings the user gave now; they win over the notebook. A recorded
-        value that is not valid is ignored (the notebook is untrusted input).
+        ``explicit``: the settings the user gave now; they win over the notebook (one of an
+        :data:`EXCLUSIVE` pair counts for both: ``--observation-chars`` now is not overruled by
+        the tokens budget the notebook recorded). A recorded value that is not valid is ignored
+        (the notebook is untrusted input).
         """
+        explicit = set(explicit)
+        for pair in EXCLUSIVE:
+            if explicit & set(pair):
+                explicit |= set(pair)
         changes: dict[str, Any] = {}
         for spec in settings():
             if spec.name in explicit or spec.name not in recorded or spec.from_notebook == "never":
@@ -735,6 +757,9 @@ def add_setting_arguments(
     A flag not given is absent from the parsed namespace (``argparse.SUPPRESS``), so
     :func:`settings_from_args` tells what the user chose from what they left to the default (and
     to the notebook, on ``resume``). ``help`` replaces a setting's help sentence for one command.
+    A value is checked as it is parsed: a wrong one is an argparse error whose message starts
+    with the flag (``--max-steps must be a whole number of at least 1, not 0``). The pairs of
+    :data:`EXCLUSIVE` are mutually exclusive.
     """
     help = help or {}
     for group_name in groups:
@@ -742,22 +767,39 @@ def add_setting_arguments(
         if not specs:
             continue
         group = parser.add_argument_group(group_name, GROUPS[group_name])
+        names = {s.name for s in specs}
+        exclusive: dict[str, Any] = {}
+        for pair in EXCLUSIVE:
+            if set(pair) <= names:
+                both = group.add_mutually_exclusive_group()
+                exclusive |= dict.fromkeys(pair, both)
         for spec in specs:
-            text = help.get(spec.name, spec.help)
-            if spec.kind != "bool" or spec.optional or spec.default:
-                text = f"{text} (default {spec.default_text()})" if "(default" not in text else text
-            names = [spec.short, spec.option] if spec.short else [spec.option]
-            kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS, "help": text}
-            if spec.kind == "bool":
-                if spec.optional or spec.default:
-                    kwargs["action"] = argparse.BooleanOptionalAction
-                else:
-                    kwargs["action"] = "store_true"
-            elif spec.kind == "names":
-                kwargs |= {"action": "append", "metavar": spec.metavar}
-            else:
-                kwargs |= {"metavar": spec.metavar, "type": _flag_parser(spec)}
-            group.add_argument(*names, **kwargs)
+            add_setting_argument(exclusive.get(spec.name, group), spec, help.get(spec.name))
+
+
+def add_setting_argument(
+    container: argparse.ArgumentParser | argparse._ArgumentGroup,
+    spec: Setting,
+    help: str | None = None,
+) -> argparse.Action:
+    """Add the flag of one setting to ``container`` (see :func:`add_setting_arguments`)."""
+    text = help or spec.help
+    if (spec.kind != "bool" or spec.optional or spec.default) and not (
+        spec.kind == "names" and not spec.default
+    ):
+        text = f"{text} (default {spec.default_text()})" if "(default" not in text else text
+    names = [spec.short, spec.option] if spec.short else [spec.option]
+    kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS, "help": text}
+    if spec.kind == "bool":
+        if spec.optional or spec.default:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["action"] = "store_true"
+    elif spec.kind == "names":
+        kwargs |= {"action": "append", "metavar": spec.metavar, "type": _flag_parser(spec)}
+    else:
+        kwargs |= {"metavar": spec.metavar, "type": _flag_parser(spec)}
+    return container.add_argument(*names, **kwargs)
 
 
 def _flag_parser(spec: Setting) -> Callable[[str], Any]:
@@ -765,18 +807,26 @@ def _flag_parser(spec: Setting) -> Callable[[str], Any]:
         if spec.optional and spec.group == "sandbox" and text.strip() == "0":
             return None
         try:
+            if spec.kind == "names":  # one name per flag: the flag is repeated for more
+                return spec.check((text,), spec.option)[0]
             return spec.parse(text, spec.option)
         except UsageError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(spec.option + " ")) from None
+            # The whole sentence, flag first: nbagent's parser prints it as the error line.
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     parse.__name__ = spec.metavar or spec.name  # argparse names the type in its error
     return parse
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings the user gave on the command line (those left out are absent)."""
+    """The settings the user gave on the command line (those left out are absent; a repeated
+    flag's values as a tuple)."""
     given = vars(args)
-    return {name: given[name] for name in setting_names() if name in given}
+    return {
+        name: tuple(given[name]) if isinstance(given[name], list) else given[name]
+        for name in setting_names()
+        if name in given
+    }
 
 
 # -- the documentation ------------------------------------------------------------------------

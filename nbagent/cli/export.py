@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..agent.config import settings_from_args
 from ..agent.observe import escape_controls
 from ..exceptions import NotReproducedError, UsageError
-from .arguments import add_sandbox_level_argument
+from .arguments import add_rerun_arguments, rerun_sandbox
 from .exit_codes import EXIT_OK
 
 if TYPE_CHECKING:
@@ -45,13 +46,7 @@ def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="with --tidy: a data file to verify with instead of the one beside the notebook (repeatable)",
     )
-    export.add_argument(
-        "--kernel", metavar="NAME", help="with --tidy: kernel spec to verify in (default: nbagent-sandbox)"
-    )
-    export.add_argument(
-        "--timeout", type=float, default=600.0, metavar="SECONDS", help="with --tidy: time limit of one cell"
-    )
-    add_sandbox_level_argument(export)
+    add_rerun_arguments(export, only="with --tidy")
     export.add_argument(
         "--no-verify", action="store_true", help="with --tidy: write the tidy notebook without verifying it"
     )
@@ -68,8 +63,12 @@ def export_command(args: argparse.Namespace) -> int:
 
     if not args.tidy and not args.html:
         raise UsageError("say what to export: --tidy (a notebook), --html (a report), or both")
-    if not args.tidy and (args.data or args.kernel or args.no_verify or args.drop_displays):
-        raise UsageError("--data, --kernel, --no-verify and --drop-displays apply to --tidy only")
+    rerun = bool(settings_from_args(args)) or args.cell_timeout is not None
+    if not args.tidy and (args.data or rerun or args.no_verify or args.drop_displays):
+        raise UsageError(
+            "--data, --kernel, --timeout, the sandbox flags, --no-verify and --drop-displays "
+            "apply to --tidy only"
+        )
     source = Path(args.notebook)
     suffix = {(True, False): ".tidy.ipynb", (False, True): ".html", (True, True): ".tidy.html"}
     output = (
@@ -99,7 +98,6 @@ def export_command(args: argparse.Namespace) -> int:
 
 def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyResult:
     """Make (and, unless --no-verify, verify) the tidy notebook; written only when ``output`` is given."""
-    from ..execution.sandbox import Sandbox
     from ..repro.export import export_tidy
 
     # The kernel is chosen from the notebook: a jail that cannot be built is reported (exit 2)
@@ -109,12 +107,12 @@ def _tidy(args: argparse.Namespace, source: Path, output: Path | None) -> TidyRe
             source,
             output,
             data=args.data,
-            kernel=args.kernel,
+            kernel=getattr(args, "kernel", None),
             verify=not args.no_verify,
             overwrite=args.overwrite,
-            timeout=args.timeout,
+            timeout=args.cell_timeout,
             keep_displays=not args.drop_displays,
-            sandbox=Sandbox(level=args.sandbox),
+            sandbox=rerun_sandbox(source, args),
         )
     except NotReproducedError as exc:
         print(escape_controls(exc.report.summary(all_cells=False)), file=sys.stderr)

@@ -11,14 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..agent.config import add_setting_arguments, settings
 from ..exceptions import UsageError
-from .arguments import (
-    add_budget_arguments,
-    add_sandbox_arguments,
-    budget_from_args,
-    check_kernel,
-    sandbox_from_args,
-)
+from .arguments import check_kernel, check_sandbox, config_from_args
 
 TOKEN_ENV = "NBAGENT_MCP_TOKEN"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -26,8 +21,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def add_mcp_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``mcp`` command."""
-    from ..execution.kernel import DEFAULT_KERNEL
-
     mcp = sub.add_parser(
         "mcp",
         help="serve sandboxed, recorded kernels to another agent (an MCP server)",
@@ -60,32 +53,26 @@ def add_mcp_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "(default: the current folder)",
     )
     mcp.add_argument(
-        "-m", "--model", help="model for the ask tool (litellm string, 'hf:ID', 'scripted:FILE'); optional"
-    )
-    mcp.add_argument("--api-base", metavar="URL", help="base URL of an OpenAI-compatible server for --model")
-    mcp.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="time limit of one run_code (default 60)",
-    )
-    mcp.add_argument(
         "--idle-timeout",
         type=float,
         default=1800.0,
         metavar="SECONDS",
         help="close a session unused this long (default 1800)",
     )
-    mcp.add_argument(
-        "--kernel",
-        default=DEFAULT_KERNEL,
-        metavar="NAME",
-        help=f"kernel spec of every session (default: {DEFAULT_KERNEL})",
+    loop = {"timeout", "max_restarts", "observation_chars", "observation_tokens"}
+    add_setting_arguments(
+        mcp,
+        ["model", "loop", "budget", "sandbox"],
+        exclude=[s.name for s in settings() if s.group == "loop" and s.name not in loop] + ["vision"],
+        help={
+            "model": "model for the ask tool (litellm string, 'hf:ID', 'scripted:FILE'); optional",
+            "timeout": "time limit of one run_code, and of one step of ask",
+            "kernel": "kernel spec of every session ('nbagent kernels' lists them)",
+            "max_total_tokens": "what one ask run may spend on --model, in tokens (estimated where the "
+            "model reports none)",
+            "max_cost": "the same in US dollars, priced by litellm's price map",
+        },
     )
-    add_sandbox_arguments(mcp)
-    budget = mcp.add_argument_group("budgets", "what one ask run may spend on --model")
-    add_budget_arguments(budget)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -104,41 +91,42 @@ def mcp_command(args: argparse.Namespace) -> int:
         raise UsageError(
             "nbagent mcp needs the MCP Python SDK: pip install 'nbagent-ai[mcp]' (or pip install mcp)"
         ) from None
-    from ..agent.observe import Observer
     from ..mcp.server import build_server, transport_security
     from ..mcp.sessions import SessionSettings
     from ..models import LiteLLMModel, Model, resolve_model
 
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    if args.idle_timeout <= 0:
+    if not args.idle_timeout > 0:
         raise UsageError(f"--idle-timeout must be a positive number of seconds, not {args.idle_timeout:g}")
     root = Path(args.root).expanduser().resolve()
     if not root.is_dir():
         raise UsageError(f"--root {args.root!r} is not a folder")
-    check_kernel(args.kernel)
-    max_total_tokens, max_cost = budget_from_args(args)
+    config, _ = config_from_args(args)
+    if config.timeout is None:
+        raise UsageError("--timeout: a session needs a time limit for run_code; give a number of seconds")
+    check_kernel(config.kernel)
+    check_sandbox(config.kernel, config.sandbox_spec())
+    options = config.model_options()
     settings = SessionSettings(
         root=root,
-        kernel=args.kernel,
-        sandbox=sandbox_from_args(args),
-        timeout=args.timeout,
-        max_restarts=args.max_restarts,
+        kernel=config.kernel,
+        sandbox=config.sandbox_spec(),
+        timeout=config.timeout,
+        max_restarts=config.max_restarts,
         idle_timeout=args.idle_timeout,
-        observer=Observer(),
-        max_total_tokens=max_total_tokens,
-        max_cost=max_cost,
+        observer=config.observer(),
+        max_total_tokens=config.max_total_tokens,
+        max_cost=config.max_cost,
     )
     make_model = None
-    if args.model:
-        model_kwargs = {"api_base": args.api_base} if args.api_base else {}
-        first = resolve_model(args.model, **model_kwargs)  # refuse a bad model string now, not at ask
+    if config.model:
+        spec = config.model
+        first = resolve_model(spec, **options.kwargs())  # refuse a bad model string now, not at ask
         if isinstance(first, LiteLLMModel):
             first.check()
 
         def make_model() -> Model:
             # A scripted model's replies are used up by one run: each ask gets a fresh one.
-            return resolve_model(args.model, **model_kwargs)
+            return resolve_model(spec, **options.kwargs())
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     sweep = min(5.0, args.idle_timeout / 2)  # how often idle sessions are looked for

@@ -8,27 +8,17 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..agent.observe import Observer, escape_controls
+from ..agent.config import AgentConfig, add_setting_arguments, settings
+from ..agent.observe import escape_controls
 from ..exceptions import UsageError
 from ..models.litellm_model import close_http_clients
 from ..notebook.safe_files import creation_problem
 from .approval import TerminalApproval
-from .arguments import (
-    add_agent_arguments,
-    add_budget_arguments,
-    add_sandbox_arguments,
-    add_tool_arguments,
-    budget_from_args,
-    check_kernel,
-    check_sandbox,
-    check_step_limits,
-    load_tools,
-    model_options,
-    sandbox_from_args,
-)
+from .arguments import check_kernel, check_sandbox, config_from_args
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 from .steplog import StepLog
 
@@ -58,39 +48,13 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="NOTEBOOK",
         help="where to write the notebook (default: a name made from the question)",
     )
-    add_agent_arguments(
-        run,
-        model_help="litellm model string, 'hf:MODEL_ID' or 'scripted:FILE.json' (default: $NBAGENT_MODEL)",
-        max_steps_help="steps before a final answer is demanded",
-    )
-    add_sandbox_arguments(run)
-    budget = run.add_mutually_exclusive_group()
-    budget.add_argument(
-        "--observation-chars",
-        type=int,
-        metavar="N",
-        help="budget of what the model is shown after each step, in characters (default 6000)",
-    )
-    budget.add_argument(
-        "--observation-tokens",
-        type=int,
-        metavar="N",
-        help="the same budget in (estimated) tokens instead of characters",
-    )
-    run.add_argument(
-        "--vision",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="send figures to the model as images (default: if litellm says the model takes images)",
-    )
+    add_setting_arguments(run)
     run.add_argument("--overwrite", action="store_true", help="replace the output notebook if it exists")
-    add_budget_arguments(run)
     run.add_argument(
         "--approve",
         action="store_true",
         help="before each step runs, ask on the terminal: run it, edit it in $EDITOR, skip it, or stop",
     )
-    add_tool_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
     _add_json_argument(run)
     run.add_argument(
@@ -107,22 +71,18 @@ def add_resume_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="go on with a run that stopped (a crash, a kill, a step limit)",
         description="Go on with the last question of NOTEBOOK: the kernel's state is restored by "
         "re-running the notebook's successful cells, the model's memory is rebuilt from the "
-        "notebook's metadata, and the run continues in the same notebook.",
+        "notebook's metadata, and the run continues in the same notebook. The loop's settings "
+        "(steps, step time, observation budget, history, planning, budgets) are the notebook's and its "
+        "sandbox limits too where they are tighter, unless given here; the model, kernel, sandbox level, "
+        "network, environment and tools are never taken from the notebook.",
     )
     resume.add_argument("notebook", metavar="NOTEBOOK", help="a notebook written by 'nbagent run'")
-    add_agent_arguments(
-        resume,
-        model_help="model to go on with (default: $NBAGENT_MODEL; never the one the notebook records)",
-        max_steps_help="steps for the question, counting those already taken",
-    )
     resume.add_argument(
         "--workdir",
         metavar="DIR",
         help="the kernel's working directory, holding the run's data files (default: the notebook's folder)",
     )
-    add_sandbox_arguments(resume)
-    add_budget_arguments(resume)
-    add_tool_arguments(resume)
+    add_setting_arguments(resume, help=_resume_help())
     resume.add_argument("-q", "--quiet", action="store_true", help="no step log on stderr, only the answer")
     _add_json_argument(resume)
 
@@ -136,53 +96,60 @@ def _add_json_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _resume_help() -> dict[str, str]:
+    """``resume``'s help: what a flag left out takes from the notebook."""
+    texts = {
+        "model": "model to go on with (default: $NBAGENT_MODEL; never the one the notebook records)",
+        "max_steps": "steps for the question, counting those already taken",
+    }
+    for spec in settings():
+        text = texts.get(spec.name, spec.help)
+        if spec.from_notebook == "reuse":
+            texts[spec.name] = f"{text} (default: the notebook's, else {spec.default_text()})"
+        elif spec.from_notebook == "tighten":
+            texts[spec.name] = f"{text} (default: the notebook's if tighter, else {spec.default_text()})"
+    return texts
+
+
+def _check_tools(config: AgentConfig) -> None:
+    # Said in flags (the Agent's own message names the setting): refused before anything is made.
+    if config.tool_sources and not config.trust_tools:
+        raise UsageError(
+            f"--tool {config.tool_sources[0]} runs that tool's code here and in the kernel; "
+            "read its tool.py, then add --trust-tools"
+        )
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``nbagent run``: answer the question, write the notebook, print the answer."""
     from ..agent.agent import Agent, check_data_files, check_notebook_path
     from ..models import LiteLLMModel, resolve_model
 
     question = _read_question(args.question)
-    check_step_limits(args)
-    options = model_options(args)
-    observer = _observer(args)
+    config, given = config_from_args(args)
+    options = config.model_options()
     check_data_files(args.data)
-    check_kernel(args.kernel)
-    sandbox = sandbox_from_args(args)
-    check_sandbox(args.kernel, sandbox)  # fail closed before anything is created
+    check_kernel(config.kernel)
+    check_sandbox(config.kernel, config.sandbox_spec())  # fail closed before anything is created
+    _check_tools(config)
     output = Path(args.output or f"{_slug(question)}.ipynb")
     _check_output_folder(output)
     if output.parent.is_dir():
         check_notebook_path(output, args.overwrite)
-    max_total_tokens, max_cost = budget_from_args(args)
     if args.approve:
         TerminalApproval.check_terminal()
-    model = resolve_model(args.model, **options.kwargs())
+    model = resolve_model(config.model, **options.kwargs())
     if isinstance(model, LiteLLMModel):
         model.check()
-    if args.vision is not None:
-        model.supports_images = args.vision  # an explicit choice wins over asking litellm
-
-    tools = load_tools(args)
+    agent = Agent(
+        model,
+        listeners=[] if args.quiet else [StepLog()],
+        approve=TerminalApproval() if args.approve else None,
+        **_without_model(given),
+    )
     # Made only now that every input has been checked: a refused run leaves nothing on disk.
     output.parent.mkdir(parents=True, exist_ok=True)
     check_notebook_path(output, args.overwrite)
-    listeners = [] if args.quiet else [StepLog()]
-    agent = Agent(
-        model,
-        max_steps=args.max_steps,
-        timeout=args.timeout,
-        kernel=args.kernel,
-        observer=observer,
-        listeners=listeners,
-        sandbox=sandbox,
-        max_restarts=args.max_restarts,
-        tools=tools,
-        default_tools=not args.no_default_tools,
-        planning_interval=args.planning_interval,
-        approve=TerminalApproval() if args.approve else None,
-        max_total_tokens=max_total_tokens,
-        max_cost=max_cost,
-    )
 
     async def go() -> int:
         try:
@@ -193,7 +160,7 @@ def run_command(args: argparse.Namespace) -> int:
         _print_result(result, args.json)
         if result.answered:
             if args.verify:
-                return await _verify_after_run(output, args)
+                return await _verify_after_run(output, args, agent.config)
             return EXIT_OK
         if args.quiet and result.error:
             # No step log said it; the error may quote a server or the kernel, so it is escaped.
@@ -211,20 +178,20 @@ def resume_command(args: argparse.Namespace) -> int:
     from ..agent.restore import read_notebook
     from ..models import MODEL_ENV, LiteLLMModel, resolve_model
 
-    check_step_limits(args)
-    options = model_options(args)
-    check_kernel(args.kernel)
-    max_total_tokens, max_cost = budget_from_args(args)
-    sandbox = sandbox_from_args(args)
-    check_sandbox(args.kernel, sandbox)
+    config, given = config_from_args(args)
+    options = config.model_options()
+    check_kernel(config.kernel)
+    check_sandbox(config.kernel, config.sandbox_spec())
+    _check_tools(config)
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_notebook(args.notebook)
-    spec = args.model or os.environ.get(MODEL_ENV)
+    last_run = nb.metadata["nbagent"]["runs"][-1]
+    spec = config.model or os.environ.get(MODEL_ENV)
     if not spec:
         # The notebook is not trusted to pick the model: a recorded endpoint would receive the
         # user's API key (say, HF_TOKEN for hf:http://...) and drive the run.
-        recorded = nb.metadata["nbagent"]["runs"][-1].get("model") or "none"
+        recorded = last_run.get("model") or "none"
         raise UsageError(
             f"say which model to go on with: the notebook records {recorded!r}, which nbagent does "
             f"not use on the notebook's word; pass --model {recorded} (or set ${MODEL_ENV}) if you trust it"
@@ -232,20 +199,13 @@ def resume_command(args: argparse.Namespace) -> int:
     model = resolve_model(spec, **options.kwargs())
     if isinstance(model, LiteLLMModel):
         model.check()
-    agent = Agent(
-        model,
-        max_steps=args.max_steps,
-        timeout=args.timeout,
-        kernel=args.kernel,
-        listeners=[] if args.quiet else [StepLog()],
-        sandbox=sandbox,
-        max_restarts=args.max_restarts,
-        tools=load_tools(args),
-        default_tools=not args.no_default_tools,
-        planning_interval=args.planning_interval,
-        max_total_tokens=max_total_tokens,
-        max_cost=max_cost,
-    )
+    # Only the settings given here: the others are the notebook's where it may decide them.
+    agent = Agent(model, listeners=[] if args.quiet else [StepLog()], **_without_model(given))
+    if not args.quiet:
+        recorded_settings = last_run.get("settings")
+        if isinstance(recorded_settings, Mapping):
+            for line in _settings_report(config, recorded_settings, given):
+                print(escape_controls(line), file=sys.stderr)
 
     async def go() -> int:
         try:
@@ -261,6 +221,45 @@ def resume_command(args: argparse.Namespace) -> int:
         return EXIT_NO_ANSWER
 
     return asyncio.run(go())
+
+
+def _without_model(given: Mapping[str, Any]) -> dict[str, Any]:
+    # The model is given to Agent as the object made (and checked) here.
+    return {name: value for name, value in given.items() if name != "model"}
+
+
+def _settings_report(config: AgentConfig, recorded: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """What ``resume`` says about the notebook's settings: those it goes on with, and those it
+    recorded but a notebook does not decide (or a looser limit), shown so the user can give them."""
+    resumed = config.resumed(recorded, given)
+    taken, left = [], []
+    for spec in settings():
+        name = spec.name
+        now = getattr(resumed, name)
+        if now != getattr(config, name):
+            taken.append(f"{name} {spec.value_text(now)}")
+        elif name in recorded and name not in given and name != "model":
+            try:
+                then = spec.check(recorded[name])
+            except (UsageError, TypeError, ValueError):  # the notebook is untrusted: any value may be there
+                left.append(f"{name} {_shown(recorded[name])} (not valid)")
+                continue
+            if then != now:
+                left.append(f"{name} {spec.value_text(then)}")
+    lines = []
+    if taken:
+        lines.append(f"nbagent resume: the notebook's settings: {', '.join(taken)}")
+    if left:
+        lines.append(
+            f"nbagent resume: the notebook's run also had {', '.join(left)}; not taken from a notebook "
+            "(give them as flags if you trust it)"
+        )
+    return lines
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_output_folder(output: Path) -> None:
@@ -305,27 +304,16 @@ def _slug(question: str) -> str:
     return "-".join(words) or "nbagent-run"
 
 
-def _observer(args: argparse.Namespace) -> Observer:
-    if args.observation_chars is not None:
-        if args.observation_chars < 200:
-            raise UsageError(f"--observation-chars must be at least 200, not {args.observation_chars}")
-        return Observer(max_chars=args.observation_chars)
-    if args.observation_tokens is not None:
-        if args.observation_tokens < 50:
-            raise UsageError(f"--observation-tokens must be at least 50, not {args.observation_tokens}")
-        return Observer(max_tokens=args.observation_tokens)
-    return Observer()
+async def _verify_after_run(notebook: Path, args: argparse.Namespace, config: AgentConfig) -> int:
+    from ..repro.verify import averify_notebook, cell_timeout
 
-
-async def _verify_after_run(notebook: Path, args: argparse.Namespace) -> int:
-    from ..repro.verify import averify_notebook
-
+    # The run's own kernel, sandbox and step time (the user's flags, as the run used them).
     report = await averify_notebook(
         notebook,
-        kernel=args.kernel,
-        timeout=max(2 * args.timeout, 60.0),
+        kernel=config.kernel,
+        timeout=cell_timeout(config.timeout),
         record=True,
-        sandbox=sandbox_from_args(args),
+        sandbox=config.sandbox_spec(),
     )
     if not args.quiet or not report.ok:
         print(escape_controls(report.summary(all_cells=not args.quiet)), file=sys.stderr)

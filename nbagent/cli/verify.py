@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..agent.observe import escape_controls
-from .arguments import add_sandbox_level_argument
+from .arguments import add_rerun_arguments, rerun_sandbox
 from .exit_codes import EXIT_NO_ANSWER, EXIT_OK
 
 
@@ -17,7 +17,8 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="re-run a notebook in a fresh kernel and check it gives the same results",
         description="Re-run NOTEBOOK in a fresh kernel and compare every cell's outputs with the stored "
         "ones (after normalising addresses, timings, ids; images by content). Exit 0 when the answer and "
-        "every cell reproduce, 1 otherwise.",
+        "every cell reproduce, 1 otherwise. The kernel runs in the jail, without network, with the "
+        "default limits or the notebook's where tighter, unless these flags say otherwise.",
     )
     verify.add_argument("notebook", metavar="NOTEBOOK", help="the notebook to verify")
     verify.add_argument(
@@ -28,15 +29,7 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="a data file to use instead of the one beside the notebook (repeatable; matched by name)",
     )
-    verify.add_argument(
-        "--kernel",
-        metavar="NAME",
-        help="kernel spec to run in (default: nbagent-sandbox; never the one the notebook names)",
-    )
-    verify.add_argument(
-        "--timeout", type=float, default=600.0, metavar="SECONDS", help="time limit of one cell (default 600)"
-    )
-    add_sandbox_level_argument(verify)
+    add_rerun_arguments(verify)
     verify.add_argument(
         "--record",
         action="store_true",
@@ -49,16 +42,15 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def verify_command(args: argparse.Namespace) -> int:
     """``nbagent verify``: print the comparison; exit 1 if the notebook does not reproduce."""
-    from ..execution.sandbox import Sandbox
     from ..repro.verify import verify_notebook
 
     report = verify_notebook(
         args.notebook,
         data=args.data,
-        kernel=args.kernel,
-        timeout=args.timeout,
+        kernel=getattr(args, "kernel", None),
+        timeout=args.cell_timeout,
         record=args.record,
-        sandbox=Sandbox(level=args.sandbox),
+        sandbox=rerun_sandbox(args.notebook, args),
     )
     print(escape_controls(report.summary(all_cells=not args.quiet)))
     if args.record:

@@ -256,7 +256,7 @@ def build_server(
     @server.tool()
     async def verify_notebook(session_id: str) -> Annotated[CallToolResult, Verification]:
         """Re-run the session's notebook in a fresh kernel and say whether it reproduces its outputs."""
-        from ..repro.verify import averify_notebook
+        from ..repro.verify import averify_notebook, cell_timeout
 
         with _tool_errors():
             session = manager.get(session_id)
@@ -265,7 +265,7 @@ def build_server(
                 report = await averify_notebook(
                     session.notebook,
                     kernel=settings.kernel,
-                    timeout=max(2 * settings.timeout, 60.0),
+                    timeout=cell_timeout(settings.timeout),
                     sandbox=settings.sandbox,
                 )
         summary = report.summary()
@@ -284,6 +284,7 @@ def build_server(
         """Write a copy of the session's notebook beside it: tidy (failed cells and dead ends dropped,
         verified before it is written), an HTML report, or both (the report of the tidy notebook)."""
         from ..repro.export import aexport_tidy, export_html
+        from ..repro.verify import cell_timeout
 
         with _tool_errors():
             session = manager.get(session_id)
@@ -299,7 +300,7 @@ def build_server(
                         None if html else target,
                         kernel=settings.kernel,
                         overwrite=True,
-                        timeout=max(2 * settings.timeout, 60.0),
+                        timeout=cell_timeout(settings.timeout),
                         sandbox=settings.sandbox,
                     )
                     if html:

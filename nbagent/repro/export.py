@@ -270,7 +270,7 @@ async def aexport_tidy(
     kernel: str | None = None,
     verify: bool = True,
     overwrite: bool = False,
-    timeout: float = 600.0,
+    timeout: float | None = None,
     sandbox: Sandbox | None = None,
     keep_displays: bool = True,
 ) -> TidyResult:
@@ -311,7 +311,7 @@ def export_tidy(
     kernel: str | None = None,
     verify: bool = True,
     overwrite: bool = False,
-    timeout: float = 600.0,
+    timeout: float | None = None,
     sandbox: Sandbox | None = None,
     keep_displays: bool = True,
 ) -> TidyResult:
@@ -326,8 +326,10 @@ def export_tidy(
         verify: re-run the tidy notebook in a fresh kernel and write it only if it reproduces
             the source's outputs and answer (:class:`~nbagent.NotReproducedError` otherwise).
         overwrite: allow replacing an existing ``output``.
-        timeout: seconds one cell may run while verifying.
-        sandbox: the sandbox to verify in (default: the jail; never taken from the notebook).
+        timeout: seconds one cell may run while verifying (default: from the notebook's step
+            time limit, as :func:`~nbagent.verify_notebook` does).
+        sandbox: the sandbox to verify in (default: the jail, with the default limits or the
+            notebook's where tighter; the level, network and environment never from the notebook).
         keep_displays: keep the cells that show a figure or a table although the answer does not
             use them (``False``: leave them out too).
     """

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 
 from .._version import __version__
+from ..agent.config import AgentConfig, setting
 from ..agent.environment import parse_probe_output, probe_code, version_changes
 from ..exceptions import KernelStartError, NoSuchKernelError, SandboxUnavailableError, UsageError
 from ..execution.jail import JAIL_UID, jail_unavailable
@@ -46,6 +47,11 @@ from ..notebook.signing import Signature, SignatureCheck, check_signatures, load
 from .compare import DEFAULT_IMAGE_TOLERANCE, answers_match, compare_outputs
 
 CellStatus = Literal["same", "differs", "new-error", "skipped", "not-run", "code-changed"]
+
+DEFAULT_CELL_TIMEOUT = 600.0
+"""Seconds a cell may run when re-run, for a notebook that records no step time limit."""
+MIN_CELL_TIMEOUT = 60.0
+"""The least a re-run gives one cell, whatever the run's step limit was."""
 
 
 @dataclass
@@ -253,6 +259,59 @@ def cell_label(cell: NotebookNode) -> str:
     if role == "step" and meta.get("step") is not None:
         return f"step {meta['step']}"
     return "code"
+
+
+def cell_timeout(step_timeout: float | None) -> float:
+    """Seconds a re-run gives one cell of a run whose steps had ``step_timeout`` seconds: twice
+    that (a cell that ran in time then may be slower now: a cold cache, a busier machine), at least
+    :data:`MIN_CELL_TIMEOUT`; :data:`DEFAULT_CELL_TIMEOUT` for a run without a limit."""
+    if step_timeout is None:
+        return DEFAULT_CELL_TIMEOUT
+    return max(2 * step_timeout, MIN_CELL_TIMEOUT)
+
+
+_RERUN_SETTINGS = ("timeout", "memory_limit", "cpu_limit", "max_processes", "disk_limit", "file_size_limit")
+
+
+def rerun_settings(nb: NotebookNode) -> dict[str, Any]:
+    """The settings a re-run of the whole notebook takes from what its runs recorded: the step time
+    limit and the sandbox limits, each the loosest any run had (every run's cells must be able to
+    run again), and only where every run recorded a valid one (older notebooks record none).
+
+    What a notebook may decide is then applied by :meth:`AgentConfig.resumed`: the limits only
+    where tighter than the defaults; never the kernel, sandbox level, network or environment.
+    """
+    runs = nb.metadata.get("nbagent", {}).get("runs") or []
+    chosen: dict[str, Any] = {}
+    for name in _RERUN_SETTINGS:
+        spec = setting(name)
+        values = []
+        for run in runs:
+            recorded = run.get("settings") if isinstance(run, Mapping) else None
+            if not isinstance(recorded, Mapping) or name not in recorded:
+                break
+            try:
+                values.append(spec.check(recorded[name]))
+            except (UsageError, TypeError, ValueError):  # the notebook is untrusted input
+                break
+        else:
+            if values:
+                chosen[name] = None if None in values else max(values)
+    return chosen
+
+
+def rerun_config(nb: NotebookNode, given: Mapping[str, Any] | None = None) -> AgentConfig:
+    """The settings to re-run ``nb`` with: ``given`` (the user's: they win), else the notebook's
+    where :func:`rerun_settings` and :meth:`AgentConfig.resumed` allow, else the defaults."""
+    given = dict(given or {})
+    return AgentConfig().replace(**given).resumed(rerun_settings(nb), given)
+
+
+def rerun_timeout(nb: NotebookNode) -> float:
+    """Seconds each cell of ``nb`` may run when re-run (:func:`cell_timeout` of its runs' step
+    limit; :data:`DEFAULT_CELL_TIMEOUT` if they record none)."""
+    recorded = rerun_settings(nb)
+    return cell_timeout(recorded["timeout"]) if "timeout" in recorded else DEFAULT_CELL_TIMEOUT
 
 
 def _choose_kernel(kernel: str | None) -> str:
@@ -472,14 +531,14 @@ async def averify_notebook(
     *,
     data: Iterable[str | os.PathLike[str]] = (),
     kernel: str | None = None,
-    timeout: float = 600.0,
+    timeout: float | None = None,
     record: bool = False,
     image_tolerance: float = DEFAULT_IMAGE_TOLERANCE,
     base_dir: str | os.PathLike[str] | None = None,
     sandbox: Sandbox | None = None,
 ) -> VerifyReport:
     """Re-run a notebook in a fresh kernel and compare; see :func:`verify_notebook`."""
-    if not (math.isfinite(timeout) and timeout > 0):
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"timeout must be a positive number of seconds, not {timeout:g}")
     if not 0 <= image_tolerance < 1:
         raise UsageError(f"image_tolerance must be a share between 0 and 1, not {image_tolerance:g}")
@@ -492,6 +551,10 @@ async def averify_notebook(
         stored = read_notebook(path)
     folder = Path(base_dir).resolve() if base_dir is not None else (path.parent if path else Path.cwd())
     kernel_name = _choose_kernel(kernel)
+    if timeout is None:
+        timeout = rerun_timeout(stored)
+    if sandbox is None:
+        sandbox = rerun_config(stored).sandbox_spec()
     started = time.perf_counter()
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     workdir = Path(tempfile.mkdtemp(prefix="nbagent-verify-"))
@@ -503,7 +566,7 @@ async def averify_notebook(
             copy.deepcopy(stored),
             kernel_name,
             workdir,
-            _kernel_env(stored, sandbox or Sandbox()),
+            _kernel_env(stored, sandbox),
             timeout,
             sandbox,
         )
@@ -563,7 +626,7 @@ def verify_notebook(
     *,
     data: Iterable[str | os.PathLike[str]] = (),
     kernel: str | None = None,
-    timeout: float = 600.0,
+    timeout: float | None = None,
     record: bool = False,
     image_tolerance: float = DEFAULT_IMAGE_TOLERANCE,
     base_dir: str | os.PathLike[str] | None = None,
@@ -577,14 +640,17 @@ def verify_notebook(
             checked against the SHA-256 recorded at run time.
         kernel: kernel spec to run in; default: nbagent's sandboxed kernel (never the one the
             notebook records: re-running a notebook is running untrusted code).
-        timeout: seconds one cell may run.
+        timeout: seconds one cell may run; default: twice the step time limit the notebook's runs
+            recorded, at least 60 (:func:`cell_timeout`), or 600 if they record none.
         record: store the result under ``metadata.nbagent.verification`` (the file is rewritten
             atomically; only its metadata changes).
         image_tolerance: share of pixels that may change before an image differs.
         base_dir: where the data files are when ``notebook`` is in memory (default: the
             notebook's folder, else the current directory).
-        sandbox: the sandbox of a sandboxed kernel spec (default :class:`~nbagent.Sandbox()`, the
-            jail): a notebook handed to verify is untrusted code; never taken from the notebook.
+        sandbox: the sandbox of a sandboxed kernel spec. Default: the jail, no network, and the
+            default limits, or the limits the notebook's runs recorded where they are tighter
+            (:func:`rerun_config`): a notebook handed to verify is untrusted code, and never
+            loosens a limit or chooses the sandbox level, network or environment.
 
     Returns:
         a :class:`VerifyReport`; ``report.ok`` says whether the notebook reproduced.
