@@ -437,7 +437,7 @@ def test_options_then_question() -> None:
     assert parse_options("-- -5 times 3?").question == "-5 times 3?"
     with pytest.raises(UsageError, match="takes no value"):
         parse_options("--reset=yes")
-    with pytest.raises(UsageError, match="--timeout must be a number above 0, not -1"):
+    with pytest.raises(UsageError, match=r"--timeout must be a positive number of seconds, not .-1."):
         parse_options("--timeout -1 hi")
 
 

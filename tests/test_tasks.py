@@ -83,7 +83,7 @@ def test_jsonl_and_yaml_give_the_same_tasks(tmp_path: Path) -> None:
             "'nope.csv' does not",
         ),
         ("t.jsonl", '{"id": "a", "question": "q", "max_steps": 0}', "field 'max_steps'", "at least 1"),
-        ("t.jsonl", '{"id": "a", "question": "q", "timeout": -1}', "field 'timeout'", "above 0"),
+        ("t.jsonl", '{"id": "a", "question": "q", "timeout": -1}', "field 'timeout'", "a positive number"),
         ("t.jsonl", '{"id": "a", "question": "q", "task_timeout": 0}', "field 'task_timeout'", "positive"),
         ("t.jsonl", '{"id": "a", "question": "q", "expected": [1]}', "field 'expected'", "not a list"),
         ("t.jsonl", '{"id": "a", "question": "q", "scoring": "fuzzy"}', "field 'scoring'", "exact, numeric"),
