@@ -110,7 +110,7 @@ def test_reset_starts_a_new_session_and_notebook(user_kernel: Kernel, tmp_path: 
 
 def test_a_bad_option_in_a_cell_is_the_configs_message(user_kernel: Kernel) -> None:
     refused = run(user_kernel, "%agent --max-steps 0 hi")
-    assert texts(refused) == "UsageError: --max-steps must be a whole number of at least 1, not 0\n"
+    assert texts(refused) == "UsageError: --max-steps must be a whole number of at least 1, not '0'\n"
     near = run(user_kernel, "%agent --max-step 3 hi")
     assert texts(near).startswith("UsageError: unknown option '--max-step'; did you mean '--max-steps'?")
     configured = run(user_kernel, "%config AgentMagics.max_steps = 0\n%agent --model m hi")
