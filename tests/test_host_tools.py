@@ -251,7 +251,12 @@ class _InProcessExecutor:
     async def ashutdown(self) -> None:
         pass
 
-    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+    async def ainterrupt(self) -> None:
+        pass
+
+    async def aexecute(
+        self, code: str, timeout: float | None = None, *, silent: bool = False, setup: bool = False
+    ) -> Execution:
         out = io.StringIO()
         error = None
         with contextlib.redirect_stdout(out):

@@ -373,6 +373,11 @@ def test_steps_are_in_the_users_in_out_history(user_kernel: Kernel, tmp_path: Pa
         == "'history_probe = 21\\nhistory_probe * 2' 42 final_answer(history_probe) 21\n"
     )
     assert check.execution_count == n + 2  # the next cell follows the steps
+    # nbagent's setup code ran in the same shell (told apart by aexecute(setup=True)), yet stays
+    # out of the user's history.
+    probe = "print(any(('def final' + '_answer') in cell for cell in In), 'final_answer' in dir())"
+    setup = run(user_kernel, probe)
+    assert setup.outputs[0]["text"] == "False True\n"
 
 
 def test_insert_offers_the_code_that_worked_as_one_next_cell_and_help_is_kept(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from ..execution.executor import Executor
 from ..execution.kernel import Kernel
 from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
-from ..kernel_code import SETUP_MARKER, agent_code, kernel_source, setup_code
+from ..kernel_code import agent_code, kernel_source, setup_code
 from ..models import Model, Reply, Usage, resolve_model
 from ..notebook.recorder import ANSWER_SOURCE, NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
@@ -981,16 +981,15 @@ class Agent:
         assert s.executor is not None and s.recorder is not None
         # The setup cell a person reads; the agent's own part runs with it but is not recorded.
         core = setup_code(self.toolbox.seed)
-        execution = await s.executor.aexecute(core + agent_code(s.answer_key), timeout=60)
+        execution = await s.executor.aexecute(core + agent_code(s.answer_key), timeout=60, setup=True)
         execution.code = core
         if not execution.ok:
             raise KernelError(f"the kernel setup code failed: {execution.error or execution.status}")
         s.recorder.add_setup(execution)
         live_tools = self.toolbox.live_tools_source()
         if live_tools:
-            # Marked as setup code, so the user's shell (%%agent) keeps it out of its history.
-            marked = f"{SETUP_MARKER} (the tools)\n{live_tools}"
-            execution = await s.executor.aexecute(marked, timeout=60)
+            # Setup code: the user's shell (%%agent) keeps it out of its history.
+            execution = await s.executor.aexecute(live_tools, timeout=60, setup=True)
             execution.code = self.toolbox.tools_source()  # the live bridge address is not recorded
             if not execution.ok:
                 self.toolbox.check_setup(execution)

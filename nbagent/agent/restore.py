@@ -78,7 +78,7 @@ async def replay_steps(
     t0 = time.perf_counter()
     restoration = Restoration()
     setup = setup if setup is not None else setup_code()
-    ran = await executor.aexecute(setup, timeout=60)
+    ran = await executor.aexecute(setup, timeout=60, setup=True)
     if not ran.ok:
         restoration.failed.append(f"the setup code ({ran.error or ran.status})")
         restoration.died = ran.restarted
@@ -94,7 +94,7 @@ async def replay_steps(
                     f"step {step.number}'s cell killed the kernel again, so the kernel was "
                     "restarted once more with none of the earlier state"
                 )
-                await executor.aexecute(setup, timeout=60)
+                await executor.aexecute(setup, timeout=60, setup=True)
                 break
             if not execution.ok:
                 restoration.failed.append(

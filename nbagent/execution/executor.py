@@ -19,8 +19,14 @@ class Executor(Protocol):
     cwd: Path
 
     async def astart(self) -> None: ...
-    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
-        """Run ``code``; ``silent``: outside the history and unseen (no execution count, no echo)."""
+    async def aexecute(
+        self, code: str, timeout: float | None = None, *, silent: bool = False, setup: bool = False
+    ) -> Execution:
+        """Run ``code``; ``silent``: outside the history and unseen (no execution count, no echo).
+
+        ``setup``: nbagent's own setup code (recorded in the notebook, run like a step), which a
+        user's shell keeps out of its In/Out history; a kernel of nbagent's own treats it as any cell.
+        """
         ...
 
     async def ainterrupt(self) -> None:

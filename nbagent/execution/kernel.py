@@ -338,6 +338,7 @@ class Kernel:
         timeout: float | None = None,
         *,
         silent: bool = False,
+        setup: bool = False,
         expressions: Mapping[str, str] | None = None,
     ) -> Execution:
         """Run ``code`` and return what it did.
@@ -345,7 +346,8 @@ class Kernel:
         ``timeout`` (seconds) bounds the run: when it passes the kernel is interrupted; if it
         has not stopped ``interrupt_grace`` seconds later, it is restarted. A kernel that dies
         is restarted too, so the next call works; ``Execution.restarted`` tells the caller.
-        ``silent`` runs it outside the history: the execution count does not move.
+        ``silent`` runs it outside the history: the execution count does not move. ``setup``
+        (nbagent's setup code) changes nothing here: the kernel and its history are nbagent's.
         ``expressions`` (name -> Python expression) are Jupyter's ``user_expressions``: evaluated
         right after the code, when it succeeded, in the same request (no extra round trip); their
         ``text/plain`` values land in ``Execution.expressions``.

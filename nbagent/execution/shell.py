@@ -45,7 +45,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from ..kernel_code import SETUP_MARKER
 from .containment import NamespaceGuard
 from .outputs import (
     ANSWER_MIME,
@@ -112,36 +111,41 @@ class ShellExecutor:
         if step is not None:
             step.interrupt()
 
-    async def aexecute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+    async def aexecute(
+        self, code: str, timeout: float | None = None, *, silent: bool = False, setup: bool = False
+    ) -> Execution:
         """Run ``code`` in the shell, on the shell's thread, and return what it did.
 
         Called on the shell's thread, the code runs at once; called from the helper loop of
         :meth:`run_coroutine`, it is handed to the shell's thread and awaited.
         """
         if self._on_shell_thread():
-            return self.execute(code, timeout, silent=silent)
+            return self.execute(code, timeout, silent=silent, setup=setup)
         if not self._serving:
             raise RuntimeError(
                 "ShellExecutor.aexecute was called from another thread while the shell's thread is "
                 "not waiting for work; run the coroutine with ShellExecutor.run_coroutine()"
             )
         done: concurrent.futures.Future[Execution] = concurrent.futures.Future()
-        self._jobs.put((done, code, timeout, silent))
+        self._jobs.put((done, code, timeout, silent, setup))
         return await asyncio.wrap_future(done)
 
     # -- the shell's thread ----------------------------------------------------------------
 
-    def execute(self, code: str, timeout: float | None = None, *, silent: bool = False) -> Execution:
+    def execute(
+        self, code: str, timeout: float | None = None, *, silent: bool = False, setup: bool = False
+    ) -> Execution:
         """Run ``code`` now, on the calling thread, which must be the shell's thread.
 
-        ``silent``: nbagent's own code (the setup, the environment probe): kept out of ``In``/``Out``
-        and not shown; its printed text is still collected.
+        ``silent``: nbagent's own code (the environment probe, the answer check): kept out of
+        ``In``/``Out`` and not shown; its printed text is still collected. ``setup``: nbagent's
+        setup code, shown and recorded like a step but kept out of ``In``/``Out``.
         """
         if silent:
             return self._execute_silently(code)
         shell = self.shell
         # The setup code (final_answer) is nbagent's, not a step: it stays out of In/Out.
-        store_history = not code.startswith(SETUP_MARKER)
+        store_history = not setup
         outputs = self._collector.begin()
         execution = Execution(code=code, outputs=outputs, started=time.time())
         saved = _SavedShellState(shell)
@@ -274,12 +278,12 @@ class ShellExecutor:
         if not isinstance(job, tuple):
             job()
             return True
-        done, code, timeout, silent = job
+        done, code, timeout, silent, setup = job
         if not run_steps:
             done.cancel()  # the user stopped the run: no further step runs
         elif done.set_running_or_notify_cancel():
             try:
-                done.set_result(self.execute(code, timeout, silent=silent))
+                done.set_result(self.execute(code, timeout, silent=silent, setup=setup))
             except BaseException as exc:
                 done.set_exception(exc)
                 raise

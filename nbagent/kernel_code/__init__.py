@@ -21,7 +21,8 @@ def kernel_source(name: str) -> str:
 
 
 SETUP_MARKER = "# nbagent setup"
-"""Every setup cell starts with this comment (executors use it to keep the setup out of history)."""
+"""The comment nbagent's own code in the kernel starts with, for a person reading it (executors are
+told setup code by ``aexecute(..., setup=True)``, never by its text)."""
 
 SETUP_PARTS = ("final_answer.py", "reproducibility.py", "rerun.py")
 """Files of ``nbagent/kernel_code`` joined, in this order, into the setup cell."""
