@@ -110,7 +110,8 @@ def test_token_budget_stops_before_the_next_call_and_resume_goes_on_with_a_large
 
 def test_cost_budget_counts_estimated_usage_when_the_server_reports_none(tmp_path: Path) -> None:
     long_reply = code("x = 1\n# " + "padding " * 4000)  # ~8,000 estimated tokens a reply
-    script = [{"reply": long_reply, "usage": False}] * 3
+    # Streamed in big chunks: litellm's per-chunk work on the default 4 characters is seconds here.
+    script = [{"reply": long_reply, "usage": False, "chunk_chars": 4096}] * 3
     script.append({"reply": code("final_answer(x)"), "usage": False})
     with OpenAICompatibleServer(script) as server:
         model = LiteLLMModel("openai/gpt-4o-mini", api_base=server.url, api_key="sk-test")
