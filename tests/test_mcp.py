@@ -103,13 +103,23 @@ def test_every_tool_over_stdio_with_two_concurrent_sessions(tmp_path: Path) -> N
             async def run(name: str, sid: str, source: str, thought: str = "") -> None:
                 ran[name] = await _call(session, "run_code", session_id=sid, code=source, thought=thought)
 
-            started = time.perf_counter()
+            def timed(name: str) -> str:
+                # Prints its name; when it started and ended goes to a file (outputs must reproduce).
+                return (
+                    f"import time\nstarted = time.time()\ntime.sleep(1.5)\nx = {name!r}\nprint(x)\n"
+                    f"with open('{name}.span', 'w') as f:\n    f.write(f'{{started}} {{time.time()}}')"
+                )
+
             async with anyio.create_task_group() as group:
-                group.start_soon(run, "a", a, "import time; time.sleep(2.5); x = 'a'; print(x)")
-                group.start_soon(run, "b", b, "import time; time.sleep(2.5); x = 'b'; print(x)")
-            assert time.perf_counter() - started < 4.5  # concurrent, not one after the other
+                group.start_soon(run, "a", a, timed("a"))
+                group.start_soon(run, "b", b, timed("b"))
             assert ran["a"].structured_content["observation"] == "a"
             assert ran["b"].content[0].text == "b"
+            # Each session works in a folder of its own under the root; the kernels share the clock.
+            (a_start, a_end), (b_start, b_end) = (
+                map(float, next(root.rglob(f"{name}.span")).read_text().split()) for name in "ab"
+            )
+            assert max(a_start, b_start) < min(a_end, b_end)  # they overlapped: not one after the other
 
             # The observation is what nbagent's model would see: a table summary, not the HTML.
             df = await _call(
@@ -388,9 +398,11 @@ def test_streamable_http_needs_the_token_checks_the_host_and_closes_sessions_of_
             ):
                 await session.initialize()
                 sid, idle = await session_kernels(session)
-                await anyio.sleep(9)  # idle longer than --idle-timeout 6
+                idle_since = time.monotonic()
+                while alive(idle):  # until the idle timeout (6 s) closes it; no call in between
+                    assert time.monotonic() - idle_since < 60, "the idle session's kernel lives on"
+                    await anyio.sleep(0.2)
                 assert "no open session" in await _error(session, "run_code", session_id=sid, code="1")
-                assert not alive(idle)
 
     anyio.run(scenario)
 
