@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nbformat
 import pytest
@@ -26,6 +27,8 @@ OUTSIDE = ("--kernel", "nbagent")
 
 MARK = "ATTACK "
 
+T = TypeVar("T")
+
 
 def needs(missing: str | None) -> None:
     """Skip when a facility the test needs is missing here, except in CI (``CI`` set), where it fails."""
@@ -33,6 +36,22 @@ def needs(missing: str | None) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must provide this: {missing}")
         pytest.skip(missing)
+
+
+def outside_and_jail(
+    play: Callable[[str, tuple[str, ...]], T], jail_flags: tuple[str, ...] = ()
+) -> dict[str, T]:
+    """``play(where, flags)`` outside the jail and under the sandbox (``jail_flags``) at the same time.
+
+    The two are separate host processes with their own markers, files and listeners: playing them
+    side by side proves what playing them one after the other would, in about half the time.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        started = {
+            where: pool.submit(play, where, flags)
+            for where, flags in (("outside", OUTSIDE), ("jail", jail_flags))
+        }
+        return {where: future.result() for where, future in started.items()}
 
 
 def attack_step(code: str, **params: Any) -> str:

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from .attacks import (
-    OUTSIDE,
     attack_results,
     attack_step,
     final_step,
     host_env,
     merged,
+    outside_and_jail,
     run_cli,
     write_script,
 )
@@ -115,7 +115,7 @@ def _batch(tmp: Path, where: str, token: str, flags: tuple[str, ...]) -> Found:
     """Run the two tasks; (status lines by id, the attacker's findings)."""
     folder = tmp / where
     folder.mkdir()
-    victim_id = f"victim-{token}"
+    victim_id = f"victim-{token}-{where}"  # the two batches run at once: each attacker finds its own
     secret = f"victim-secret-{token}"
     write_script(
         folder / "victim.json",
@@ -153,13 +153,14 @@ def _batch(tmp: Path, where: str, token: str, flags: tuple[str, ...]) -> Found:
 
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory: pytest.TempPathFactory, module_token: str) -> dict[str, Found]:
-    """The two-task batch outside the jail, then under the default sandbox."""
+    """The two-task batch outside the jail and, at the same time, under the default sandbox."""
     tmp = tmp_path_factory.mktemp("batch-attacks")
-    return {
+
+    def play(where: str, flags: tuple[str, ...]) -> Found:
         # --no-fork outside: each kernel then names its connection file on its command line.
-        "outside": _batch(tmp, "outside", module_token, (*OUTSIDE, "--no-fork")),
-        "jail": _batch(tmp, "jail", module_token, ()),
-    }
+        return _batch(tmp, where, module_token, (*flags, "--no-fork") if where == "outside" else flags)
+
+    return outside_and_jail(play)
 
 
 def test_a_task_cannot_use_its_siblings_kernel(

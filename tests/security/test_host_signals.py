@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 from .attacks import (
-    OUTSIDE,
     attack_results,
     attack_step,
     final_step,
     host_env,
     merged,
     nbagent_command,
+    outside_and_jail,
     run_cli,
     wait_for_state,
     write_script,
@@ -51,7 +51,7 @@ print("ATTACK " + json.dumps({"found": found, "signalled": sent}))
 
 
 def test_code_cannot_stop_the_nbagent_process(tmp_path: Path, token: str) -> None:
-    for where, flags in (("outside", OUTSIDE), ("jail", ())):
+    def play(where: str, flags: tuple[str, ...]) -> None:
         question = f"stop the host {token} {where}"
         script = write_script(
             tmp_path / f"{where}.json",
@@ -84,6 +84,8 @@ def test_code_cannot_stop_the_nbagent_process(tmp_path: Path, token: str) -> Non
                 host.kill()
             host.communicate()
 
+    outside_and_jail(play)
+
 
 API_HOST = """
 import json
@@ -100,9 +102,10 @@ print("ANSWER", result.answer)
 
 
 def test_code_cannot_kill_a_python_api_host(tmp_path: Path, token: str) -> None:
-    host_script = tmp_path / f"api_host_{token}.py"
-    host_script.write_text(textwrap.dedent(API_HOST))
-    for where, kernel in (("outside", "nbagent"), ("jail", "default")):
+    def play(where: str, flags: tuple[str, ...]) -> None:
+        kernel = "nbagent" if where == "outside" else "default"
+        host_script = tmp_path / f"api_host_{token}_{where}.py"  # each attack finds its own host only
+        host_script.write_text(textwrap.dedent(API_HOST))
         script = write_script(
             tmp_path / f"{where}.json",
             [attack_step(SIGNAL_THE_HOST, host_marker=host_script.name, signal="SIGKILL"), final_step()],
@@ -124,18 +127,21 @@ def test_code_cannot_kill_a_python_api_host(tmp_path: Path, token: str) -> None:
             assert "ANSWER done" in proc.stdout
             assert merged(attack_results(notebook))["signalled"] == []
 
+    outside_and_jail(play)
+
 
 def test_a_poison_task_cannot_kill_nbagent_batch(tmp_path: Path, token: str) -> None:
     # The task file's name is on the batch host's command line: the poison task looks for it.
-    for where, flags in (("outside", OUTSIDE), ("jail", ())):
+    def play(where: str, flags: tuple[str, ...]) -> None:
         folder = tmp_path / where
         folder.mkdir()
+        marker = f"tasks-{token}-{where}"  # the two batches run at once: each poison finds its own
         write_script(
             folder / "poison.json",
-            [attack_step(SIGNAL_THE_HOST, host_marker=f"tasks-{token}", signal="SIGKILL"), final_step()],
+            [attack_step(SIGNAL_THE_HOST, host_marker=marker, signal="SIGKILL"), final_step()],
         )
         write_script(folder / "innocent.json", [final_step("'innocent answer'")])
-        tasks = folder / f"tasks-{token}.jsonl"
+        tasks = folder / f"{marker}.jsonl"
         tasks.write_text(
             json.dumps({"id": "poison", "question": "Poison.", "model": "scripted:poison.json"})
             + "\n"
@@ -158,3 +164,5 @@ def test_a_poison_task_cannot_kill_nbagent_batch(tmp_path: Path, token: str) -> 
                 "innocent": "innocent answer",
             }
             assert again.returncode == 0  # nothing left to run
+
+    outside_and_jail(play)

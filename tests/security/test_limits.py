@@ -1,9 +1,10 @@
 """Whole-run limits: a fork bomb, memory split across children, many files, a full ``/tmp``.
 
 One scripted run, one attack a step; outside the jail (no limits) every attack gets all it asks
-for, under the default sandbox with small ``--max-processes``, ``--memory-limit`` and
-``--disk-limit`` each is stopped short, and the run still answers. Bounded: 300 processes,
-4 blocks of 300 MB of memory, 400 files of 1 MB, 600 MB in ``/tmp`` (removed by the attack itself).
+for; at the same time, under the default sandbox with small ``--max-processes``,
+``--memory-limit`` and ``--disk-limit``, each is stopped short, and the run still answers.
+Bounded: 300 processes, 4 blocks of 300 MB of memory, 400 files of 1 MB, 600 MB in ``/tmp``
+(removed by the attack itself).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from .attacks import OUTSIDE, attack_results, attack_step, final_step, merged, run_cli, write_script
+from .attacks import (
+    attack_results,
+    attack_step,
+    final_step,
+    merged,
+    outside_and_jail,
+    run_cli,
+    write_script,
+)
 
 JAIL_LIMITS = ("--max-processes", "64", "--memory-limit", "1G", "--disk-limit", "20M")
 
@@ -112,20 +121,21 @@ def limits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
             final_step(),
         ],
     )
-    found: dict[str, dict[str, Any]] = {}
-    for where, flags in (("outside", OUTSIDE), ("jail", JAIL_LIMITS)):
+
+    def play(where: str, flags: tuple[str, ...]) -> dict[str, Any]:
         notebook = tmp / where / "limits.ipynb"
         proc = run_cli(
             ["run", "Use a lot.", "--model", f"scripted:{script}", "-o", str(notebook), "-q", *flags],
             timeout=300,
         )
-        found[where] = {
+        return {
             "returncode": proc.returncode,
             "stderr": proc.stderr[-3000:],
             "notebook": notebook.read_text() if notebook.exists() else "",
             **(merged(attack_results(notebook)) if notebook.exists() else {}),
         }
-    return found
+
+    return outside_and_jail(play, JAIL_LIMITS)
 
 
 def _answered(found: dict[str, dict[str, Any]], where: str) -> None:
@@ -177,12 +187,14 @@ print("ATTACK " + json.dumps({"children that burned 1.5 CPU seconds": codes.coun
 
 def test_cpu_time_spread_across_children_stops_at_cpu_limit(tmp_path: Path) -> None:
     script = write_script(tmp_path / "cpu.json", [attack_step(SPREAD_CPU), final_step()])
-    found = {}
-    for where, flags in (("outside", OUTSIDE), ("jail", ("--cpu-limit", "2"))):
+
+    def play(where: str, flags: tuple[str, ...]) -> tuple[dict[str, Any], str]:
         notebook = tmp_path / where / "cpu.ipynb"
         proc = run_cli(["run", "Burn.", "--model", f"scripted:{script}", "-o", str(notebook), "-q", *flags])
         assert proc.returncode == 0, (where, proc.stderr[-2000:])  # the run goes on either way
-        found[where] = (merged(attack_results(notebook)), notebook.read_text())
+        return merged(attack_results(notebook)), notebook.read_text()
+
+    found = outside_and_jail(play, ("--cpu-limit", "2"))
     assert found["outside"][0] == {"children that burned 1.5 CPU seconds": 3}
     assert found["jail"][0] == {}  # the kernel and its children were stopped mid-step
     assert "CPU-time limit of 2 s" in found["jail"][1]

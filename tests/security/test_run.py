@@ -1,7 +1,7 @@
 """Attacks from one ``nbagent run``: files, the host process, sockets, namespaces, leftovers, timeouts.
 
 One scripted run plays every attack of this module in its first step and prints what each got;
-it runs once outside the jail (``--kernel nbagent``), where each attack must work, and once
+it runs outside the jail (``--kernel nbagent``), where each attack must work, and at the same time
 under the default sandbox, where each must fail. Canaries are made here: a 0600 file in the home
 folder, a variable in the host's environment, a Unix socket standing in for ssh-agent, a TCP
 server on the host's loopback.
@@ -14,7 +14,6 @@ import site
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 
 from .attacks import (
-    OUTSIDE,
     attack_results,
     attack_step,
     final_step,
@@ -30,6 +28,7 @@ from .attacks import (
     kill_processes_with,
     merged,
     needs,
+    outside_and_jail,
     processes_with,
     run_cli,
     write_script,
@@ -230,27 +229,38 @@ class Runs:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Found:
+    """What one run found, and what the host saw of it."""
+
+    results: dict[str, Any]
+    returncode: int
+    stderr: str
+    agent_connections: int
+    network_connections: int
+    pth_planted: bool
+    leftovers: list[int]
+    seconds: float
+
+
 @pytest.fixture(scope="module")
-def runs(
-    tmp_path_factory: pytest.TempPathFactory, module_token: str, home_canary: tuple[Path, str]
-) -> Iterator[Runs]:
+def runs(tmp_path_factory: pytest.TempPathFactory, module_token: str, home_canary: tuple[Path, str]) -> Runs:
     tmp = tmp_path_factory.mktemp("run-attacks")
-    agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    agent_path = tmp / "ssh-agent.sock"
-    agent.bind(str(agent_path))
-    agent.listen(8)
-    agent_listener = _Listener(agent)
-    server = socket.create_server(("127.0.0.1", 0))
-    server_listener = _Listener(server)
-    port = server.getsockname()[1]
     env_canary = f"env-canary-{module_token}"
     pth_dir = Path(site.getsitepackages()[0])
-    out = Runs()
-    try:
-        for where, flags in (("outside", OUTSIDE), ("jail", ())):
-            question = f"security check {module_token} {where}"
-            pth = pth_dir / f"nbagent_attack_{module_token}_{where}.pth"
-            leftover_marker = f"nbagent-leftover-{module_token}-{where}"
+
+    def play(where: str, flags: tuple[str, ...]) -> _Found:
+        # Each run has its own ssh-agent socket and loopback server, so that both can run at once.
+        agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        agent_path = tmp / f"ssh-agent-{where}.sock"
+        agent.bind(str(agent_path))
+        agent.listen(8)
+        agent_listener = _Listener(agent)
+        server_listener = _Listener(socket.create_server(("127.0.0.1", 0)))
+        question = f"security check {module_token} {where}"
+        pth = pth_dir / f"nbagent_attack_{module_token}_{where}.pth"
+        leftover_marker = f"nbagent-leftover-{module_token}-{where}"
+        try:
             script = write_script(
                 tmp / f"{where}.json",
                 [
@@ -261,7 +271,7 @@ def runs(
                         host_marker=question,
                         env_canary=env_canary,
                         agent_socket=str(agent_path),
-                        port=port,
+                        port=server_listener.sock.getsockname()[1],
                         leftover_marker=leftover_marker,
                     ),
                     attack_step(TIMEOUT_STEP),
@@ -270,39 +280,49 @@ def runs(
                 ],
             )
             notebook = tmp / where / "run.ipynb"
-            agents_before, network_before = len(agent_listener.received), len(server_listener.received)
             started = time.monotonic()
-            try:
-                proc = run_cli(
-                    [
-                        "run",
-                        question,
-                        "--model",
-                        f"scripted:{script}",
-                        "-o",
-                        str(notebook),
-                        "--timeout",
-                        "6",
-                        "-q",
-                        *flags,
-                    ],
-                    env=host_env(NBAGENT_SECURITY_CANARY=env_canary, SSH_AUTH_SOCK=str(agent_path)),
-                )
-                out.returncode[where] = proc.returncode
-                out.seconds[where] = time.monotonic() - started
-                out.stderr[where] = proc.stderr
-                out.results[where] = merged(attack_results(notebook)) if notebook.exists() else {}
-                out.agent_connections[where] = len(agent_listener.received) - agents_before
-                out.network_connections[where] = len(server_listener.received) - network_before
-                out.pth_planted[where] = pth.exists()
-                out.leftovers[where] = processes_with(leftover_marker)
-            finally:
-                pth.unlink(missing_ok=True)
-                kill_processes_with(leftover_marker)
-        yield out
-    finally:
-        agent_listener.close()
-        server_listener.close()
+            proc = run_cli(
+                [
+                    "run",
+                    question,
+                    "--model",
+                    f"scripted:{script}",
+                    "-o",
+                    str(notebook),
+                    "--timeout",
+                    "6",
+                    "-q",
+                    *flags,
+                ],
+                env=host_env(NBAGENT_SECURITY_CANARY=env_canary, SSH_AUTH_SOCK=str(agent_path)),
+            )
+            return _Found(
+                results=merged(attack_results(notebook)) if notebook.exists() else {},
+                returncode=proc.returncode,
+                stderr=proc.stderr,
+                agent_connections=len(agent_listener.received),
+                network_connections=len(server_listener.received),
+                pth_planted=pth.exists(),
+                leftovers=processes_with(leftover_marker),
+                seconds=time.monotonic() - started,
+            )
+        finally:
+            pth.unlink(missing_ok=True)
+            kill_processes_with(leftover_marker)
+            agent_listener.close()
+            server_listener.close()
+
+    out = Runs()
+    for where, found in outside_and_jail(play).items():
+        out.results[where] = found.results
+        out.returncode[where] = found.returncode
+        out.stderr[where] = found.stderr
+        out.agent_connections[where] = found.agent_connections
+        out.network_connections[where] = found.network_connections
+        out.pth_planted[where] = found.pth_planted
+        out.leftovers[where] = found.leftovers
+        out.seconds[where] = found.seconds
+    return out
 
 
 def _worked(runs: Runs, where: str, attack: str) -> bool:
