@@ -72,7 +72,7 @@ def write_script(path: Path, replies: list[str]) -> str:
 
 def test_question_from_stdin_and_no_answer_exits_1(tmp_path: Path) -> None:
     model = write_script(tmp_path / "s.json", [code("x = 1"), code("y = 2")])
-    proc = nbagent(
+    proc = run_cli(
         "run",
         "-",
         "--model",
@@ -94,7 +94,7 @@ def test_question_from_stdin_and_no_answer_exits_1(tmp_path: Path) -> None:
 
 def test_model_from_the_environment_variable(tmp_path: Path) -> None:
     model = write_script(tmp_path / "s.json", [code("final_answer('from env')")])
-    proc = nbagent("run", "q", "-o", "env.ipynb", "-q", cwd=tmp_path, env={"NBAGENT_MODEL": model})
+    proc = run_cli("run", "q", "-o", "env.ipynb", "-q", cwd=tmp_path, env={"NBAGENT_MODEL": model})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "from env"
 

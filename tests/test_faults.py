@@ -231,7 +231,7 @@ def test_sigkill_mid_run_leaves_a_valid_notebook_no_kernel_and_resume_reaches_th
 
     # The jailed kernel's working folder is crash.work/, seen at tmp_path's path.
     (tmp_path / "crash.work" / "go").touch()
-    resumed = nbagent("resume", str(nb_path), "--model", "scripted:s.json", cwd=tmp_path)
+    resumed = run_cli("resume", str(nb_path), "--model", "scripted:s.json", cwd=tmp_path)  # in-process
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "688"
     nb = nbformat.read(nb_path, as_version=4)
@@ -247,7 +247,7 @@ def test_sigkill_mid_run_leaves_a_valid_notebook_no_kernel_and_resume_reaches_th
 
     # Resuming an answered notebook runs nothing and changes nothing.
     before = nb_path.read_bytes()
-    again = nbagent("resume", str(nb_path), "--model", "scripted:s.json", cwd=tmp_path)
+    again = run_cli("resume", str(nb_path), "--model", "scripted:s.json", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.strip() == "688"
     assert nb_path.read_bytes() == before
 
