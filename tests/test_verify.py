@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import PENGUINS, REPO, code, scripted
+from conftest import PENGUINS, REPO, code, run_cli, scripted
 
 from nbagent import Agent, UsageError, verify_notebook
 from nbagent.cli import main
@@ -261,10 +259,9 @@ def test_run_with_verify_records_the_result(tmp_path: Path) -> None:
     script = tmp_path / "replies.json"
     script.write_text(json.dumps(PENGUIN_REPLIES))
     notebook = tmp_path / "out" / "penguins.ipynb"
-    done = subprocess.run(
-        [sys.executable, "-m", "nbagent", "run", "Which species is heaviest?", "--data", str(PENGUINS),
-         "--model", f"scripted:{script}", "-o", str(notebook), "--verify"],
-        capture_output=True, text=True, timeout=170, cwd=tmp_path,
+    done = run_cli(
+        "run", "Which species is heaviest?", "--data", str(PENGUINS),
+        "--model", f"scripted:{script}", "-o", str(notebook), "--verify", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Gentoo"
