@@ -14,7 +14,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import code, scripted
+from conftest import code, run_cli, scripted
 
 from nbagent import Agent, Kernel, LiteLLMModel, StopRun, UsageError
 from nbagent.cli import main
@@ -192,14 +192,7 @@ def test_run_approve_asks_on_the_terminal_to_skip_edit_and_stop(tmp_path: Path) 
 def test_run_approve_without_a_terminal_exits_2(tmp_path: Path) -> None:
     replies = tmp_path / "r.json"
     replies.write_text(json.dumps([code("final_answer(1)")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "nbagent", "run", "q", "-m", f"scripted:{replies}", "--approve"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    done = run_cli("run", "q", "-m", f"scripted:{replies}", "--approve", cwd=tmp_path)  # stdin: no tty
     assert done.returncode == 2 and "not a terminal" in done.stderr
     assert list(tmp_path.glob("*.ipynb")) == []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 import subprocess
@@ -292,20 +291,13 @@ def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: Listener) -> N
         + connect_code(listener.port)
     )
     (tmp_path / "s.json").write_text(json.dumps([code(probe), code("final_answer('ok')")]))
-    env = {**os.environ, "MY_SERVICE_TOKEN": "let-me-in-123", "OTHER_TOKEN": "keep-me-out-456"}
+    env = {"MY_SERVICE_TOKEN": "let-me-in-123", "OTHER_TOKEN": "keep-me-out-456"}
     argv = [
         *("run", "q", "--model", "scripted:s.json", "-o", "flags.ipynb", "-q"),
         *("--memory-limit", "1.5G", "--cpu-limit", "100", "--file-size-limit", "10M"),
         *("--allow-network", "--allow-env", "MY_SERVICE_TOKEN", "--sandbox=limits"),
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbagent", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
+    proc = run_cli(*argv, cwd=tmp_path, env=env)  # in-process: the host's environment is os.environ
     assert proc.returncode == 0, proc.stderr
     nb = nbformat.read(tmp_path / "flags.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
