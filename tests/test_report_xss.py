@@ -118,6 +118,8 @@ def open_in_chromium(report: Path) -> dict[str, Any]:
             page.goto(report.as_uri())
             page.wait_for_load_state("load")
             for element in page.query_selector_all("b, details, a"):
+                if not element.is_visible():  # no one can hover it (now: an earlier click may open it)
+                    continue
                 try:
                     element.hover(timeout=2000)
                     element.click(timeout=2000, no_wait_after=True)
