@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from batch_helpers import answering_task, processes_in, read_notebook, read_status, stream_text, write_batch
+from conftest import run_cli
 from distributed import Client, LocalCluster
 
 
@@ -25,22 +24,11 @@ def test_cluster_runs_tasks_on_two_dask_workers_with_their_own_kernels(tmp_path:
         worker_pids = set(client.run(os.getpid).values())
         # --sandbox=limits: the test finds which worker ran a kernel from the kernel's parent
         # pids, which a jailed kernel (own pid namespace) cannot see, by design.
-        cmd = [
-            sys.executable,
-            "-m",
-            "nbagent",
-            "batch",
-            str(task_file),
-            "--out",
-            str(out),
-            "--sandbox=limits",
+        done = run_cli(
+            *("batch", str(task_file), "--out", str(out), "--sandbox=limits"),
             "--observation-chars=500",  # any setting travels to the workers with the batch's config
-        ]
-        done = subprocess.run(
-            [*cmd, "--cluster", cluster.scheduler_address],
-            capture_output=True,
-            text=True,
-            timeout=170,
+            *("--cluster", cluster.scheduler_address),
+            cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
         assert processes_in(out) == []  # the workers stopped their kernels at the end
