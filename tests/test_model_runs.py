@@ -137,7 +137,12 @@ def _first_seen(pieces: list[tuple[float, str]], text: str) -> float:
 def test_the_terminal_shows_the_reply_as_it_streams_and_the_flags_reach_the_server(tmp_path: Path) -> None:
     thought = "Thought: I will add the numbers one by one, slowly, to show streaming."
     script = [
-        {"reply": thought + "\n" + "```python\nprint(2 + 3)\n```", "chunk_delay": 0.15, "delay": 1.5},
+        {
+            "reply": thought + "\n" + "```python\nprint(2 + 3)\n```",
+            "chunk_delay": 0.15,
+            "chunk_chars": 8,
+            "delay": 1.5,
+        },
         code("final_answer(5)"),
     ]
     with OpenAICompatibleServer(script) as server:
@@ -255,7 +260,12 @@ def test_agent_magic_streams_the_reply_under_the_cell_with_its_model_options(tmp
 
     thought = "Thought: counting the letters of a long word, slowly, so it streams."
     script = [
-        {"reply": thought + "\n```python\nn = len('streaming')\n```", "chunk_delay": 0.1, "delay": 1.3},
+        {
+            "reply": thought + "\n```python\nn = len('streaming')\n```",
+            "chunk_delay": 0.1,
+            "chunk_chars": 8,
+            "delay": 1.3,
+        },
         code("final_answer(n)"),
     ]
     manager = KernelManager(kernel_name="python3")
