@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import code, run_cli
+from http_helpers import TcpListener
 from test_tools import great_circle_km
 
 from nbagent.agent.config import AgentConfig, Setting, settings, settings_from_args
@@ -169,34 +168,15 @@ def test_one_of_a_pair_given_now_is_not_overruled_by_the_other_recorded() -> Non
 # -- with real kernels: what resume takes from the notebook, and what it never does ----------------
 
 
-class _Listener:
-    """A TCP listener on the host's 127.0.0.1: a kernel with the host's network reaches it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.received: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.received.append(conn.recv(100))
-
-
 @pytest.fixture(scope="module")
-def listener() -> Iterator[_Listener]:
-    server = _Listener()
+def listener() -> Iterator[TcpListener]:
+    server = TcpListener()
     yield server
-    server.sock.close()
+    server.close()
 
 
 @pytest.fixture(scope="module")
-def stopped_run(tmp_path_factory: pytest.TempPathFactory, listener: _Listener) -> Path:
+def stopped_run(tmp_path_factory: pytest.TempPathFactory, listener: TcpListener) -> Path:
     """A run made with --timeout 3 --observation-chars 400 --max-steps 2 --memory-limit 1G that
     stopped at its step limit; its script goes on with a probe, a 4 s step and an answer."""
     folder = tmp_path_factory.mktemp("stopped")
@@ -317,7 +297,7 @@ def test_a_setting_given_to_resume_wins_over_the_notebook(stopped_run: Path) -> 
 
 
 def test_a_notebook_never_chooses_the_kernel_network_tools_or_looser_limits(
-    stopped_run: Path, listener: _Listener
+    stopped_run: Path, listener: TcpListener
 ) -> None:
     tool = great_circle_km.save(stopped_run / "a-tool")
     path = _copy(stopped_run, "forged")

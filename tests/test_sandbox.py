@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import platform
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import code, run_cli
+from http_helpers import TcpListener
 
 from nbagent import Kernel, NotebookRecorder, Sandbox
 from nbagent.execution.kernel import DEFAULT_KERNEL
@@ -43,36 +42,9 @@ def run_in(kernel: Kernel, source: str, timeout: float = 60) -> str:
     return "".join(o.get("text", "") for o in e.outputs if o.output_type == "stream")
 
 
-class Listener:
-    """A TCP listener on the host's 127.0.0.1 that records what connects to it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.received: list[bytes] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self.received.append(conn.recv(100))
-                except OSError:
-                    self.received.append(b"")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
+def listener() -> Iterator[TcpListener]:
+    server = TcpListener()
     yield server
     server.close()
 
@@ -128,7 +100,7 @@ def test_the_sandbox_is_the_default_kernel_with_its_limits_and_the_kernel_pid(ke
 
 
 def test_secrets_stay_out_and_the_network_is_unreachable(
-    monkeypatch: pytest.MonkeyPatch, listener: Listener
+    monkeypatch: pytest.MonkeyPatch, listener: TcpListener
 ) -> None:
     for name, value in HOST_SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -166,7 +138,7 @@ def test_secrets_stay_out_and_the_network_is_unreachable(
     assert listener.received == []
 
 
-def test_allow_network_lets_the_kernel_reach_the_host(listener: Listener) -> None:
+def test_allow_network_lets_the_kernel_reach_the_host(listener: TcpListener) -> None:
     with Kernel(sandbox=Sandbox(network=True, level="limits")) as k:
         assert run_in(k, connect_code(listener.port)).strip() == "connected"
         assert k.sandbox_report is not None and not k.sandbox_report["network_isolated"]
@@ -239,7 +211,7 @@ sys.exit(main(sys.argv[1:]))
     reason="needs Linux seccomp on x86_64 or aarch64",
 )
 def test_without_namespaces_the_run_says_so_once_and_keeps_the_other_limits(
-    tmp_path: Path, listener: Listener
+    tmp_path: Path, listener: TcpListener
 ) -> None:
     replies = [
         code(
@@ -282,7 +254,7 @@ def test_without_namespaces_the_run_says_so_once_and_keeps_the_other_limits(
 # -- the CLI flags -------------------------------------------------------------------------------
 
 
-def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: Listener) -> None:
+def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: TcpListener) -> None:
     probe = (
         "import os, resource\n"
         "print('limits', *(resource.getrlimit(getattr(resource, 'RLIMIT_' + r))[0] "
