@@ -82,6 +82,21 @@ def test_follow_up_cells_with_other_settings_go_on_in_the_same_session(
     assert not (tmp_path / "agent-session.ipynb").exists()
 
 
+def test_a_follow_up_with_a_model_option_goes_on_with_the_scripted_models_script(
+    user_kernel: Kernel, tmp_path: Path
+) -> None:
+    script = write_script(
+        tmp_path / "two.json",
+        code("final_answer('first reply')"),
+        code("final_answer('second reply')"),
+    )
+    first = run(user_kernel, f"%%agent --reset --model scripted:{script}\nOne?")
+    assert first.outputs[-1]["data"]["text/plain"] == "'first reply'", texts(first)
+    # --temperature means nothing to a script: the follow-up takes the script's next reply.
+    second = run(user_kernel, "%%agent --temperature 0.5\nTwo?")
+    assert second.outputs[-1]["data"]["text/plain"] == "'second reply'", texts(second)
+
+
 def test_reset_starts_a_new_session_and_notebook(user_kernel: Kernel, tmp_path: Path) -> None:
     script = write_script(tmp_path / "one.json", code("reset_probe = 'kept'\nfinal_answer(1)"))
     first_audit, second_audit = tmp_path / "one.ipynb", tmp_path / "two.ipynb"

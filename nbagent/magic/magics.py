@@ -691,7 +691,9 @@ class AgentMagics(Magics):
         if key_env:
             check_key_variable(key_env)
         options = config.model_options()
-        key = json.dumps([spec, key_env, {k: repr(v) for k, v in sorted(options.kwargs().items())}])
+        # A scripted model takes no options: one for its script must not restart the script.
+        chosen = {} if spec.startswith("scripted:") else options.kwargs()
+        key = json.dumps([spec, key_env, {k: repr(v) for k, v in sorted(chosen.items())}])
         if self._model is None or self._model_key != key:
             # The same spec keeps its model object: a scripted model goes on with its script.
             self._model = resolve_model(spec, **options.kwargs())
