@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from nbagent import Execution, Kernel, Observer
-from nbagent.agent.observe import rough_token_count
 from nbagent.kernel_code import setup_code
+from nbagent.models.base import estimate_tokens
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 
@@ -181,7 +181,7 @@ class Result:
     observation: int  # tokens
     facts_everything: int
     facts_observation: int
-    estimate: int  # rough_token_count of the observation
+    estimate: int  # estimate_tokens of the observation
     images: int
 
 
@@ -233,7 +233,7 @@ def main() -> int:
                     tokens(observation.text),
                     facts_kept(everything, case.facts),
                     facts_kept(observation.text, case.facts),
-                    rough_token_count(observation.text),
+                    estimate_tokens(observation.text),
                     len(observation.images),
                 )
             )
@@ -251,7 +251,7 @@ def main() -> int:
     estimate = sum(r.estimate for r in results)
     print()
     print(
-        f"Tokens: cl100k_base. nbagent's built-in estimate (rough_token_count) gave {estimate:,} for "
+        f"Tokens: cl100k_base. nbagent's built-in estimate (estimate_tokens) gave {estimate:,} for "
         f"the observations ({estimate / total:.0%} of the real count). {len(results)} steps in {took:.1f} s."
     )
     missing = [r.case.name for r in results if r.facts_observation < len(r.case.facts)]

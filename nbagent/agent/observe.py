@@ -30,12 +30,12 @@ from typing import Any
 
 from ..exceptions import UsageError
 from ..execution.outputs import ANSWER_MIME, Execution, strip_ansi
+from ..models.base import estimate_tokens
 from ..records import Observation
 
 SUMMARY_MIME = "text/x-nbagent-summary"
 """Mime type of the compact summaries the kernel-side formatters attach to tables and figures."""
 
-_TOKEN_PIECES = re.compile(r"[A-Za-z]{1,8}|\d{1,3}|[^\sA-Za-z\d]{1,2}|\n| {2,}")
 _DEFAULT_REPR = re.compile(r"^<[\w.]+( object)? at 0x[0-9a-f]+>$|^<[\w.]+ object>$")
 
 
@@ -62,16 +62,6 @@ def escape_controls(text: str) -> str:
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
     return _CONTROL.sub(escape, text)
-
-
-def rough_token_count(text: str) -> int:
-    """A cheap token estimate close to GPT-style BPE tokenizers (within about ±25%).
-
-    Counts words in pieces of up to eight letters, digits in groups of three, punctuation in
-    pairs, newlines and runs of spaces: numbers and tables cost more tokens per character than
-    prose, which a plain ``len(text) / 4`` misses by a factor of two.
-    """
-    return len(_TOKEN_PIECES.findall(text))
 
 
 def truncate_middle(text: str, limit: int) -> str:
@@ -130,7 +120,8 @@ class Observer:
         max_tokens: the budget in tokens instead (counted with ``count_tokens``); when set, it
             replaces ``max_chars``.
         count_tokens: how tokens are counted for ``max_tokens`` (default
-            :func:`rough_token_count`; pass a real tokenizer's ``len(encode(text))`` to be exact).
+            :func:`~nbagent.models.base.estimate_tokens`; pass a real tokenizer's
+            ``len(encode(text))`` to be exact).
         max_traceback_lines: the lines an error keeps when its traceback cannot be parsed.
         library_frames: how many of the innermost library frames (outside the notebook's own
             code) an error's traceback keeps.
@@ -144,7 +135,7 @@ class Observer:
         max_traceback_lines: int = 12,
         *,
         max_tokens: int | None = None,
-        count_tokens: Callable[[str], int] = rough_token_count,
+        count_tokens: Callable[[str], int] = estimate_tokens,
         library_frames: int = 2,
         max_image_side: int | None = 1568,
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -113,9 +114,18 @@ class Model(ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
+_TOKEN_PIECES = re.compile(r"[A-Za-z]{1,8}|\d{1,3}|[^\sA-Za-z\d]{1,2}|\n| {2,}")
+
+
 def estimate_tokens(text: str) -> int:
-    """A rough token count (about four characters a token) for models that report none."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+    """A cheap token estimate close to GPT-style BPE tokenizers (within about ±25%), for models
+    that report no usage and for observation budgets in tokens.
+
+    Counts words in pieces of up to eight letters, digits in groups of three, punctuation in
+    pairs, newlines and runs of spaces: numbers and tables cost more tokens per character than
+    prose, which a plain ``len(text) / 4`` misses by a factor of two.
+    """
+    return len(_TOKEN_PIECES.findall(text))
 
 
 def message_text(message: Message) -> str:
