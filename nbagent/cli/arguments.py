@@ -19,8 +19,7 @@ from ..agent.config import (
     settings,
     settings_from_args,
 )
-from ..exceptions import UsageError
-from ..execution.kernel import available_kernels
+from ..execution.kernel import check_kernel_name
 from ..execution.sandbox import Sandbox
 
 
@@ -32,9 +31,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[AgentConfig, dict[str, A
 
 def check_kernel(name: str) -> None:
     """Refuse a kernel spec that is not installed, listing those that are."""
-    kernels = available_kernels()
-    if name not in kernels:
-        raise UsageError(f"unknown kernel {name!r}; available kernels: {', '.join(kernels)}")
+    check_kernel_name(name)
 
 
 def check_sandbox(kernel: str, sandbox: Sandbox | str) -> None:

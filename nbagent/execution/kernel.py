@@ -79,6 +79,15 @@ def available_kernels() -> list[str]:
     return sorted(kernel_spec_manager().find_kernel_specs())
 
 
+def check_kernel_name(name: str) -> str:
+    """``name`` if a kernel spec of that name is installed; :class:`~nbagent.NoSuchKernelError`
+    (a :class:`~nbagent.UsageError`) listing those that are, if not."""
+    known = available_kernels()
+    if name not in known:
+        raise NoSuchKernelError(f"unknown kernel {name!r}; available kernels: {', '.join(known) or 'none'}")
+    return name
+
+
 _live_kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
 
@@ -193,8 +202,8 @@ class Kernel:
         try:
             spec = ksm.get_kernel_spec(self.name)
         except NoSuchKernel:
-            known = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
-            raise NoSuchKernelError(f"unknown kernel {self.name!r}; available kernels: {known}") from None
+            check_kernel_name(self.name)  # raises, listing the kernels there are
+            raise
         self.sandboxed = bool((spec.metadata.get("nbagent") or {}).get("sandbox"))
         jailed = self.sandboxed and self.sandbox.jailed
         if jailed:

@@ -34,9 +34,9 @@ from nbformat import NotebookNode
 from .._version import __version__
 from ..agent.config import AgentConfig, setting
 from ..agent.environment import parse_probe_output, probe_code, version_changes
-from ..exceptions import KernelStartError, NoSuchKernelError, SandboxUnavailableError, UsageError
+from ..exceptions import KernelStartError, SandboxUnavailableError, UsageError
 from ..execution.jail import JAIL_UID, jail_unavailable
-from ..execution.kernel import DEFAULT_KERNEL, available_kernels, is_sandboxed_spec, kernel_spec_manager
+from ..execution.kernel import DEFAULT_KERNEL, check_kernel_name, is_sandboxed_spec, kernel_spec_manager
 from ..execution.outputs import ANSWER_MIME
 from ..execution.run_limits import JailedRun
 from ..execution.sandbox import Sandbox
@@ -317,12 +317,7 @@ def rerun_timeout(nb: NotebookNode) -> float:
 def _choose_kernel(kernel: str | None) -> str:
     # Never the kernel the notebook records: a notebook naming an unsandboxed kernel would
     # otherwise run its code with the host's secrets, network and no limits.
-    known = available_kernels()
-    if kernel is not None:
-        if kernel not in known:
-            raise NoSuchKernelError(f"unknown kernel {kernel!r}; available kernels: {', '.join(known)}")
-        return kernel
-    return DEFAULT_KERNEL
+    return check_kernel_name(kernel) if kernel is not None else DEFAULT_KERNEL
 
 
 def _stage_data(
