@@ -24,7 +24,7 @@ from ..execution.executor import Executor
 from ..execution.outputs import ErrorInfo, Execution, error_from_outputs
 from ..kernel_code import setup_code
 from ..models import Usage
-from ..notebook.reader import read_notebook_file
+from ..notebook.reader import read_run_notebook
 from ..notebook.recorder import step_code
 from ..records import Observation, Plan, Step, Task
 from .observe import Observer
@@ -132,19 +132,6 @@ class SavedRun:
         return None
 
 
-def read_notebook(path: str | os.PathLike[str]) -> NotebookNode:
-    """Read an nbagent notebook; :class:`UsageError` if it is missing, unreadable or not nbagent's."""
-    path = Path(path)
-    nb = read_notebook_file(path)
-    runs = nb.metadata.get("nbagent", {}).get("runs")
-    if not runs:
-        raise UsageError(
-            f"notebook {str(path)!r} was not written by nbagent (it has no metadata.nbagent.runs); "
-            "only notebooks from 'nbagent run' can be resumed"
-        )
-    return nb
-
-
 def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> SavedRun:
     """Read back the tasks and steps recorded in an nbagent notebook.
 
@@ -153,7 +140,7 @@ def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> 
     the outputs, for models that see images.
     """
     path = Path(path)
-    nb = read_notebook(path)
+    nb = read_run_notebook(path)
     runs = nb.metadata["nbagent"]["runs"]
     observer = observer or Observer()
     entries: list[Task | Step | Plan] = []

@@ -91,6 +91,7 @@ def _cell_seconds(text: str) -> float:
 def rerun_sandbox(notebook: str | os.PathLike[str], args: argparse.Namespace) -> Sandbox:
     """The sandbox to re-run ``notebook`` in: the flags of :func:`add_rerun_arguments` given, else
     the notebook's limits where tighter, else the defaults (:func:`~nbagent.repro.verify.rerun_config`)."""
-    from ..repro.verify import read_notebook, rerun_config
+    from ..notebook.reader import read_notebook_file
+    from ..repro.verify import rerun_config
 
-    return rerun_config(read_notebook(notebook), settings_from_args(args)).sandbox_spec()
+    return rerun_config(read_notebook_file(notebook), settings_from_args(args)).sandbox_spec()

@@ -175,8 +175,8 @@ def run_command(args: argparse.Namespace) -> int:
 def resume_command(args: argparse.Namespace) -> int:
     """``nbagent resume``: restore the notebook's run and go on with its last question."""
     from ..agent.agent import Agent
-    from ..agent.restore import read_notebook
     from ..models import MODEL_ENV, LiteLLMModel, resolve_model
+    from ..notebook.reader import read_run_notebook
 
     config, given = config_from_args(args)
     options = config.model_options()
@@ -185,7 +185,7 @@ def resume_command(args: argparse.Namespace) -> int:
     _check_tools(config)
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
-    nb = read_notebook(args.notebook)
+    nb = read_run_notebook(args.notebook)
     last_run = nb.metadata["nbagent"]["runs"][-1]
     spec = config.model or os.environ.get(MODEL_ENV)
     if not spec:

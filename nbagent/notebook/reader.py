@@ -73,6 +73,18 @@ def read_notebook_file(path: str | os.PathLike[str]) -> NotebookNode:
     return nb
 
 
+def read_run_notebook(path: str | os.PathLike[str], purpose: str = "resumed") -> NotebookNode:
+    """Read a notebook nbagent wrote (it has ``metadata.nbagent.runs``); :class:`UsageError` if it
+    is missing, unreadable, invalid, or not nbagent's (``purpose``: what is done with it)."""
+    nb = read_notebook_file(path)
+    if not nb.metadata.get("nbagent", {}).get("runs"):
+        raise UsageError(
+            f"notebook {str(path)!r} was not written by nbagent (it has no metadata.nbagent.runs); "
+            f"only notebooks from 'nbagent run' can be {purpose}"
+        )
+    return nb
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

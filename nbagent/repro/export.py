@@ -38,6 +38,7 @@ from .._version import __version__
 from ..agent.agent import check_notebook_path
 from ..exceptions import NotReproducedError, UsageError
 from ..execution.sandbox import Sandbox
+from ..notebook.reader import read_notebook_file
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text, step_code
 from ..notebook.signing import load_key, resign_answers
 from .dataflow import CellNames, analyse_cell, needed_cells
@@ -45,7 +46,6 @@ from .verify import (
     VerifyReport,
     answer_payload,
     averify_notebook,
-    read_notebook,
     record_verification,
     recorded_files,
 )
@@ -276,7 +276,7 @@ async def aexport_tidy(
 ) -> TidyResult:
     """Make, verify and write the tidy notebook; see :func:`export_tidy`."""
     source = Path(notebook).expanduser().resolve()
-    nb = read_notebook(source)
+    nb = read_notebook_file(source)
     target = check_output_path(output, source, overwrite)
     result = tidy_notebook(nb, source.name, keep_displays=keep_displays)
     result.source, result.output = source, target
@@ -537,7 +537,7 @@ def export_html(
         nb, source = notebook, None
     else:
         source = Path(notebook).expanduser().resolve()
-        nb = read_notebook(source)
+        nb = read_notebook_file(source)
     target = check_output_path(output, source, overwrite)
     assert target is not None
     atomic_write_text(target, notebook_to_html(nb))

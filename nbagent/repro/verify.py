@@ -215,11 +215,6 @@ class VerifyReport:
         }
 
 
-def read_notebook(path: str | os.PathLike[str]) -> NotebookNode:
-    """Read and validate a notebook file; :class:`UsageError` says what is wrong with it."""
-    return read_notebook_file(path)
-
-
 def recorded_files(nb: NotebookNode) -> dict[str, str]:
     """Data files the notebook's runs were given: name -> sha256."""
     files: dict[str, str] = {}
@@ -543,7 +538,7 @@ async def averify_notebook(
         check_metadata(stored)
     else:
         path = Path(notebook).expanduser().resolve()
-        stored = read_notebook(path)
+        stored = read_notebook_file(path)
     folder = Path(base_dir).resolve() if base_dir is not None else (path.parent if path else Path.cwd())
     kernel_name = _choose_kernel(kernel)
     if timeout is None:
