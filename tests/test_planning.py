@@ -8,7 +8,8 @@ import nbformat
 import pytest
 from conftest import code, scripted
 
-from nbagent import Agent, Usage, UsageError
+from nbagent import Agent, Plan, Usage, UsageError
+from nbagent.agent.restore import read_run
 
 PLAN = (
     "## Facts known\nA file is given.\n\n## Facts to find\nIts row count.\n\n## Plan\n1. Count.\n2. Answer."
@@ -70,6 +71,10 @@ def test_planning_every_n_steps_records_plans_as_markdown_cells(tmp_path: Path) 
     )
     assert second.source.startswith("**Updated plan** (before step 3)")
     assert second.metadata["nbagent"]["usage"]["input_tokens"] == 200
+    # The plan's text is recorded as such: reading it back parses no markdown.
+    assert second.metadata["nbagent"]["text"] == UPDATE
+    read_back = [e.text for e in read_run(notebook).entries if isinstance(e, Plan)]
+    assert read_back == [p.text for p in result.plans]
 
 
 def test_no_planning_by_default_and_bad_intervals_are_refused() -> None:

@@ -82,6 +82,7 @@ def record_plan(recorder: NotebookRecorder, plan: Plan, model: str) -> None:
         kind=plan.kind,
         model=model,
         reply=plan.reply,
+        text=plan.text,
         usage=plan.usage.to_dict(),
         model_duration=round(plan.model_duration, 6),
     )

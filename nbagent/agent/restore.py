@@ -193,8 +193,10 @@ def _usage(meta: dict[str, Any]) -> Usage:
 
 
 def _plan_from_cell(cell: NotebookNode, meta: dict[str, Any]) -> Plan:
-    # The cell reads "**Plan** (before step N)\n\n<the plan>"; the plan is what follows the title.
-    text = cell.source.split("\n\n", 1)[1] if "\n\n" in cell.source else cell.source
+    text = meta.get("text")
+    if not isinstance(text, str):
+        # Written before plans recorded their text: the cell reads "**Plan** (before step N)\n\n<the plan>".
+        text = cell.source.split("\n\n", 1)[1] if "\n\n" in cell.source else cell.source
     return Plan(
         before_step=int(meta["before_step"]),
         text=text,
