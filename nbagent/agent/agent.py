@@ -28,6 +28,7 @@ from ..execution.outputs import ANSWER_MIME, ErrorInfo, Execution
 from ..execution.sandbox import Sandbox
 from ..kernel_code import agent_code, kernel_source, setup_code
 from ..models import Model, Reply, Usage, resolve_model
+from ..notebook import schema
 from ..notebook.recorder import ANSWER_SOURCE, NotebookRecorder, file_digest
 from ..notebook.redact import Redactor
 from ..notebook.safe_files import check_writable_folder, copy_atomic
@@ -633,7 +634,7 @@ class Agent:
                 result.usage = result.usage + step.usage
             result.notebook = saved.nb
             if saved.last_run.get("status") != "answered":
-                if not any(c.metadata.get("nbagent", {}).get("role") == "answer" for c in saved.nb.cells):
+                if not any(schema.role(c) == "answer" for c in saved.nb.cells):
                     recorder.add_answer(result.answer_text)
                 recorder.finish_task(status="answered", answer=result.answer_text)
                 recorder.save()
@@ -1185,7 +1186,7 @@ def check_data_files(files: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def _check_recorded_files(saved: SavedRun, workdir: Path) -> list[str]:
     """Data files the notebook records must be in ``workdir``; returns those whose content changed."""
     changed: list[str] = []
-    runs = saved.nb.metadata["nbagent"]["runs"]
+    runs = schema.runs(saved.nb)
     for f in (f for run in runs for f in run.get("files", [])):
         target = workdir / f["name"]
         if not target.is_file():
@@ -1199,7 +1200,7 @@ def _check_recorded_files(saved: SavedRun, workdir: Path) -> list[str]:
 
 
 def _recorded_names(saved: SavedRun) -> list[str]:
-    runs = saved.nb.metadata["nbagent"]["runs"]
+    runs = schema.runs(saved.nb)
     return sorted({f["name"] for run in runs for f in run.get("files", [])})
 
 

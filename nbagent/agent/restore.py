@@ -24,6 +24,7 @@ from ..execution.executor import Executor
 from ..execution.outputs import ErrorInfo, Execution, error_from_outputs
 from ..kernel_code import setup_code
 from ..models import Usage
+from ..notebook import schema
 from ..notebook.reader import read_run_notebook
 from ..notebook.recorder import step_code
 from ..records import Observation, Plan, Step, Task
@@ -141,13 +142,13 @@ def read_run(path: str | os.PathLike[str], observer: Observer | None = None) -> 
     """
     path = Path(path)
     nb = read_run_notebook(path)
-    runs = nb.metadata["nbagent"]["runs"]
+    runs = schema.runs(nb)
     observer = observer or Observer()
     entries: list[Task | Step | Plan] = []
     tasks = 0
     task_steps: list[Step] = []
     for index, cell in enumerate(nb.cells):
-        meta = cell.get("metadata", {}).get("nbagent") or {}
+        meta = schema.cell_meta(cell)
         role = meta.get("role")
         try:
             if role == "task":

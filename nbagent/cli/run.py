@@ -176,6 +176,7 @@ def resume_command(args: argparse.Namespace) -> int:
     """``nbagent resume``: restore the notebook's run and go on with its last question."""
     from ..agent.agent import Agent
     from ..models import MODEL_ENV, LiteLLMModel, resolve_model
+    from ..notebook import schema
     from ..notebook.reader import read_run_notebook
 
     config, given = config_from_args(args)
@@ -186,7 +187,7 @@ def resume_command(args: argparse.Namespace) -> int:
     if args.workdir is not None and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir!r} is not a folder")
     nb = read_run_notebook(args.notebook)
-    last_run = nb.metadata["nbagent"]["runs"][-1]
+    last_run = schema.runs(nb)[-1]
     spec = config.model or os.environ.get(MODEL_ENV)
     if not spec:
         # The notebook is not trusted to pick the model: a recorded endpoint would receive the

@@ -19,6 +19,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from ..exceptions import UsageError
+from .schema import KEY, runs
 
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", int: "a whole number", bool: "true/false"}
 
@@ -77,7 +78,7 @@ def read_run_notebook(path: str | os.PathLike[str], purpose: str = "resumed") ->
     """Read a notebook nbagent wrote (it has ``metadata.nbagent.runs``); :class:`UsageError` if it
     is missing, unreadable, invalid, or not nbagent's (``purpose``: what is done with it)."""
     nb = read_notebook_file(path)
-    if not nb.metadata.get("nbagent", {}).get("runs"):
+    if not runs(nb):
         raise UsageError(
             f"notebook {str(path)!r} was not written by nbagent (it has no metadata.nbagent.runs); "
             f"only notebooks from 'nbagent run' can be {purpose}"
@@ -105,7 +106,7 @@ def check_metadata(nb: NotebookNode, name: str = "notebook") -> None:
 
     Only the fields nbagent reads back are checked; a notebook without nbagent metadata passes.
     """
-    meta = nb.metadata.get("nbagent")
+    meta = nb.metadata.get(KEY)
     _need(meta, dict, "metadata.nbagent", name)
     meta = meta or {}
     runs = meta.get("runs")
@@ -137,4 +138,4 @@ def check_metadata(nb: NotebookNode, name: str = "notebook") -> None:
         cell_meta = cell.get("metadata", {})
         if not isinstance(cell_meta, Mapping):
             continue  # nbformat's schema already refuses this
-        _need(cell_meta.get("nbagent"), dict, f"cell {index + 1}'s metadata.nbagent", name)
+        _need(cell_meta.get(KEY), dict, f"cell {index + 1}'s metadata.nbagent", name)

@@ -39,6 +39,7 @@ from ..execution.outputs import ANSWER_MIME, Execution, display_updates
 from ..records import Step, Task
 from .redact import Redactor
 from .safe_files import write_atomic
+from .schema import KEY
 from .signing import SigningKey, load_key
 
 log = logging.getLogger("nbagent")
@@ -149,7 +150,7 @@ class NotebookRecorder:
             metadata={
                 "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                 "language_info": {"name": "python", "version": platform.python_version()},
-                "nbagent": {"version": __version__, "runs": []},
+                KEY: {"version": __version__, "runs": []},
             }
         )
 
@@ -166,7 +167,7 @@ class NotebookRecorder:
     @property
     def runs(self) -> list[dict[str, Any]]:
         """The ``metadata.nbagent.runs`` list: one entry per question asked."""
-        runs: list[dict[str, Any]] = self.nb.metadata["nbagent"]["runs"]
+        runs: list[dict[str, Any]] = self.nb.metadata[KEY]["runs"]
         return runs
 
     def start_task(
@@ -225,7 +226,7 @@ class NotebookRecorder:
 
     def set_environment(self, environment: dict[str, Any]) -> None:
         """Record the kernel's environment (versions, random seed policy) for re-runs."""
-        self.nb.metadata["nbagent"]["environment"] = environment
+        self.nb.metadata[KEY]["environment"] = environment
 
     def add_step(self, step: Step, model: str) -> None:
         """Add a step: its thought as markdown, then its code cell (if it had code)."""
@@ -260,7 +261,7 @@ class NotebookRecorder:
 
     def annotate_last(self, **meta: Any) -> None:
         """Add facts to the ``metadata.nbagent`` of the last cell (e.g. the code a user edited)."""
-        self.nb.cells[-1].metadata["nbagent"].update(meta)
+        self.nb.cells[-1].metadata[KEY].update(meta)
         self.invalidate(self.nb.cells[-1])
 
     def add_answer(self, text: str, execution: Execution | None = None) -> None:
@@ -379,7 +380,7 @@ class NotebookRecorder:
         if key is None:
             return
         redactor = self._redactor or Redactor({})
-        meta = cell.metadata.setdefault("nbagent", {})
+        meta = cell.metadata.setdefault(KEY, {})
         meta["digest"] = key.code_digest(redactor.text(cell.source))
         payload = answer_in(cell.get("outputs") or ())
         if payload is not None:
@@ -406,7 +407,7 @@ class NotebookRecorder:
         return cell
 
     def _add(self, cell: NotebookNode, role: str, **meta: Any) -> None:
-        cell.metadata["nbagent"] = {"role": role, **meta}
+        cell.metadata[KEY] = {"role": role, **meta}
         while cell.id in self._ids:
             cell.id = _cell_id()  # ids must be unique in a notebook
         self._ids.add(cell.id)

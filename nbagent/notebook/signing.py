@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 from jupyter_core.paths import jupyter_data_dir
 
+from .schema import cell_meta
+
 SCHEME = "hmac-sha256"
 KEY_FILE = "signing-key"
 
@@ -154,7 +156,7 @@ def check_signatures(
     without a digest in a signed notebook was added afterwards and counts as changed.
     """
     indexed = [(i, c) for i, c in enumerate(cells) if c.get("cell_type") == "code"]
-    metas = {i: (c.get("metadata", {}).get("nbagent") or {}) for i, c in indexed}
+    metas = {i: cell_meta(c) for i, c in indexed}
     digests = [str(m["digest"]) for m in metas.values() if isinstance(m.get("digest"), str)]
     if key is None or not digests:
         return SignatureCheck("not signed here")
@@ -190,8 +192,8 @@ def resign_answers(cells: Iterable[Any], key: SigningKey | None, answer_of: Any)
     for cell in cells:
         if cell.get("cell_type") != "code":
             continue
-        meta = cell.get("metadata", {}).get("nbagent")
-        if not isinstance(meta, dict) or not key.matches(meta.get("digest"), key.code_digest(cell.source)):
+        meta = cell_meta(cell)
+        if not meta or not key.matches(meta.get("digest"), key.code_digest(cell.source)):
             continue
         payload = answer_of(cell)
         if payload is None:

@@ -27,7 +27,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nbformat
 from jupyter_core.utils import run_sync
@@ -38,6 +37,7 @@ from .._version import __version__
 from ..agent.agent import check_notebook_path
 from ..exceptions import NotReproducedError, UsageError
 from ..execution.sandbox import Sandbox
+from ..notebook import schema
 from ..notebook.reader import read_notebook_file
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text, step_code
 from ..notebook.signing import load_key, resign_answers
@@ -95,20 +95,15 @@ class TidyResult:
         return len(self.notebook.cells)
 
 
-def _role(cell: NotebookNode) -> str | None:
-    role = cell.metadata.get("nbagent", {}).get("role")
-    return str(role) if role is not None else None
-
-
 def _step(cell: NotebookNode) -> int | None:
-    step = cell.metadata.get("nbagent", {}).get("step")
+    step = schema.cell_meta(cell).get("step")
     return int(step) if isinstance(step, int) else None
 
 
 def _failure(cell: NotebookNode) -> str | None:
     """Why a code cell counts as failed, or ``None``."""
     tags = cell.metadata.get("tags", [])
-    status = cell.metadata.get("nbagent", {}).get("status")
+    status = schema.cell_meta(cell).get("status")
     if SKIP in tags:
         return "it stopped the kernel" if status == "died" else "it timed out"
     for out in cell.get("outputs", []):
@@ -167,7 +162,7 @@ def tidy_notebook(nb: NotebookNode, source_name: str = "", *, keep_displays: boo
         tags = set(cell.metadata.get("tags", []))
         if (
             answer_payload(cell) is not None
-            or _role(cell) in ("setup", "answer")
+            or schema.role(cell) in ("setup", "answer")
             or tags & KEEP_TAGS
             or names[-1].opaque
             or (keep_displays and shows_evidence(cell))
@@ -184,7 +179,7 @@ def tidy_notebook(nb: NotebookNode, source_name: str = "", *, keep_displays: boo
     result = TidyResult(notebook=copy.deepcopy(nb), cells_before=len(nb.cells))
     cells: list[NotebookNode] = []
     for i, cell in enumerate(nb.cells):
-        role = _role(cell)
+        role = schema.role(cell)
         if cell.cell_type == "code":
             if i in keep and cell.source.strip():
                 cells.append(copy.deepcopy(cell))
@@ -212,18 +207,21 @@ def tidy_notebook(nb: NotebookNode, source_name: str = "", *, keep_displays: boo
             cells.append(copy.deepcopy(cell))
 
     note = _tidy_note(result, source_name)
-    header = next((n for n, c in enumerate(cells) if _role(c) == "task"), -1)
+    header = next((n for n, c in enumerate(cells) if schema.role(c) == "task"), -1)
     cells.insert(header + 1, note)
     result.notebook.cells = cells
-    meta = result.notebook.metadata.setdefault("nbagent", {})
-    meta.pop("verification", None)
-    meta["tidy"] = {
-        "source": source_name or None,
-        "kept_steps": result.kept_steps,
-        "kept_failed": result.kept_failed,
-        "dropped": [{"cell": d.cell, "step": d.step, "reason": d.reason} for d in result.dropped],
-        "verified": False,
-    }
+    schema.notebook_meta(result.notebook).pop("verification", None)
+    schema.set_notebook_key(
+        result.notebook,
+        "tidy",
+        {
+            "source": source_name or None,
+            "kept_steps": result.kept_steps,
+            "kept_failed": result.kept_failed,
+            "dropped": [{"cell": d.cell, "step": d.step, "reason": d.reason} for d in result.dropped],
+            "verified": False,
+        },
+    )
     return result
 
 
@@ -241,7 +239,7 @@ def _tidy_note(result: TidyResult, source_name: str) -> NotebookNode:
         )
     lines[0] += "*"
     cell = new_markdown_cell("\n".join(lines))
-    cell.metadata["nbagent"] = {"role": "tidy-note"}
+    schema.mark_cell(cell, "tidy-note")
     return cell
 
 
@@ -252,7 +250,7 @@ def _adopt_rerun(result: TidyResult, report: VerifyReport) -> None:
         if cell.cell_type == "code" and SKIP not in cell.metadata.get("tags", []):
             cell.outputs = rerun.outputs
             cell.execution_count = rerun.execution_count
-    result.notebook.metadata["nbagent"]["tidy"]["verified"] = True
+    schema.notebook_meta(result.notebook)["tidy"]["verified"] = True
     if report.signature == "signed here":
         # The re-run's answers may be serialised a little differently: sign what is now stored.
         try:
@@ -363,11 +361,10 @@ def check_output_path(
 
 
 def _environment_note(nb: NotebookNode) -> NotebookNode | None:
-    meta = nb.metadata.get("nbagent")
-    if not meta:
+    if not schema.notebook_meta(nb):
         return None
     parts: list[str] = []
-    env: dict[str, Any] = meta.get("environment") or {}
+    env = schema.environment(nb)
     if env.get("python"):
         packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
         parts.append(f"Python {env['python']}" + (f" ({packages})" if packages else ""))
@@ -382,7 +379,7 @@ def _environment_note(nb: NotebookNode) -> NotebookNode | None:
     files = recorded_files(nb)
     if files:
         parts.append("data: " + ", ".join(f"`{n}` (sha256 `{d[:12]}…`)" for n, d in files.items()))
-    check = meta.get("verification")
+    check = schema.notebook_meta(nb).get("verification")
     if isinstance(check, dict):
         verdict = "reproduced" if check.get("ok") else "did not reproduce"
         counts = check.get("counts", {})
@@ -398,7 +395,7 @@ def _environment_note(nb: NotebookNode) -> NotebookNode | None:
         "and the seeding) is in the notebook file, not shown here."
     )
     cell = new_markdown_cell(text)
-    cell.metadata["nbagent"] = {"role": "report-note"}
+    schema.mark_cell(cell, "report-note")
     return cell
 
 
@@ -510,7 +507,7 @@ def notebook_to_html(nb: NotebookNode) -> str:
     note = _environment_note(nb)
     if note is not None:
         report.cells.append(note)
-    runs = nb.metadata.get("nbagent", {}).get("runs", [])
+    runs = schema.runs(nb)
     title = str(runs[0].get("question", "")) if runs else ""
     exporter = HTMLExporter(template_name="lab", sanitize_html=True, embed_images=False)
     # nbconvert's own clean_html filter keeps too little (no headings or table heads) and lets

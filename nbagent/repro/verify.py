@@ -41,6 +41,7 @@ from ..execution.outputs import ANSWER_MIME
 from ..execution.run_limits import JailedRun
 from ..execution.sandbox import Sandbox
 from ..kernel_code import agent_code, new_answer_key
+from ..notebook import schema
 from ..notebook.reader import check_metadata, read_notebook_file
 from ..notebook.recorder import RAISES, SKIP, atomic_write_text, file_digest, step_code
 from ..notebook.signing import Signature, SignatureCheck, check_signatures, load_key
@@ -218,7 +219,7 @@ class VerifyReport:
 def recorded_files(nb: NotebookNode) -> dict[str, str]:
     """Data files the notebook's runs were given: name -> sha256."""
     files: dict[str, str] = {}
-    for run in nb.metadata.get("nbagent", {}).get("runs", []):
+    for run in schema.runs(nb):
         for entry in run.get("files", []):
             files[str(entry["name"])] = str(entry.get("sha256", ""))
     return files
@@ -245,7 +246,7 @@ def error_of(outputs: Sequence[Any]) -> str | None:
 
 def cell_label(cell: NotebookNode) -> str:
     """How the report names a cell: ``setup``, ``tools``, ``step 3``, ``answer cell`` or ``code``."""
-    meta = cell.metadata.get("nbagent", {})
+    meta = schema.cell_meta(cell)
     role = meta.get("role")
     if role in ("setup", "tools"):
         return str(role)
@@ -276,7 +277,7 @@ def rerun_settings(nb: NotebookNode) -> dict[str, Any]:
     What a notebook may decide is then applied by :meth:`AgentConfig.resumed`: the limits only
     where tighter than the defaults; never the kernel, sandbox level, network or environment.
     """
-    runs = nb.metadata.get("nbagent", {}).get("runs") or []
+    runs = schema.runs(nb)
     chosen: dict[str, Any] = {}
     for name in _RERUN_SETTINGS:
         spec = setting(name)
@@ -353,7 +354,7 @@ def _kernel_env(nb: NotebookNode, sandbox: Sandbox) -> dict[str, str]:
     env = dict(os.environ)
     # Set explicitly (not inherited, never from the notebook): limits no looser than asked for.
     env.update(sandbox.to_env())
-    seed = (nb.metadata.get("nbagent", {}).get("environment") or {}).get("python_hash_seed")
+    seed = schema.environment(nb).get("python_hash_seed")
     # Only a number PYTHONHASHSEED accepts: the notebook is not trusted to set anything else.
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= 4294967295:
         env["PYTHONHASHSEED"] = str(seed)
@@ -577,7 +578,7 @@ async def averify_notebook(
         cells=checks,
         problems=problems,
         environment=environment,
-        recorded_environment=dict(stored.metadata.get("nbagent", {}).get("environment") or {}),
+        recorded_environment=dict(schema.environment(stored)),
         executed=executed,
         duration=time.perf_counter() - started,
         verified_at=when,
@@ -605,7 +606,7 @@ def _check_signatures(nb: NotebookNode, checks: list[CellCheck]) -> SignatureChe
 
 def record_verification(nb: NotebookNode, report: VerifyReport, path: Path | None = None) -> None:
     """Store ``report`` under ``metadata.nbagent.verification`` (and save ``path`` atomically)."""
-    nb.metadata.setdefault("nbagent", {})["verification"] = report.to_dict()
+    schema.set_notebook_key(nb, "verification", report.to_dict())
     if path is not None:
         nbformat.validate(nb)
         atomic_write_text(path, nbformat.v4.writes_json(nb) + "\n")

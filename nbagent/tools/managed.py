@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..exceptions import ToolDefinitionError
+from ..notebook import schema
 from .bridge import HostResult
 from .tool import Tool, ToolParameter, ToolSpec
 
@@ -176,7 +177,7 @@ def _link_back(agent: ManagedAgent, manager: Path) -> None:
     link = manager.name if manager.parent == recorder.path.parent else str(manager)
     if recorder.nb.cells:
         recorder.nb.cells[0].source += f"\n\n*Delegated by the manager notebook [{link}]({link}).*"
-    recorder.nb.metadata["nbagent"]["manager"] = {"notebook": link}
+    schema.set_notebook_key(recorder.nb, "manager", {"notebook": link})
     recorder.save()
 
 

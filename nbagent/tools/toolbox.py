@@ -22,6 +22,7 @@ from nbformat.v4 import new_code_cell
 from ..exceptions import ToolDefinitionError, ToolRequirementError
 from ..execution.outputs import Execution
 from ..kernel_code import kernel_source, setup_code
+from ..notebook import schema
 from .bridge import HostBridge, HostCall
 from .managed import ManagedAgent, ManagedAgentTool, ManagerSession
 from .tool import Tool, as_tool
@@ -215,11 +216,11 @@ class Toolbox:
         if not calls:
             return []
         step_cell = next(
-            (c for c in reversed(recorder.nb.cells) if c.metadata.get("nbagent", {}).get("role") == "step"),
+            (c for c in reversed(recorder.nb.cells) if schema.role(c) == "step"),
             None,
         )
         if step_cell is not None:
-            step_cell.metadata["nbagent"]["host_calls"] = [c.to_dict() for c in calls]
+            schema.cell_meta(step_cell)["host_calls"] = [c.to_dict() for c in calls]
             recorder.invalidate(step_cell)  # a metadata edit is not noticed on its own
         lines = [f"- {_call_text(c)}" for c in calls[:MAX_CALLS_SHOWN]]
         if len(calls) > MAX_CALLS_SHOWN:
