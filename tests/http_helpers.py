@@ -1,4 +1,4 @@
-"""Helpers of the tests that use the loopback network: litellm pools, a dead URL, a TCP listener."""
+"""Helpers of the tests that use the loopback network: litellm pools, a dead URL, a socket listener."""
 
 from __future__ import annotations
 
@@ -28,20 +28,26 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-class TcpListener:
-    """A TCP listener on the host's 127.0.0.1 that records what connects to it (a kernel with the
-    host's network reaches it; one in a network namespace of its own does not)."""
+class SocketListener:
+    """Records what connects to a listening socket and what each connection sends: by default a
+    TCP socket on the host's 127.0.0.1 (a kernel with the host's network reaches it; one in a
+    network namespace of its own does not), or the given one (say, a fake ssh-agent's)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self.sock = sock if sock is not None else socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1] if self.sock.family == socket.AF_INET else None
+        self.sock.settimeout(0.1)  # so the thread notices close() soon
         self.received: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with conn:
@@ -52,4 +58,6 @@ class TcpListener:
                     self.received.append(b"")
 
     def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
         self.sock.close()

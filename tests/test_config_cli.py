@@ -13,7 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import code, run_cli
-from http_helpers import TcpListener
+from http_helpers import SocketListener
 from test_tools import great_circle_km
 
 from nbagent.agent.config import AgentConfig, Setting, settings, settings_from_args
@@ -169,14 +169,14 @@ def test_one_of_a_pair_given_now_is_not_overruled_by_the_other_recorded() -> Non
 
 
 @pytest.fixture(scope="module")
-def listener() -> Iterator[TcpListener]:
-    server = TcpListener()
+def listener() -> Iterator[SocketListener]:
+    server = SocketListener()
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
-def stopped_run(tmp_path_factory: pytest.TempPathFactory, listener: TcpListener) -> Path:
+def stopped_run(tmp_path_factory: pytest.TempPathFactory, listener: SocketListener) -> Path:
     """A run made with --timeout 3 --observation-chars 400 --max-steps 2 --memory-limit 1G that
     stopped at its step limit; its script goes on with a probe, a 4 s step and an answer."""
     folder = tmp_path_factory.mktemp("stopped")
@@ -297,7 +297,7 @@ def test_a_setting_given_to_resume_wins_over_the_notebook(stopped_run: Path) -> 
 
 
 def test_a_notebook_never_chooses_the_kernel_network_tools_or_looser_limits(
-    stopped_run: Path, listener: TcpListener
+    stopped_run: Path, listener: SocketListener
 ) -> None:
     tool = great_circle_km.save(stopped_run / "a-tool")
     path = _copy(stopped_run, "forged")

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import code, run_cli
-from http_helpers import TcpListener
+from http_helpers import SocketListener
 
 from nbagent import Kernel, NotebookRecorder, Sandbox
 from nbagent.execution.kernel import DEFAULT_KERNEL
@@ -43,8 +43,8 @@ def run_in(kernel: Kernel, source: str, timeout: float = 60) -> str:
 
 
 @pytest.fixture
-def listener() -> Iterator[TcpListener]:
-    server = TcpListener()
+def listener() -> Iterator[SocketListener]:
+    server = SocketListener()
     yield server
     server.close()
 
@@ -100,7 +100,7 @@ def test_the_sandbox_is_the_default_kernel_with_its_limits_and_the_kernel_pid(ke
 
 
 def test_secrets_stay_out_and_the_network_is_unreachable(
-    monkeypatch: pytest.MonkeyPatch, listener: TcpListener
+    monkeypatch: pytest.MonkeyPatch, listener: SocketListener
 ) -> None:
     for name, value in HOST_SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -138,7 +138,7 @@ def test_secrets_stay_out_and_the_network_is_unreachable(
     assert listener.received == []
 
 
-def test_allow_network_lets_the_kernel_reach_the_host(listener: TcpListener) -> None:
+def test_allow_network_lets_the_kernel_reach_the_host(listener: SocketListener) -> None:
     with Kernel(sandbox=Sandbox(network=True, level="limits")) as k:
         assert run_in(k, connect_code(listener.port)).strip() == "connected"
         assert k.sandbox_report is not None and not k.sandbox_report["network_isolated"]
@@ -211,7 +211,7 @@ sys.exit(main(sys.argv[1:]))
     reason="needs Linux seccomp on x86_64 or aarch64",
 )
 def test_without_namespaces_the_run_says_so_once_and_keeps_the_other_limits(
-    tmp_path: Path, listener: TcpListener
+    tmp_path: Path, listener: SocketListener
 ) -> None:
     replies = [
         code(
@@ -254,7 +254,7 @@ def test_without_namespaces_the_run_says_so_once_and_keeps_the_other_limits(
 # -- the CLI flags -------------------------------------------------------------------------------
 
 
-def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: TcpListener) -> None:
+def test_sandbox_flags_reach_the_kernel(tmp_path: Path, listener: SocketListener) -> None:
     probe = (
         "import os, resource\n"
         "print('limits', *(resource.getrlimit(getattr(resource, 'RLIMIT_' + r))[0] "

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import site
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from http_helpers import SocketListener
 
 from .attacks import (
     attack_results,
@@ -183,38 +183,6 @@ TIMEOUT_STEP = "held = 42\nwhile True:\n    pass"
 AFTER_TIMEOUT = 'print("ATTACK " + json.dumps({"state kept after a timeout": held == 42}))'
 
 
-class _Listener:
-    """Counts connections to a socket, reading what each sends."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        sock.settimeout(0.1)  # so the thread notices close() soon
-        self.received: list[bytes] = []
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self.received.append(conn.recv(100))
-                except OSError:
-                    self.received.append(b"")
-
-    def close(self) -> None:
-        self._closing.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-
 @dataclass
 class Runs:
     """What each of the two runs found, and what the host saw of it."""
@@ -255,8 +223,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, module_token: str, home_canar
         agent_path = tmp / f"ssh-agent-{where}.sock"
         agent.bind(str(agent_path))
         agent.listen(8)
-        agent_listener = _Listener(agent)
-        server_listener = _Listener(socket.create_server(("127.0.0.1", 0)))
+        agent_listener = SocketListener(agent)
+        server_listener = SocketListener(socket.create_server(("127.0.0.1", 0)))
         question = f"security check {module_token} {where}"
         pth = pth_dir / f"nbagent_attack_{module_token}_{where}.pth"
         leftover_marker = f"nbagent-leftover-{module_token}-{where}"
