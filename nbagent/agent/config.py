@@ -804,8 +804,6 @@ def add_setting_argument(
 
 def _flag_parser(spec: Setting) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        if spec.optional and spec.group == "sandbox" and text.strip() == "0":
-            return None
         try:
             if spec.kind == "names":  # one name per flag: the flag is repeated for more
                 return spec.check((text,), spec.option)[0]

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from ..agent.approval import read_decision
 from ..exceptions import StopRun, UsageError
 
 CHOICES = "[r]un, [e]dit in $EDITOR, [s]kip, s[t]op"
@@ -42,14 +43,12 @@ class TerminalApproval:
             line = self.stdin.readline()
             if not line:  # end of input: nobody is there to approve anything
                 raise StopRun("standard input closed while waiting for approval")
-            choice = line.strip().lower()
-            if choice in ("r", "run", "y", "yes", ""):
+            decision = read_decision(line, number)
+            if decision == "run":
                 return True
-            if choice in ("s", "skip", "n", "no"):
+            if decision == "skip":
                 return False
-            if choice in ("t", "stop", "q", "quit"):
-                raise StopRun(f"stopped by the user at step {number}")
-            if choice in ("e", "edit"):
+            if decision == "edit":
                 edited = self._edit(code)
                 if edited is not None:
                     return edited

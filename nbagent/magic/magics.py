@@ -35,10 +35,11 @@ from IPython.display import display, update_display
 from traitlets import Bool, Float, Integer, Unicode
 
 from ..agent.agent import Agent, RunListener, RunResult
+from ..agent.approval import read_decision
 from ..agent.config import AgentConfig, Setting, setting, unknown_message
 from ..agent.observe import Observer
 from ..agent.session import Session
-from ..exceptions import StopRun, UsageError
+from ..exceptions import UsageError
 from ..execution.shell import ShellExecutor
 from ..models import MODEL_ENV, Model, Usage, resolve_model
 from ..records import Step, Task
@@ -473,14 +474,12 @@ class ShellApproval:
     def ask(self, number: int) -> bool | str:
         """One decision, read with ``input()`` (looked up when asked, so the front end's is used)."""
         while True:
-            choice = builtins.input(self.PROMPT.format(number=number)).strip().lower()
-            if choice in ("r", "run", "y", "yes", ""):
+            decision = read_decision(builtins.input(self.PROMPT.format(number=number)), number)
+            if decision == "run":
                 return True
-            if choice in ("s", "skip", "n", "no"):
+            if decision == "skip":
                 return False
-            if choice in ("t", "stop", "q", "quit"):
-                raise StopRun(f"stopped by the user at step {number}")
-            if choice in ("e", "edit"):
+            if decision == "edit":
                 lines = []
                 while True:
                     line = builtins.input("code to run instead (an empty line ends it): ")
